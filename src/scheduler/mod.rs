@@ -1,0 +1,1 @@
+//! The DDIM scheduler, computed exactly as diffusers' `DDIMScheduler`.
