@@ -203,6 +203,15 @@ mod tests {
         shape: Vec<usize>,
     }
 
+    /// A case of `randn_extra.safetensors`: `draws` are shapes drawn one after
+    /// another from one generator; draw `i` is stored as tensor `{name}.{i}`.
+    #[derive(serde::Deserialize)]
+    struct SequenceCase {
+        name: String,
+        seed: u64,
+        draws: Vec<Vec<usize>>,
+    }
+
     #[test]
     fn mt19937_matches_reference_stream() {
         // Reference values of std::mt19937 with its default seed 5489: the
@@ -231,6 +240,28 @@ mod tests {
                 case.name, case.seed, case.shape
             );
             assert!(diff <= TOLERANCE, "{}: max abs diff {diff:e}", case.name);
+        }
+    }
+
+    #[test]
+    fn matches_torch_randn_extra_fixture() {
+        let bytes = fixture("randn_extra.safetensors");
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let cases: Vec<SequenceCase> = cases(&bytes);
+        assert!(!cases.is_empty());
+        for case in cases {
+            let mut rng = TorchRng::new(case.seed);
+            for (i, shape) in case.draws.iter().enumerate() {
+                let name = format!("{}.{i}", case.name);
+                let expected = reference(&st, &name, shape);
+                let got = rng.randn(shape.iter().product());
+                let diff = max_abs_diff(&got, &expected);
+                println!(
+                    "{name} seed {} shape {shape:?}: max abs diff {diff:e}",
+                    case.seed
+                );
+                assert!(diff <= TOLERANCE, "{name}: max abs diff {diff:e}");
+            }
         }
     }
 
