@@ -118,7 +118,7 @@ impl ClipTokenizer {
         // can be reported; a tokenizer.json's own settings would hide them.
         tokenizer
             .with_truncation(None)
-            .map_err(|e| anyhow!("{}: {e}", json_path.display()))?;
+            .map_err(|e| anyhow!("{}: clearing truncation: {e}", dir.display()))?;
         tokenizer.with_padding(None);
         // transformers registers every special token as an added token, so
         // the text is split around it before BPE: with pad `!`, a `!` in the
