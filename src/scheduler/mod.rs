@@ -11,3 +11,6 @@ mod schedule;
 
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 pub use ddim::{DdimScheduler, DdimStep};
+
+#[cfg(test)]
+mod tests;
