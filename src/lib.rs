@@ -6,6 +6,10 @@
 //! intermediate, [`model`] turns a diffusers folder into candle modules, and
 //! [`scheduler`] and [`rng`] reproduce diffusers' DDIM and torch's CPU `randn`.
 
+pub mod fsutil;
+pub mod image_out;
 pub mod model;
 pub mod rng;
 pub mod scheduler;
+pub mod session;
+pub mod stages;

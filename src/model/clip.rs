@@ -70,10 +70,8 @@ impl ClipTextConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let file = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        let config =
-            Self::deserialize(NamedFields(json)).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let config = Self::deserialize(NamedFields(json)).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
         config.check().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
         Ok(config)
     }
@@ -101,10 +99,9 @@ impl<'de> Deserializer<'de> for NamedFields {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> serde_json::Result<V::Value> {
         match self.0 {
-            serde_json::Value::Object(map) => visitor.visit_map(NamedFieldAccess {
-                entries: map.into_iter(),
-                pending: None,
-            }),
+            serde_json::Value::Object(map) => {
+                visitor.visit_map(NamedFieldAccess { entries: map.into_iter(), pending: None })
+            }
             other => other.deserialize_any(visitor),
         }
     }
@@ -124,10 +121,7 @@ struct NamedFieldAccess {
 impl<'de> MapAccess<'de> for NamedFieldAccess {
     type Error = serde_json::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> serde_json::Result<Option<K::Value>> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> serde_json::Result<Option<K::Value>> {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
@@ -136,16 +130,9 @@ impl<'de> MapAccess<'de> for NamedFieldAccess {
         Ok(Some(parsed))
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> serde_json::Result<V::Value> {
-        let (key, value) = self
-            .pending
-            .take()
-            .ok_or_else(|| de::Error::custom("value requested before its key"))?;
-        seed.deserialize(value)
-            .map_err(|e| de::Error::custom(format!("{key}: {e}")))
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> serde_json::Result<V::Value> {
+        let (key, value) = self.pending.take().ok_or_else(|| de::Error::custom("value requested before its key"))?;
+        seed.deserialize(value).map_err(|e| de::Error::custom(format!("{key}: {e}")))
     }
 }
 
@@ -160,11 +147,7 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn new(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
-            eps: eps as f32,
-        })
+        Ok(Self { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps: eps as f32 })
     }
 }
 
@@ -182,11 +165,7 @@ struct ClipTextEmbeddings {
 impl ClipTextEmbeddings {
     fn new(vb: VarBuilder, c: &ClipTextConfig) -> Result<Self> {
         Ok(Self {
-            token_embedding: candle_nn::embedding(
-                c.vocab_size,
-                c.hidden_size,
-                vb.pp("token_embedding"),
-            )?,
+            token_embedding: candle_nn::embedding(c.vocab_size, c.hidden_size, vb.pp("token_embedding"))?,
             position_embedding: candle_nn::embedding(
                 c.max_position_embeddings,
                 c.hidden_size,
@@ -204,9 +183,7 @@ impl ClipTextEmbeddings {
         // Tokenizers hand out i64 (torch's dtype) or u32; candle's index_select wants one kind.
         let ids = input_ids.to_dtype(DType::U32)?;
         let positions = self.position_embedding.embeddings().narrow(0, 0, seq_len)?;
-        self.token_embedding
-            .forward(&ids)?
-            .broadcast_add(&positions)
+        self.token_embedding.forward(&ids)?.broadcast_add(&positions)
     }
 }
 
@@ -235,27 +212,17 @@ impl ClipAttention {
     /// `causal_mask` is f32 (seq, seq): 0 on and below the diagonal, -inf above.
     fn forward(&self, xs: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
         let (batch, seq_len, hidden) = xs.dims3()?;
-        let split_heads = |t: Tensor| {
-            t.reshape((batch, seq_len, self.num_heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
+        let split_heads =
+            |t: Tensor| t.reshape((batch, seq_len, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
         let scale = (self.head_dim as f64).powf(-0.5);
         let q = split_heads((self.q_proj.forward(xs)? * scale)?)?;
         let k = split_heads(self.k_proj.forward(xs)?)?;
         let v = split_heads(self.v_proj.forward(xs)?)?;
         // Mask and softmax in f32 whatever the model dtype, as transformers' eager attention
         // does: an f16 softmax over 77 scores loses precision, and -inf needs no f16 stand-in.
-        let scores = q
-            .matmul(&k.t()?)?
-            .to_dtype(DType::F32)?
-            .broadcast_add(causal_mask)?;
+        let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?.broadcast_add(causal_mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(xs.dtype())?;
-        probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, seq_len, hidden))?
-            .apply(&self.out_proj)
+        probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq_len, hidden))?.apply(&self.out_proj)
     }
 }
 
@@ -277,9 +244,7 @@ impl ClipMlp {
 
 impl Module for ClipMlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.apply(&self.fc1)?
-            .apply(&self.activation)?
-            .apply(&self.fc2)
+        xs.apply(&self.fc1)?.apply(&self.activation)?.apply(&self.fc2)
     }
 }
 
@@ -302,9 +267,7 @@ impl ClipEncoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&xs.apply(&self.layer_norm1)?, causal_mask)?;
+        let attn = self.self_attn.forward(&xs.apply(&self.layer_norm1)?, causal_mask)?;
         let xs = (xs + attn)?;
         let mlp = xs.apply(&self.layer_norm2)?.apply(&self.mlp)?;
         xs + mlp
@@ -324,11 +287,8 @@ impl ClipTextTransformer {
     /// without that prefix (the test fixtures do), so both layouts load.
     pub fn new(vb: VarBuilder, config: &ClipTextConfig) -> Result<Self> {
         config.check().map_err(candle_core::Error::msg)?;
-        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
-            vb.pp("text_model")
-        } else {
-            vb
-        };
+        let vb =
+            if vb.contains_tensor("text_model.embeddings.token_embedding.weight") { vb.pp("text_model") } else { vb };
         let layers_vb = vb.pp("encoder").pp("layers");
         let layers = (0..config.num_hidden_layers)
             .map(|i| ClipEncoderLayer::new(layers_vb.pp(i), config))
@@ -336,11 +296,7 @@ impl ClipTextTransformer {
         Ok(Self {
             embeddings: ClipTextEmbeddings::new(vb.pp("embeddings"), config)?,
             layers,
-            final_layer_norm: LayerNorm::new(
-                vb.pp("final_layer_norm"),
-                config.hidden_size,
-                config.layer_norm_eps,
-            )?,
+            final_layer_norm: LayerNorm::new(vb.pp("final_layer_norm"), config.hidden_size, config.layer_norm_eps)?,
         })
     }
 
@@ -360,11 +316,7 @@ impl ClipTextTransformer {
     }
 
     /// The one forward pass; keeping hidden states only costs a reference-counted clone each.
-    fn run(
-        &self,
-        input_ids: &Tensor,
-        mut hidden_states: Option<&mut Vec<Tensor>>,
-    ) -> Result<Tensor> {
+    fn run(&self, input_ids: &Tensor, mut hidden_states: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
         let mut xs = self.embeddings.forward(input_ids)?;
         let causal_mask = causal_mask(xs.dim(1)?, xs.device())?;
         for layer in &self.layers {
@@ -383,9 +335,8 @@ impl ClipTextTransformer {
 /// Each token attends to itself and earlier tokens only, as CLIP was trained; this is why the
 /// padding after the end token does not change the prompt tokens' embeddings.
 fn causal_mask(seq_len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..seq_len)
-        .flat_map(|i| (0..seq_len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let mask: Vec<f32> =
+        (0..seq_len).flat_map(|i| (0..seq_len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(mask, (seq_len, seq_len), device)
 }
 
@@ -434,36 +385,21 @@ mod tests {
 
     /// diffusers' batch order: row 0 unconditional (negative prompt), row 1 the prompt.
     fn prompt_pair(reference: &HashMap<String, Tensor>) -> Tensor {
-        Tensor::stack(
-            &[&reference["negative_input_ids"], &reference["input_ids"]],
-            0,
-        )
-        .unwrap()
+        Tensor::stack(&[&reference["negative_input_ids"], &reference["input_ids"]], 0).unwrap()
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
         let a = a.to_dtype(DType::F32).unwrap();
         let b = b.to_dtype(DType::F32).unwrap();
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
     #[test]
     fn prompt_embeds_match_diffusers() {
         for fixture in ["sd2-tiny", "sd15-tiny"] {
             let reference = reference(fixture);
-            let embeds = load(fixture, DType::F32)
-                .forward(&prompt_pair(&reference))
-                .unwrap();
+            let embeds = load(fixture, DType::F32).forward(&prompt_pair(&reference)).unwrap();
             let diff = max_abs_diff(&embeds, &reference["prompt_embeds"]);
             println!("{fixture}: prompt_embeds max abs diff {diff:e}");
             assert!(diff <= F32_TOLERANCE, "{fixture}: {diff}");
@@ -481,10 +417,7 @@ mod tests {
             for (i, state) in hidden.iter().enumerate() {
                 let diff = max_abs_diff(state, &expected[&format!("{fixture}.hidden_states.{i}")]);
                 println!("{fixture}: hidden_states[{i}] max abs diff {diff:e}");
-                assert!(
-                    diff <= F32_TOLERANCE,
-                    "{fixture} hidden_states[{i}]: {diff}"
-                );
+                assert!(diff <= F32_TOLERANCE, "{fixture} hidden_states[{i}]: {diff}");
             }
             let diff = max_abs_diff(&last, &expected[&format!("{fixture}.last_hidden_state")]);
             println!("{fixture}: last_hidden_state max abs diff {diff:e}");
@@ -508,14 +441,9 @@ mod tests {
     #[test]
     fn gelu_new_matches_transformers() {
         let expected = hidden_states_reference();
-        let config = ClipTextConfig {
-            hidden_act: ClipActivation::GeluNew,
-            ..config("sd2-tiny")
-        };
+        let config = ClipTextConfig { hidden_act: ClipActivation::GeluNew, ..config("sd2-tiny") };
         let ids = &expected["sd2-tiny-gelu_new.input_ids"];
-        let last = load_with("sd2-tiny", &config, DType::F32)
-            .forward(ids)
-            .unwrap();
+        let last = load_with("sd2-tiny", &config, DType::F32).forward(ids).unwrap();
         let diff = max_abs_diff(&last, &expected["sd2-tiny-gelu_new.last_hidden_state"]);
         println!("sd2-tiny as gelu_new: last_hidden_state max abs diff {diff:e}");
         // gelu and gelu_new outputs differ by only ~5e-4 on this model, so the bound is tighter
@@ -531,23 +459,13 @@ mod tests {
         const F16_TOLERANCE: f32 = 2e-2;
         for fixture in ["sd2-tiny", "sd15-tiny"] {
             let reference = reference(fixture);
-            let embeds = load(fixture, DType::F16)
-                .forward(&prompt_pair(&reference))
-                .unwrap();
+            let embeds = load(fixture, DType::F16).forward(&prompt_pair(&reference)).unwrap();
             assert_eq!(embeds.dtype(), DType::F16);
             let embeds = embeds.to_dtype(DType::F32).unwrap();
-            let finite = embeds
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .all(|v| v.is_finite());
+            let finite = embeds.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite());
             assert!(finite, "{fixture}: f16 output has inf or NaN");
             let diff = max_abs_diff(&embeds, &reference["prompt_embeds"]);
-            println!(
-                "{fixture}: f16 vs f32 reference max abs diff {diff:e} (bound {F16_TOLERANCE:e})"
-            );
+            println!("{fixture}: f16 vs f32 reference max abs diff {diff:e} (bound {F16_TOLERANCE:e})");
             assert!(diff <= F16_TOLERANCE, "{fixture}: {diff}");
         }
     }
@@ -567,27 +485,20 @@ mod tests {
     fn more_tokens_than_positions_is_an_error() {
         let ids = Tensor::zeros((1, 78), DType::U32, &Device::Cpu).unwrap();
         let err = load("sd2-tiny", DType::F32).forward(&ids).unwrap_err();
-        assert!(
-            err.to_string().contains("max_position_embeddings is 77"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("max_position_embeddings is 77"), "{err}");
     }
 
     /// Hub checkpoints name tensors `text_model.…`; the fixtures (transformers 5) do not.
     #[test]
     fn text_model_prefixed_checkpoint_loads_the_same() {
         let path = text_encoder_dir("sd15-tiny").join("model.safetensors");
-        let prefixed: HashMap<String, Tensor> = tensors(&path)
-            .into_iter()
-            .map(|(name, t)| (format!("text_model.{name}"), t))
-            .collect();
+        let prefixed: HashMap<String, Tensor> =
+            tensors(&path).into_iter().map(|(name, t)| (format!("text_model.{name}"), t)).collect();
         let vb = VarBuilder::from_tensors(prefixed, DType::F32, &Device::Cpu);
         let model = ClipTextTransformer::new(vb, &config("sd15-tiny")).unwrap();
         let reference = reference("sd15-tiny");
         let embeds = model.forward(&prompt_pair(&reference)).unwrap();
-        let unprefixed = load("sd15-tiny", DType::F32)
-            .forward(&prompt_pair(&reference))
-            .unwrap();
+        let unprefixed = load("sd15-tiny", DType::F32).forward(&prompt_pair(&reference)).unwrap();
         assert_eq!(max_abs_diff(&embeds, &unprefixed), 0.0);
     }
 
@@ -617,8 +528,7 @@ mod tests {
     fn load_edited(
         edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
     ) -> anyhow::Result<ClipTextConfig> {
-        let text =
-            std::fs::read_to_string(text_encoder_dir("sd2-tiny").join("config.json")).unwrap();
+        let text = std::fs::read_to_string(text_encoder_dir("sd2-tiny").join("config.json")).unwrap();
         let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
         edit(json.as_object_mut().unwrap());
         let dir = tempfile::tempdir().unwrap();
@@ -640,43 +550,26 @@ mod tests {
         let missing = error_of(|c| {
             c.remove("num_hidden_layers");
         });
-        assert!(
-            missing.contains("missing field `num_hidden_layers`"),
-            "{missing}"
-        );
+        assert!(missing.contains("missing field `num_hidden_layers`"), "{missing}");
 
         let wrong_type = error_of(|c| {
             c.insert("hidden_size".into(), "32".into());
         });
-        assert!(
-            wrong_type.contains("config.json: hidden_size: invalid type"),
-            "{wrong_type}"
-        );
+        assert!(wrong_type.contains("config.json: hidden_size: invalid type"), "{wrong_type}");
 
         let unknown_act = error_of(|c| {
             c.insert("hidden_act".into(), "relu".into());
         });
-        assert!(
-            unknown_act.contains("config.json: hidden_act: unknown variant `relu`"),
-            "{unknown_act}"
-        );
+        assert!(unknown_act.contains("config.json: hidden_act: unknown variant `relu`"), "{unknown_act}");
         assert!(unknown_act.contains("quick_gelu"), "{unknown_act}");
 
         let heads = error_of(|c| {
             c.insert("num_attention_heads".into(), 5.into());
         });
-        assert!(
-            heads.contains(
-                "config.json: hidden_size: 32 is not a multiple of num_attention_heads (5)"
-            ),
-            "{heads}"
-        );
+        assert!(heads.contains("config.json: hidden_size: 32 is not a multiple of num_attention_heads (5)"), "{heads}");
 
         let not_object = ClipTextConfig::from_file(&fixtures().join("README.md")).unwrap_err();
-        assert!(
-            not_object.to_string().contains("README.md: "),
-            "{not_object}"
-        );
+        assert!(not_object.to_string().contains("README.md: "), "{not_object}");
     }
 
     #[test]

@@ -1,4 +1,114 @@
 //! What a diffusers folder (or hub repo id) turns into: configs, tokenizer and models.
+//!
+//! Every size comes from the folder's `config.json` files, so the same code loads
+//! SD 1.5, SD 2.x and the tiny test pipelines.
 
 pub mod clip;
+pub mod json;
+pub mod runtime;
+pub mod source;
 pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae::AutoEncoderKL};
+
+use crate::scheduler::SchedulerConfig;
+use clip::{ClipTextConfig, ClipTextTransformer};
+pub use runtime::Runtime;
+pub use source::{ModelFiles, ModelSource};
+use tokenizer::ClipTokenizer;
+use unet::UNetConfig;
+use vae::VaeConfig;
+
+/// One Stable Diffusion pipeline, loaded: the four models of the talk and their configs.
+pub struct StableDiffusion {
+    pub files: ModelFiles,
+    pub runtime: Runtime,
+    pub tokenizer: ClipTokenizer,
+    pub text_config: ClipTextConfig,
+    pub text_encoder: ClipTextTransformer,
+    pub unet_config: UNetConfig,
+    pub unet: UNet2DConditionModel,
+    pub vae_config: VaeConfig,
+    pub vae: AutoEncoderKL,
+    /// The VAE's own dtype: float32 when the config asks to upcast (SD's VAE overflows in f16).
+    pub vae_dtype: DType,
+    pub scheduler_config: SchedulerConfig,
+}
+
+impl StableDiffusion {
+    /// Reads every config first (cheap, and the likeliest to be wrong), then the weights.
+    pub fn load(files: ModelFiles, runtime: Runtime) -> Result<Self> {
+        let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)?;
+        let text_config = ClipTextConfig::from_file(&files.text_encoder_config)?;
+        let unet_config = UNetConfig::from_file(&files.unet_config)?;
+        let vae_config = VaeConfig::from_file(&files.vae_config)?;
+        let scheduler_config = SchedulerConfig::from_file(&files.scheduler_config)?;
+        check_cross_attention(&text_config, &unet_config, &files)?;
+
+        let device = &runtime.device;
+        let text_encoder = weights::load(&files.text_encoder_weights, runtime.dtype, device, |vb| {
+            Ok(ClipTextTransformer::new(vb, &text_config)?)
+        })?;
+        let unet = weights::load(&files.unet_weights, runtime.dtype, device, |vb| unet_config.build(vb))?;
+        let vae_dtype = if vae_config.force_upcast { DType::F32 } else { runtime.dtype };
+        let vae = weights::load(&files.vae_weights, vae_dtype, device, |vb| vae_config.build(vb))?;
+        Ok(Self {
+            files,
+            runtime,
+            tokenizer,
+            text_config,
+            text_encoder,
+            unet_config,
+            unet,
+            vae_config,
+            vae,
+            vae_dtype,
+            scheduler_config,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.runtime.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.runtime.dtype
+    }
+
+    /// Image pixels per latent pixel (8 for SD).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae_config.scale_factor()
+    }
+
+    /// diffusers' default image size: `unet.sample_size * vae_scale_factor` (512 for SD 1.5).
+    pub fn default_size(&self) -> usize {
+        self.unet_config.sample_size * self.vae_scale_factor()
+    }
+}
+
+/// The UNet attends to the text encoder's output; a mismatch means two models from
+/// different pipelines, which would otherwise fail deep inside a matmul.
+fn check_cross_attention(text: &ClipTextConfig, unet: &UNetConfig, files: &ModelFiles) -> Result<()> {
+    if text.hidden_size != unet.cross_attention_dim {
+        anyhow::bail!(
+            "{}: cross_attention_dim: expected {} (the text encoder's hidden_size in {}), found {}",
+            files.unet_config.display(),
+            text.hidden_size,
+            files.text_encoder_config.display(),
+            unet.cross_attention_dim
+        );
+    }
+    Ok(())
+}
+
+/// Opens the model a command line names, with the context of which one it was.
+pub fn open(spec: &str, variant: Option<&str>, runtime: Runtime, progress: bool) -> Result<StableDiffusion> {
+    let source = ModelSource::parse(spec)?;
+    let files = source.resolve(variant, progress)?;
+    StableDiffusion::load(files, runtime).with_context(|| format!("loading model {source}"))
+}

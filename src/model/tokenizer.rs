@@ -99,12 +99,7 @@ impl ClipTokenizer {
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
             .filter(|&n| n >= 2)
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: expected an integer model_max_length >= 2",
-                    config_path.display()
-                )
-            })?;
+            .ok_or_else(|| anyhow!("{}: expected an integer model_max_length >= 2", config_path.display()))?;
         let specials = SpecialTokens::read(dir, &config_path, &config)?;
 
         let json_path = dir.join("tokenizer.json");
@@ -116,37 +111,23 @@ impl ClipTokenizer {
         };
         // Padding and truncation are done in `encode`, where the dropped words
         // can be reported; a tokenizer.json's own settings would hide them.
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| anyhow!("{}: clearing truncation: {e}", dir.display()))?;
+        tokenizer.with_truncation(None).map_err(|e| anyhow!("{}: clearing truncation: {e}", dir.display()))?;
         tokenizer.with_padding(None);
         // transformers registers every special token as an added token, so
         // the text is split around it before BPE: with pad `!`, a `!` in the
         // prompt becomes id 0 rather than BPE's `!</w>`. Tokens a
         // tokenizer.json already declares keep its flags, as in transformers.
-        let present: Vec<String> = tokenizer
-            .get_added_tokens_decoder()
-            .into_values()
-            .map(|t| t.content)
-            .collect();
+        let present: Vec<String> = tokenizer.get_added_tokens_decoder().into_values().map(|t| t.content).collect();
         let mut missing: Vec<AddedToken> = Vec::new();
         for token in [&specials.bos, &specials.eos, &specials.unk, &specials.pad] {
-            if !present.contains(&token.content)
-                && !missing.iter().any(|t| t.content == token.content)
-            {
+            if !present.contains(&token.content) && !missing.iter().any(|t| t.content == token.content) {
                 missing.push(token.clone());
             }
         }
-        tokenizer
-            .add_special_tokens(missing)
-            .map_err(|e| anyhow!("{}: adding special tokens: {e}", dir.display()))?;
+        tokenizer.add_special_tokens(missing).map_err(|e| anyhow!("{}: adding special tokens: {e}", dir.display()))?;
         let with_id = |token: &AddedToken| match tokenizer.token_to_id(&token.content) {
             Some(id) => Ok((id, token.content.clone())),
-            None => Err(anyhow!(
-                "special token {:?} is not in the vocabulary of {}",
-                token.content,
-                dir.display()
-            )),
+            None => Err(anyhow!("special token {:?} is not in the vocabulary of {}", token.content, dir.display())),
         };
         Ok(Self {
             bos: with_id(&specials.bos)?,
@@ -177,33 +158,18 @@ impl ClipTokenizer {
     /// BOS and EOS are added here rather than by a post-processor so that both
     /// loading paths wrap the same way and the cut is made on words only.
     pub fn encode(&self, prompt: &str) -> Result<TokenizedPrompt> {
-        let encoding = self
-            .tokenizer
-            .encode(prompt, false)
-            .map_err(|e| anyhow!("tokenizing {prompt:?}: {e}"))?;
+        let encoding = self.tokenizer.encode(prompt, false).map_err(|e| anyhow!("tokenizing {prompt:?}: {e}"))?;
         let room = self.max_length - 2;
         let words = encoding.get_ids().iter().zip(encoding.get_tokens());
         let truncated = words.clone().skip(room).map(|(_, t)| t.clone()).collect();
-        let token = |(id, text): &(u32, String), kind| Token {
-            id: *id,
-            text: text.clone(),
-            kind,
-        };
+        let token = |(id, text): &(u32, String), kind| Token { id: *id, text: text.clone(), kind };
         let mut tokens = Vec::with_capacity(self.max_length);
         tokens.push(token(&self.bos, TokenKind::Bos));
-        tokens.extend(words.take(room).map(|(&id, text)| Token {
-            id,
-            text: text.clone(),
-            kind: TokenKind::Word,
-        }));
+        tokens.extend(words.take(room).map(|(&id, text)| Token { id, text: text.clone(), kind: TokenKind::Word }));
         tokens.push(token(&self.eos, TokenKind::Eos));
         let pad = token(&self.pad, TokenKind::Pad);
         tokens.resize(self.max_length, pad);
-        Ok(TokenizedPrompt {
-            ids: tokens.iter().map(|t| t.id).collect(),
-            tokens,
-            truncated,
-        })
+        Ok(TokenizedPrompt { ids: tokens.iter().map(|t| t.id).collect(), tokens, truncated })
     }
 }
 
@@ -223,15 +189,9 @@ impl SpecialTokens {
     /// map marks `<|endoftext|>` normalized, so `<|ENDOFTEXT|>` in a prompt is
     /// lowercased into EOS, where SD 1.5's tokenizer.json leaves it as text.
     fn read(dir: &Path, config_path: &Path, config: &Map<String, Value>) -> Result<Self> {
-        let decoder = config
-            .get("added_tokens_decoder")
-            .and_then(Value::as_object);
+        let decoder = config.get("added_tokens_decoder").and_then(Value::as_object);
         let map_path = dir.join("special_tokens_map.json");
-        let map = if decoder.is_none() && map_path.is_file() {
-            read_json_object(&map_path)?
-        } else {
-            Map::new()
-        };
+        let map = if decoder.is_none() && map_path.is_file() { read_json_object(&map_path)? } else { Map::new() };
         let token = |key: &str| -> Result<AddedToken> {
             let (value, path) = match map.get(key) {
                 Some(v) if !v.is_null() => (v, map_path.as_path()),
@@ -239,18 +199,11 @@ impl SpecialTokens {
             };
             let token = match value {
                 Value::String(s) => AddedToken::from(s.as_str(), true),
-                Value::Object(o) => added_token(o).ok_or_else(|| {
-                    anyhow!("{}: {key} has no string \"content\"", path.display())
-                })?,
-                Value::Null => bail!(
-                    "no {key} in {} or {}",
-                    config_path.display(),
-                    map_path.display()
-                ),
-                _ => bail!(
-                    "{}: expected {key} to be a string or an object with \"content\"",
-                    path.display()
-                ),
+                Value::Object(o) => {
+                    added_token(o).ok_or_else(|| anyhow!("{}: {key} has no string \"content\"", path.display()))?
+                }
+                Value::Null => bail!("no {key} in {} or {}", config_path.display(), map_path.display()),
+                _ => bail!("{}: expected {key} to be a string or an object with \"content\"", path.display()),
             };
             let declared = decoder
                 .into_iter()
@@ -306,16 +259,10 @@ fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
     }
     let vocab = read_json_object(&vocab_path)?;
     if let Some((token, _)) = vocab.iter().find(|(_, id)| !id.is_u64()) {
-        bail!(
-            "{}: id of {token:?} is not a non-negative integer (expected {{token: id}})",
-            vocab_path.display()
-        );
+        bail!("{}: id of {token:?} is not a non-negative integer (expected {{token: id}})", vocab_path.display());
     }
     let merges_text = fs::read_to_string(&merges_path).with_context(|| {
-        format!(
-            "reading {} (expected BPE merges, one \"left right\" pair a line)",
-            merges_path.display()
-        )
+        format!("reading {} (expected BPE merges, one \"left right\" pair a line)", merges_path.display())
     })?;
     // The first line is a `#version: 0.2` header.
     let mut merges = Vec::new();
@@ -324,14 +271,8 @@ fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
             continue;
         }
         match line.split_once(' ') {
-            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
-                merges.push(json!([a, b]))
-            }
-            _ => bail!(
-                "{} line {}: expected \"left right\", got {line:?}",
-                merges_path.display(),
-                n + 1
-            ),
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => merges.push(json!([a, b])),
+            _ => bail!("{} line {}: expected \"left right\", got {line:?}", merges_path.display(), n + 1),
         }
     }
     let spec = json!({
@@ -357,13 +298,8 @@ fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
             "merges": merges,
         },
     });
-    Tokenizer::from_bytes(spec.to_string()).map_err(|e| {
-        anyhow!(
-            "{} + {}: not a BPE vocabulary: {e}",
-            vocab_path.display(),
-            merges_path.display()
-        )
-    })
+    Tokenizer::from_bytes(spec.to_string())
+        .map_err(|e| anyhow!("{} + {}: not a BPE vocabulary: {e}", vocab_path.display(), merges_path.display()))
 }
 
 #[cfg(test)]
@@ -371,13 +307,10 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    const TALK_PROMPT: &str =
-        "painting depicting the sea, sunrise, ship, artstation, 4k, concept art";
+    const TALK_PROMPT: &str = "painting depicting the sea, sunrise, ship, artstation, 4k, concept art";
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
     }
 
     fn tokenizer_dir(name: &str) -> PathBuf {
@@ -407,8 +340,7 @@ mod tests {
         let tok = tokenizer("sd2-tiny");
         let encoded = tok.encode(TALK_PROMPT).unwrap();
         let mut expected = vec![
-            49406, 3086, 24970, 518, 2102, 267, 5610, 267, 1158, 267, 1486, 2631, 267, 275, 330,
-            267, 6353, 794, 49407,
+            49406, 3086, 24970, 518, 2102, 267, 5610, 267, 1158, 267, 1486, 2631, 267, 275, 330, 267, 6353, 794, 49407,
         ];
         expected.resize(77, 0);
         assert_eq!(encoded.ids, expected);
@@ -422,26 +354,14 @@ mod tests {
         for name in ["sd2-tiny", "sd15-tiny"] {
             let tok = tokenizer(name);
             let run: Value =
-                serde_json::from_str(&fs::read_to_string(fixture(name).join("run.json")).unwrap())
+                serde_json::from_str(&fs::read_to_string(fixture(name).join("run.json")).unwrap()).unwrap();
+            let reference =
+                candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &candle_core::Device::Cpu)
                     .unwrap();
-            let reference = candle_core::safetensors::load(
-                fixture(name).join("reference.safetensors"),
-                &candle_core::Device::Cpu,
-            )
-            .unwrap();
-            for (prompt_key, tensor) in [
-                ("prompt", "input_ids"),
-                ("negative_prompt", "negative_input_ids"),
-            ] {
+            for (prompt_key, tensor) in [("prompt", "input_ids"), ("negative_prompt", "negative_input_ids")] {
                 let prompt = run[prompt_key].as_str().unwrap();
                 let expected: Vec<i64> = reference[tensor].to_vec1().unwrap();
-                let ids: Vec<i64> = tok
-                    .encode(prompt)
-                    .unwrap()
-                    .ids
-                    .into_iter()
-                    .map(i64::from)
-                    .collect();
+                let ids: Vec<i64> = tok.encode(prompt).unwrap().ids.into_iter().map(i64::from).collect();
                 assert_eq!(ids, expected, "{name} {prompt_key} {prompt:?}");
             }
         }
@@ -452,13 +372,8 @@ mod tests {
     /// tokenizers: ids, the dropped words, and how many words got in.
     #[test]
     fn matches_transformers_on_awkward_prompts() {
-        let cases: Value =
-            serde_json::from_str(&fs::read_to_string(fixture("tokenizer/cases.json")).unwrap())
-                .unwrap();
-        let tokenizers = [
-            ("sd2", tokenizer("sd2-tiny")),
-            ("sd15", tokenizer("sd15-tiny")),
-        ];
+        let cases: Value = serde_json::from_str(&fs::read_to_string(fixture("tokenizer/cases.json")).unwrap()).unwrap();
+        let tokenizers = [("sd2", tokenizer("sd2-tiny")), ("sd15", tokenizer("sd15-tiny"))];
         let cases = cases["cases"].as_array().unwrap();
         assert!(cases.len() >= 30);
         let mut failures = Vec::new();
@@ -467,19 +382,11 @@ mod tests {
             for (key, tok) in &tokenizers {
                 let expected = &case[*key];
                 let ids: Vec<u32> = serde_json::from_value(expected["ids"].clone()).unwrap();
-                let truncated: Vec<String> =
-                    serde_json::from_value(expected["truncated"].clone()).unwrap();
+                let truncated: Vec<String> = serde_json::from_value(expected["truncated"].clone()).unwrap();
                 let words = expected["words"].as_u64().unwrap() as usize;
                 let got = tok.encode(prompt).unwrap();
-                let got_words = got
-                    .tokens
-                    .iter()
-                    .filter(|t| t.kind == TokenKind::Word)
-                    .count();
-                if got.ids != ids
-                    || got.truncated != truncated
-                    || got_words + got.truncated.len() != words
-                {
+                let got_words = got.tokens.iter().filter(|t| t.kind == TokenKind::Word).count();
+                if got.ids != ids || got.truncated != truncated || got_words + got.truncated.len() != words {
                     failures.push(format!(
                         "{key} {:?} {prompt:?}:\n  got  {:?} cut {:?}\n  want {ids:?} cut {truncated:?}",
                         case["note"], got.ids, got.truncated
@@ -526,9 +433,7 @@ mod tests {
         assert_eq!(encoded.ids.len(), 77);
         assert_eq!(encoded.tokens[76].kind, TokenKind::Eos);
         assert_eq!(encoded.ids[76], tok.eos_id());
-        assert!(encoded.tokens[1..76]
-            .iter()
-            .all(|t| t.kind == TokenKind::Word && t.text == "cat</w>"));
+        assert!(encoded.tokens[1..76].iter().all(|t| t.kind == TokenKind::Word && t.text == "cat</w>"));
         assert_eq!(encoded.truncated, vec!["cat</w>"; 5]);
     }
 

@@ -44,15 +44,9 @@ impl TorchRng {
         state[0] = seed as u32;
         for i in 1..MT_N {
             let prev = state[i - 1];
-            state[i] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(i as u32);
+            state[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
         }
-        Self {
-            state,
-            index: MT_N,
-            next_double_normal_bits: None,
-        }
+        Self { state, index: MT_N, next_double_normal_bits: None }
     }
 
     /// exactly torch.randn(n, generator=g) in float32 (both paths: n >= 16 and n < 16), advancing the state as torch does
@@ -170,11 +164,7 @@ mod tests {
     /// The `cases` JSON list that the fixture scripts put in the safetensors metadata.
     fn cases<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Vec<T> {
         let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
-        let json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("cases"))
-            .expect("metadata key `cases`");
+        let json = meta.metadata().as_ref().and_then(|m| m.get("cases")).expect("metadata key `cases`");
         serde_json::from_str(json).unwrap()
     }
 
@@ -182,18 +172,12 @@ mod tests {
         let view = st.tensor(name).unwrap();
         assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
         assert_eq!(view.shape(), shape, "{name}");
-        view.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
 
     #[derive(serde::Deserialize)]
@@ -235,10 +219,7 @@ mod tests {
             assert_eq!(got.dims(), case.shape.as_slice());
             let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let diff = max_abs_diff(&got, &expected);
-            println!(
-                "{} seed {} shape {:?}: max abs diff {diff:e}",
-                case.name, case.seed, case.shape
-            );
+            println!("{} seed {} shape {:?}: max abs diff {diff:e}", case.name, case.seed, case.shape);
             assert!(diff <= TOLERANCE, "{}: max abs diff {diff:e}", case.name);
         }
     }
@@ -256,10 +237,7 @@ mod tests {
                 let expected = reference(&st, &name, shape);
                 let got = rng.randn(shape.iter().product());
                 let diff = max_abs_diff(&got, &expected);
-                println!(
-                    "{name} seed {} shape {shape:?}: max abs diff {diff:e}",
-                    case.seed
-                );
+                println!("{name} seed {} shape {shape:?}: max abs diff {diff:e}", case.seed);
                 assert!(diff <= TOLERANCE, "{name}: max abs diff {diff:e}");
             }
         }

@@ -156,8 +156,7 @@ impl SchedulerConfig {
     /// Reads the text of a `scheduler_config.json`; errors name the key and
     /// what was expected, but no file.
     pub fn from_json_str(text: &str) -> anyhow::Result<Self> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?;
         Self::from_json(&value)
     }
 
@@ -175,33 +174,16 @@ impl SchedulerConfig {
             );
         }
         let config = Self {
-            class_name: map
-                .get("_class_name")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            num_train_timesteps: fields
-                .get("num_train_timesteps", Fields::usize)?
-                .unwrap_or(d.num_train_timesteps),
-            beta_start: fields
-                .get("beta_start", Fields::f64)?
-                .unwrap_or(d.beta_start),
+            class_name: map.get("_class_name").and_then(Value::as_str).map(str::to_owned),
+            num_train_timesteps: fields.get("num_train_timesteps", Fields::usize)?.unwrap_or(d.num_train_timesteps),
+            beta_start: fields.get("beta_start", Fields::f64)?.unwrap_or(d.beta_start),
             beta_end: fields.get("beta_end", Fields::f64)?.unwrap_or(d.beta_end),
-            beta_schedule: fields
-                .get("beta_schedule", Fields::choice(BetaSchedule::ALL))?
-                .unwrap_or(d.beta_schedule),
+            beta_schedule: fields.get("beta_schedule", Fields::choice(BetaSchedule::ALL))?.unwrap_or(d.beta_schedule),
             trained_betas: fields.get("trained_betas", Fields::betas)?.flatten(),
-            clip_sample: fields
-                .get("clip_sample", Fields::bool)?
-                .unwrap_or(d.clip_sample),
-            clip_sample_range: fields
-                .get("clip_sample_range", Fields::f64)?
-                .unwrap_or(d.clip_sample_range),
-            set_alpha_to_one: fields
-                .get("set_alpha_to_one", Fields::bool)?
-                .unwrap_or(d.set_alpha_to_one),
-            steps_offset: fields
-                .get("steps_offset", Fields::usize)?
-                .unwrap_or(d.steps_offset),
+            clip_sample: fields.get("clip_sample", Fields::bool)?.unwrap_or(d.clip_sample),
+            clip_sample_range: fields.get("clip_sample_range", Fields::f64)?.unwrap_or(d.clip_sample_range),
+            set_alpha_to_one: fields.get("set_alpha_to_one", Fields::bool)?.unwrap_or(d.set_alpha_to_one),
+            steps_offset: fields.get("steps_offset", Fields::usize)?.unwrap_or(d.steps_offset),
             prediction_type: fields
                 .get("prediction_type", Fields::choice(PredictionType::ALL))?
                 .unwrap_or(d.prediction_type),
@@ -248,23 +230,17 @@ struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
     /// `None` when the key is absent; `parse` returns what was expected on failure.
-    fn get<T>(
-        &self,
-        key: &str,
-        parse: impl Fn(&Value) -> Result<T, String>,
-    ) -> anyhow::Result<Option<T>> {
+    fn get<T>(&self, key: &str, parse: impl Fn(&Value) -> Result<T, String>) -> anyhow::Result<Option<T>> {
         match self.0.get(key) {
             None => Ok(None),
-            Some(v) => parse(v)
-                .map(Some)
-                .map_err(|expected| anyhow!("{key}: expected {expected}, found {}", describe(v))),
+            Some(v) => {
+                parse(v).map(Some).map_err(|expected| anyhow!("{key}: expected {expected}, found {}", describe(v)))
+            }
         }
     }
 
     fn usize(v: &Value) -> Result<usize, String> {
-        v.as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| "a non-negative integer".to_owned())
+        v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| "a non-negative integer".to_owned())
     }
 
     fn f64(v: &Value) -> Result<f64, String> {
@@ -279,24 +255,19 @@ impl Fields<'_> {
         let expected = || "null or a list of numbers".to_owned();
         match v {
             Value::Null => Ok(None),
-            Value::Array(items) => items
-                .iter()
-                .map(Value::as_f64)
-                .collect::<Option<Vec<_>>>()
-                .map(Some)
-                .ok_or_else(expected),
+            Value::Array(items) => {
+                items.iter().map(Value::as_f64).collect::<Option<Vec<_>>>().map(Some).ok_or_else(expected)
+            }
             _ => Err(expected()),
         }
     }
 
     fn choice<T: Copy + fmt::Display>(all: &'static [T]) -> impl Fn(&Value) -> Result<T, String> {
         move |v| {
-            v.as_str()
-                .and_then(|s| all.iter().copied().find(|c| c.to_string() == s))
-                .ok_or_else(|| {
-                    let names: Vec<String> = all.iter().map(ToString::to_string).collect();
-                    format!("one of {}", names.join(", "))
-                })
+            v.as_str().and_then(|s| all.iter().copied().find(|c| c.to_string() == s)).ok_or_else(|| {
+                let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+                format!("one of {}", names.join(", "))
+            })
         }
     }
 }
@@ -317,9 +288,7 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(path)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
     }
 
     fn error_of(json: &str) -> String {
@@ -339,9 +308,7 @@ mod tests {
 
     #[test]
     fn pndm_config_is_read_as_ddim_would() {
-        let config =
-            SchedulerConfig::from_file(fixture("sd15-tiny/model/scheduler/scheduler_config.json"))
-                .unwrap();
+        let config = SchedulerConfig::from_file(fixture("sd15-tiny/model/scheduler/scheduler_config.json")).unwrap();
         assert_eq!(config.class_name.as_deref(), Some("PNDMScheduler"));
         assert_eq!(config.beta_schedule, BetaSchedule::ScaledLinear);
         assert_eq!((config.beta_start, config.beta_end), (0.00085, 0.012));
@@ -354,9 +321,7 @@ mod tests {
         assert_eq!(config.clip_sample_range, 1.0);
         assert!(!config.rescale_betas_zero_snr);
 
-        let sd2 =
-            SchedulerConfig::from_file(fixture("sd2-tiny/model/scheduler/scheduler_config.json"))
-                .unwrap();
+        let sd2 = SchedulerConfig::from_file(fixture("sd2-tiny/model/scheduler/scheduler_config.json")).unwrap();
         assert_eq!(sd2.class_name.as_deref(), Some("DDIMScheduler"));
         assert_eq!(sd2.prediction_type, PredictionType::VPrediction);
     }
@@ -404,18 +369,9 @@ mod tests {
             error_of(r#"{"num_train_timesteps": "a"}"#),
             r#"num_train_timesteps: expected a non-negative integer, found "a""#
         );
-        assert_eq!(
-            error_of(r#"{"steps_offset": -1}"#),
-            "steps_offset: expected a non-negative integer, found -1"
-        );
-        assert_eq!(
-            error_of(r#"{"beta_start": null}"#),
-            "beta_start: expected a number, found null"
-        );
-        assert_eq!(
-            error_of(r#"{"clip_sample": "yes"}"#),
-            r#"clip_sample: expected true or false, found "yes""#
-        );
+        assert_eq!(error_of(r#"{"steps_offset": -1}"#), "steps_offset: expected a non-negative integer, found -1");
+        assert_eq!(error_of(r#"{"beta_start": null}"#), "beta_start: expected a number, found null");
+        assert_eq!(error_of(r#"{"clip_sample": "yes"}"#), r#"clip_sample: expected true or false, found "yes""#);
         assert_eq!(
             error_of(r#"{"trained_betas": [0.1, "x"]}"#),
             r#"trained_betas: expected null or a list of numbers, found [0.1,"x"]"#
@@ -436,10 +392,7 @@ mod tests {
     fn impossible_or_unsupported_settings_are_refused() {
         let msg = error_of(r#"{"thresholding": true}"#);
         assert!(msg.starts_with("thresholding: "), "{msg}");
-        assert_eq!(
-            error_of(r#"{"num_train_timesteps": 0}"#),
-            "num_train_timesteps: expected at least 1, found 0"
-        );
+        assert_eq!(error_of(r#"{"num_train_timesteps": 0}"#), "num_train_timesteps: expected at least 1, found 0");
         assert_eq!(
             error_of(r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}"#),
             "trained_betas: expected 3 values (num_train_timesteps), found 2"
@@ -463,9 +416,6 @@ mod tests {
         let missing = dir.path().join("missing.json");
         let err = format!("{:#}", SchedulerConfig::from_file(&missing).unwrap_err());
         println!("{err}");
-        assert!(
-            err.starts_with(&format!("{}: cannot read", missing.display())),
-            "{err}"
-        );
+        assert!(err.starts_with(&format!("{}: cannot read", missing.display())), "{err}");
     }
 }

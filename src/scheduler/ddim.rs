@@ -61,24 +61,10 @@ impl DdimScheduler {
     /// than training timesteps) and where diffusers would pick a timestep
     /// outside the training range (e.g. `trailing` with 61 of 1000 steps).
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> anyhow::Result<Self> {
-        let timesteps = schedule::timesteps(config, num_inference_steps)
-            .context("cannot set up the DDIM timesteps")?;
-        let alphas_cumprod: Vec<f64> = schedule::alphas_cumprod(config)
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let final_alpha_cumprod = if config.set_alpha_to_one {
-            1.0
-        } else {
-            alphas_cumprod[0]
-        };
-        Ok(Self {
-            config: config.clone(),
-            num_inference_steps,
-            timesteps,
-            alphas_cumprod,
-            final_alpha_cumprod,
-        })
+        let timesteps = schedule::timesteps(config, num_inference_steps).context("cannot set up the DDIM timesteps")?;
+        let alphas_cumprod: Vec<f64> = schedule::alphas_cumprod(config).into_iter().map(f64::from).collect();
+        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        Ok(Self { config: config.clone(), num_inference_steps, timesteps, alphas_cumprod, final_alpha_cumprod })
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -202,13 +188,11 @@ impl DdimScheduler {
         let scalar = |c: f64| Tensor::new(c, sample.device())?.to_dtype(work);
         let (pred_original_sample, pred_epsilon) = match self.config.prediction_type {
             PredictionType::Epsilon => {
-                let x0 = (&sample - model_output.affine(sqrt_b_t, 0.0)?)?
-                    .broadcast_div(&scalar(sqrt_a_t)?)?;
+                let x0 = (&sample - model_output.affine(sqrt_b_t, 0.0)?)?.broadcast_div(&scalar(sqrt_a_t)?)?;
                 (x0, model_output)
             }
             PredictionType::Sample => {
-                let eps = (&sample - model_output.affine(sqrt_a_t, 0.0)?)?
-                    .broadcast_div(&scalar(sqrt_b_t)?)?;
+                let eps = (&sample - model_output.affine(sqrt_a_t, 0.0)?)?.broadcast_div(&scalar(sqrt_b_t)?)?;
                 (model_output, eps)
             }
             PredictionType::VPrediction => {

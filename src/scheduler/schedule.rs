@@ -35,10 +35,7 @@ fn betas(config: &SchedulerConfig) -> Vec<f32> {
         BetaSchedule::Linear => linspace_f32(config.beta_start, config.beta_end, n),
         BetaSchedule::ScaledLinear => {
             // Python's `x ** 0.5` on floats is C `pow`, not `sqrt`.
-            linspace_f32(config.beta_start.powf(0.5), config.beta_end.powf(0.5), n)
-                .into_iter()
-                .map(|b| b * b)
-                .collect()
+            linspace_f32(config.beta_start.powf(0.5), config.beta_end.powf(0.5), n).into_iter().map(|b| b * b).collect()
         }
         BetaSchedule::SquaredcosCapV2 => betas_for_alpha_bar(n, 0.999),
     }
@@ -57,24 +54,14 @@ fn linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
     (0..steps)
-        .map(|i| {
-            if i < halfway {
-                step.mul_add(i as f32, start)
-            } else {
-                (-step).mul_add((steps - i - 1) as f32, end)
-            }
-        })
+        .map(|i| if i < halfway { step.mul_add(i as f32, start) } else { (-step).mul_add((steps - i - 1) as f32, end) })
         .collect()
 }
 
 /// diffusers' `betas_for_alpha_bar` with the cosine transform: float64 Python
 /// math (`math.cos`, `** 2` as C `pow`), then rounded to float32.
 fn betas_for_alpha_bar(n: usize, max_beta: f64) -> Vec<f32> {
-    let alpha_bar = |t: f64| {
-        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
-            .cos()
-            .powf(2.0)
-    };
+    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powf(2.0);
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;
@@ -97,11 +84,7 @@ fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
         *s *= scale;
     }
     let bar: Vec<f32> = bar_sqrt.iter().map(|s| s * s).collect();
-    let alphas = bar
-        .iter()
-        .take(1)
-        .copied()
-        .chain(bar.windows(2).map(|w| w[1] / w[0]));
+    let alphas = bar.iter().take(1).copied().chain(bar.windows(2).map(|w| w[1] / w[0]));
     alphas.map(|a| 1.0 - a).collect()
 }
 
@@ -125,18 +108,12 @@ fn cumprod(values: &[f32]) -> Vec<f32> {
 pub(crate) fn timesteps(config: &SchedulerConfig, steps: usize) -> anyhow::Result<Vec<usize>> {
     let train = config.num_train_timesteps;
     ensure!(steps > 0, "num_inference_steps must be at least 1, found 0");
-    ensure!(
-        steps <= train,
-        "num_inference_steps ({steps}) cannot be larger than num_train_timesteps ({train})"
-    );
+    ensure!(steps <= train, "num_inference_steps ({steps}) cannot be larger than num_train_timesteps ({train})");
     let timesteps: Vec<i64> = match config.timestep_spacing {
         TimestepSpacing::Leading => {
             // (np.arange(0, steps) * (train // steps)).round()[::-1] + steps_offset
             let ratio = train / steps;
-            (0..steps)
-                .rev()
-                .map(|i| (i * ratio + config.steps_offset) as i64)
-                .collect()
+            (0..steps).rev().map(|i| (i * ratio + config.steps_offset) as i64).collect()
         }
         TimestepSpacing::Trailing => {
             // np.round(np.arange(train, 0, -train / steps)).astype(np.int64) - 1

@@ -10,9 +10,7 @@ use serde_json::Value;
 use super::{DdimScheduler, SchedulerConfig};
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
 }
 
 fn read_json(path: &str) -> Value {
@@ -38,14 +36,7 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 fn max_scaled_diff(a: &Tensor, b: &Tensor, scale: impl Fn(f64) -> f64) -> f64 {
     assert_eq!(a.dims(), b.dims());
-    let flat = |t: &Tensor| {
-        t.to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()
-    };
+    let flat = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
     flat(a)
         .iter()
         .zip(flat(b))
@@ -71,10 +62,7 @@ fn config_of(base: &Value, overrides: &Value) -> SchedulerConfig {
 fn check_reference_run(name: &str) {
     let run = read_json(&format!("{name}/run.json"));
     let steps = run["steps"].as_u64().unwrap() as usize;
-    let config = SchedulerConfig::from_file(fixture(&format!(
-        "{name}/model/scheduler/scheduler_config.json"
-    )))
-    .unwrap();
+    let config = SchedulerConfig::from_file(fixture(&format!("{name}/model/scheduler/scheduler_config.json"))).unwrap();
     let scheduler = DdimScheduler::new(&config, steps).unwrap();
     let reference = load(&format!("{name}/reference.safetensors"));
     let timesteps = reference["timesteps"].to_vec1::<i64>().unwrap();
@@ -85,40 +73,22 @@ fn check_reference_run(name: &str) {
     let mut latent = reference["init_latents"].clone();
     let (mut worst_alpha, mut worst_x0, mut worst_prev) = (0f64, 0f64, 0f64);
     for (i, &t) in scheduler.timesteps().iter().enumerate() {
-        let model_output = reference["guided_model_output"]
-            .get(i)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let out = scheduler
-            .step(&model_output, t, &latent, 0.0, None)
-            .unwrap();
-        let x0 = reference["pred_original_sample"]
-            .get(i)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
+        let model_output = reference["guided_model_output"].get(i).unwrap().unsqueeze(0).unwrap();
+        let out = scheduler.step(&model_output, t, &latent, 0.0, None).unwrap();
+        let x0 = reference["pred_original_sample"].get(i).unwrap().unsqueeze(0).unwrap();
         let next = reference["latents"].get(i).unwrap().unsqueeze(0).unwrap();
         let d_alpha = (out.alpha_prod_t - alpha_prod_t[i]).abs();
         let d_x0 = max_diff(&out.pred_original_sample, &x0);
         let d_prev = max_diff(&out.prev_sample, &next);
         println!("{name} step {i} t={t}: |d alpha_prod_t| {d_alpha:.1e}, |d x0| {d_x0:.1e}, |d latent| {d_prev:.1e}");
-        (worst_alpha, worst_x0, worst_prev) = (
-            worst_alpha.max(d_alpha),
-            worst_x0.max(d_x0),
-            worst_prev.max(d_prev),
-        );
+        (worst_alpha, worst_x0, worst_prev) = (worst_alpha.max(d_alpha), worst_x0.max(d_x0), worst_prev.max(d_prev));
         latent = next;
     }
-    println!("{name}: max |d alpha_prod_t| {worst_alpha:.1e}, max |d x0| {worst_x0:.1e}, max |d latent| {worst_prev:.1e}");
-    assert!(
-        worst_alpha <= 1e-9,
-        "{name}: alpha_prod_t off by {worst_alpha}"
+    println!(
+        "{name}: max |d alpha_prod_t| {worst_alpha:.1e}, max |d x0| {worst_x0:.1e}, max |d latent| {worst_prev:.1e}"
     );
-    assert!(
-        worst_x0 <= 1e-5 && worst_prev <= 1e-5,
-        "{name}: step off by {worst_x0} / {worst_prev}"
-    );
+    assert!(worst_alpha <= 1e-9, "{name}: alpha_prod_t off by {worst_alpha}");
+    assert!(worst_x0 <= 1e-5 && worst_prev <= 1e-5, "{name}: step off by {worst_x0} / {worst_prev}");
 }
 
 #[test]
@@ -148,21 +118,15 @@ fn schedule_grid_matches_diffusers() {
         let result = DdimScheduler::new(&config, steps);
         let Some(prevs) = case["alpha_prod_t_prev"].as_array() else {
             let err = result.expect_err(name);
-            let said = case["error"]
-                .as_str()
-                .unwrap_or("(no error, timesteps out of range)");
+            let said = case["error"].as_str().unwrap_or("(no error, timesteps out of range)");
             println!("{name}: refused: {err:#}\n    diffusers: {said}");
             refused += 1;
             continue;
         };
         let scheduler = result.unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let key = case["timesteps"].as_str().unwrap();
-        let expected: Vec<usize> = cases["timesteps"][key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as usize)
-            .collect();
+        let expected: Vec<usize> =
+            cases["timesteps"][key].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect();
         assert_eq!(scheduler.timesteps(), expected.as_slice(), "{name}");
 
         let reference = alphas[betas].to_vec1::<f32>().unwrap();
@@ -173,19 +137,13 @@ fn schedule_grid_matches_diffusers() {
             .zip(&reference)
             .map(|(ours, theirs)| (ours - f64::from(*theirs)).abs())
             .fold(0.0, f64::max);
-        per_betas
-            .entry(betas)
-            .and_modify(|d: &mut f64| *d = d.max(d_cumprod))
-            .or_insert(d_cumprod);
+        per_betas.entry(betas).and_modify(|d: &mut f64| *d = d.max(d_cumprod)).or_insert(d_cumprod);
         worst_cumprod = worst_cumprod.max(d_cumprod);
         let exact = !betas.ends_with("_zsnr");
         let last = &scheduler.timesteps()[scheduler.timesteps().len().saturating_sub(3)..];
         for (&t, theirs) in last.iter().zip(prevs) {
             let d = (scheduler.alpha_prod_t_prev(t) - theirs.as_f64().unwrap()).abs();
-            assert!(
-                !exact || d <= 1e-9,
-                "{name}: alpha_prod_t_prev({t}) off by {d}"
-            );
+            assert!(!exact || d <= 1e-9, "{name}: alpha_prod_t_prev({t}) off by {d}");
             worst_prev = worst_prev.max(d);
         }
         checked += 1;
@@ -215,11 +173,7 @@ fn schedule_grid_matches_diffusers() {
 fn step_cases_match_diffusers() {
     let cases = read_json("scheduler/step_cases.json");
     let tensors = load("scheduler/step_cases.safetensors");
-    let (sample, model_output, noise) = (
-        &tensors["sample"],
-        &tensors["model_output"],
-        &tensors["variance_noise"],
-    );
+    let (sample, model_output, noise) = (&tensors["sample"], &tensors["model_output"], &tensors["variance_noise"]);
     let (mut worst_abs, mut worst_rel) = (0f64, 0f64);
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -228,19 +182,11 @@ fn step_cases_match_diffusers() {
         let scheduler = DdimScheduler::new(&config, steps).unwrap();
         let t = case["timestep"].as_u64().unwrap() as usize;
         let eta = case["eta"].as_f64().unwrap();
-        let out = scheduler
-            .step(model_output, t, sample, eta, (eta > 0.0).then_some(noise))
-            .unwrap();
+        let out = scheduler.step(model_output, t, sample, eta, (eta > 0.0).then_some(noise)).unwrap();
         let prev = &tensors[&format!("{name}/prev_sample")];
         let x0 = &tensors[&format!("{name}/pred_original_sample")];
-        let (d_prev, d_x0) = (
-            max_diff(&out.prev_sample, prev),
-            max_diff(&out.pred_original_sample, x0),
-        );
-        let (r_prev, r_x0) = (
-            max_rel_diff(&out.prev_sample, prev),
-            max_rel_diff(&out.pred_original_sample, x0),
-        );
+        let (d_prev, d_x0) = (max_diff(&out.prev_sample, prev), max_diff(&out.pred_original_sample, x0));
+        let (r_prev, r_x0) = (max_rel_diff(&out.prev_sample, prev), max_rel_diff(&out.pred_original_sample, x0));
         println!(
             "{name}: prev_sample |d| {d_prev:.1e} (rel {r_prev:.1e}), \
              pred_original_sample |d| {d_x0:.1e} (rel {r_x0:.1e})"
@@ -295,26 +241,13 @@ fn half_precision_keeps_its_dtype() {
     );
     let scheduler = DdimScheduler::new(&config, 10).unwrap();
     let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
-    let (sample, model_output, noise) = (
-        half(&tensors["sample"]),
-        half(&tensors["model_output"]),
-        half(&tensors["variance_noise"]),
-    );
-    let f16_out = scheduler
-        .step(&model_output, 501, &sample, 0.7, Some(&noise))
-        .unwrap();
+    let (sample, model_output, noise) =
+        (half(&tensors["sample"]), half(&tensors["model_output"]), half(&tensors["variance_noise"]));
+    let f16_out = scheduler.step(&model_output, 501, &sample, 0.7, Some(&noise)).unwrap();
     assert_eq!(f16_out.prev_sample.dtype(), DType::F16);
     assert_eq!(f16_out.pred_original_sample.dtype(), DType::F16);
     let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-    let f32_out = scheduler
-        .step(
-            &f32(&model_output),
-            501,
-            &f32(&sample),
-            0.7,
-            Some(&f32(&noise)),
-        )
-        .unwrap();
+    let f32_out = scheduler.step(&f32(&model_output), 501, &f32(&sample), 0.7, Some(&f32(&noise))).unwrap();
     let d = max_diff(&f16_out.prev_sample, &half(&f32_out.prev_sample));
     println!("f16 vs f32 rounded to f16: {d:.1e}");
     assert_eq!(d, 0.0);

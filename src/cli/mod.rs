@@ -1,0 +1,56 @@
+//! Command-line parsing and the subcommands, each a thin layer over the session.
+
+mod generate;
+mod tokens;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
+use sdlab::model::{self, Runtime, StableDiffusion};
+
+/// Watch Stable Diffusion work, one stage and one timestep at a time.
+#[derive(Parser)]
+#[command(name = "sdlab", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the 77 token ids of a prompt (BOS, words, EOS, padding, truncated).
+    Tokens(tokens::TokensArgs),
+    /// Run the four stages and write a PNG (and optionally every intermediate).
+    Generate(generate::GenerateArgs),
+}
+
+/// Which model, and where it runs.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A diffusers folder, a hub repo id (owner/name[@revision]), or a preset: sd15, sd2, sd2-base, sd-turbo.
+    #[arg(long)]
+    model: String,
+    /// Weight file variant, e.g. fp16 picks `*.fp16.safetensors`.
+    #[arg(long)]
+    variant: Option<String>,
+    /// f32 or f16 (default: f16 on CUDA, f32 on the CPU).
+    #[arg(long)]
+    dtype: Option<DTypeChoice>,
+    /// cpu or cuda (default: cuda when built with it and a GPU is present).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+}
+
+impl ModelArgs {
+    fn open(&self) -> Result<StableDiffusion> {
+        let runtime = Runtime::select(self.device, self.dtype)?;
+        model::open(&self.model, self.variant.as_deref(), runtime, true)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Tokens(args) => tokens::run(args),
+        Command::Generate(args) => generate::run(args),
+    }
+}

