@@ -10,8 +10,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use super::json::read_json;
 
 /// The MLP non-linearity, named as transformers names it in `hidden_act`.
 ///
@@ -68,11 +69,8 @@ impl ClipTextConfig {
     /// the offending field (`.../config.json: hidden_act: unknown variant ...`), because serde
     /// alone does not say which field had the wrong type or value.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let file = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        let config = Self::deserialize(NamedFields(json)).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        config.check().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let config: Self = read_json(path)?;
+        config.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
@@ -87,52 +85,6 @@ impl ClipTextConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// A JSON object as a serde map whose value errors are prefixed with their key, so that
-/// "invalid type: string \"32\", expected usize" becomes "hidden_size: invalid type: ...".
-struct NamedFields(serde_json::Value);
-
-impl<'de> Deserializer<'de> for NamedFields {
-    type Error = serde_json::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> serde_json::Result<V::Value> {
-        match self.0 {
-            serde_json::Value::Object(map) => {
-                visitor.visit_map(NamedFieldAccess { entries: map.into_iter(), pending: None })
-            }
-            other => other.deserialize_any(visitor),
-        }
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
-        identifier ignored_any
-    }
-}
-
-struct NamedFieldAccess {
-    entries: serde_json::map::IntoIter,
-    pending: Option<(String, serde_json::Value)>,
-}
-
-impl<'de> MapAccess<'de> for NamedFieldAccess {
-    type Error = serde_json::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> serde_json::Result<Option<K::Value>> {
-        let Some((key, value)) = self.entries.next() else {
-            return Ok(None);
-        };
-        let parsed = seed.deserialize(serde_json::Value::String(key.clone()))?;
-        self.pending = Some((key, value));
-        Ok(Some(parsed))
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> serde_json::Result<V::Value> {
-        let (key, value) = self.pending.take().ok_or_else(|| de::Error::custom("value requested before its key"))?;
-        seed.deserialize(value).map_err(|e| de::Error::custom(format!("{key}: {e}")))
     }
 }
 
@@ -555,12 +507,12 @@ mod tests {
         let wrong_type = error_of(|c| {
             c.insert("hidden_size".into(), "32".into());
         });
-        assert!(wrong_type.contains("config.json: hidden_size: invalid type"), "{wrong_type}");
+        assert!(wrong_type.contains("config.json: field `hidden_size`: invalid type"), "{wrong_type}");
 
         let unknown_act = error_of(|c| {
             c.insert("hidden_act".into(), "relu".into());
         });
-        assert!(unknown_act.contains("config.json: hidden_act: unknown variant `relu`"), "{unknown_act}");
+        assert!(unknown_act.contains("config.json: field `hidden_act`: unknown variant `relu`"), "{unknown_act}");
         assert!(unknown_act.contains("quick_gelu"), "{unknown_act}");
 
         let heads = error_of(|c| {
