@@ -13,3 +13,4 @@ pub mod rng;
 pub mod scheduler;
 pub mod session;
 pub mod stages;
+pub mod tui;
