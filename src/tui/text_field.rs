@@ -11,6 +11,10 @@
 use std::ops::Range;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::buffer::CellWidth;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::Frame;
 
 /// What a key did, so the app knows whether to re-run what depends on the text (prompt encoding,
 /// the seed's noise) or just redraw, and which keys are left for its own bindings.
@@ -210,9 +214,86 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
+/// Measured the way ratatui's buffer measures what it draws, so the cursor lands where the text is.
+fn char_width(c: char) -> u16 {
+    c.encode_utf8(&mut [0; 4]).cell_width()
+}
+
+/// Splits the text into screen rows of at most `width` cells, as char ranges that cover it in order.
+///
+/// Word wrap: a row breaks before the word that does not fit; a word longer than the row is cut.
+/// Whitespace that does not fit starts the next row rather than hanging past the edge, so every
+/// char has a cell of its own and every cursor position a distinct place on screen.
+fn wrap(chars: &[char], widths: &[u16], width: u16) -> Vec<Range<usize>> {
+    let mut rows = Vec::new();
+    let mut start = 0;
+    let mut used = 0u16;
+    // The start of the last word on the current row that follows whitespace: where to break.
+    let mut word_start = None;
+    for (i, (&c, &w)) in chars.iter().zip(widths).enumerate() {
+        while i > start && used + w > width {
+            let after_space = chars[i - 1].is_whitespace();
+            let end = if c.is_whitespace() || after_space { i } else { word_start.unwrap_or(i) };
+            rows.push(start..end);
+            start = end;
+            used = widths[start..i].iter().sum();
+            word_start = None;
+        }
+        if i > start && !c.is_whitespace() && chars[i - 1].is_whitespace() {
+            word_start = Some(i);
+        }
+        used += w;
+    }
+    rows.push(start..chars.len());
+    rows
+}
+
+/// The cursor's (column, row) in the wrapped text. At the end of a full row the cursor goes to the
+/// start of the row below (which may be past the text), as a terminal's own cursor would.
+fn cursor_cell(rows: &[Range<usize>], widths: &[u16], cursor: usize, width: u16) -> (u16, usize) {
+    let row = rows.iter().rposition(|r| r.start <= cursor).unwrap_or(0);
+    let x: u16 = widths[rows[row].start..cursor].iter().sum();
+    if x >= width {
+        (0, row + 1)
+    } else {
+        (x, row)
+    }
+}
+
+/// Renders the field inside `area`, wrapped at its width, and when `focused` puts the terminal
+/// cursor at the field's cursor (`Frame::set_cursor_position`).
+///
+/// A plain function rather than a `StatefulWidget`: the scroll is derived from the cursor alone
+/// (the cursor's row is the last one shown once it would fall below the area), so there is no
+/// view state to keep and a resize can never leave the cursor off screen. Drawing uses the
+/// area's existing style, so the caller styles the field with the block around it.
+pub fn render(field: &TextField, focused: bool, frame: &mut Frame, area: Rect) {
+    if area.is_empty() {
+        return;
+    }
+    let (bytes, chars): (Vec<usize>, Vec<char>) = field.text.char_indices().unzip();
+    let widths: Vec<u16> = chars.iter().map(|&c| char_width(c)).collect();
+    let rows = wrap(&chars, &widths, area.width);
+    let (x, row) = cursor_cell(&rows, &widths, field.cursor, area.width);
+    let top = row.saturating_sub(usize::from(area.height) - 1);
+    let byte = |i: usize| bytes.get(i).copied().unwrap_or(field.text.len());
+    let buffer = frame.buffer_mut();
+    for (y, r) in (area.y..area.bottom()).zip(&rows[top.min(rows.len())..]) {
+        let line = &field.text[byte(r.start)..byte(r.end)];
+        buffer.set_stringn(area.x, y, line, usize::from(area.width), Style::default());
+    }
+    if focused {
+        // `row - top` < area.height by the choice of `top`.
+        frame.set_cursor_position((area.x + x, area.y + (row - top) as u16));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ratatui::backend::TestBackend;
+    use ratatui::layout::Position;
+    use ratatui::Terminal;
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
@@ -239,6 +320,28 @@ mod tests {
             stops.push(field.cursor());
         }
         stops
+    }
+
+    /// Draws the field focused into a `width` x `height` terminal; returns the rows and the cursor.
+    fn draw(field: &TextField, width: u16, height: u16) -> (Vec<String>, Position) {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|frame| render(field, true, frame, frame.area())).unwrap();
+        let cursor = terminal.get_cursor_position().unwrap();
+        let buffer = terminal.backend().buffer();
+        let rows = (0..height)
+            .map(|y| {
+                // Skip the blank cell that a wide char leaves behind it, so rows read as the text.
+                let mut row = String::new();
+                let mut x = 0;
+                while x < width {
+                    let symbol = buffer[(x, y)].symbol();
+                    row.push_str(symbol);
+                    x += symbol.cell_width().max(1);
+                }
+                row.trim_end().to_string()
+            })
+            .collect();
+        (rows, cursor)
     }
 
     #[test]
@@ -429,5 +532,99 @@ mod tests {
         assert_eq!(field.handle_key(KeyEvent::new(KeyCode::Char('@'), altgr)), FieldAction::Edited);
         assert_eq!(field.handle_key(KeyEvent::new(KeyCode::Char('x'), altgr)), FieldAction::Ignored);
         assert_eq!(field.text(), "cat@");
+    }
+
+    #[test]
+    fn wrap_breaks_before_words_and_cuts_words_longer_than_the_row() {
+        let wrapped = |text: &str, width| {
+            let chars: Vec<char> = text.chars().collect();
+            let widths: Vec<u16> = chars.iter().map(|&c| char_width(c)).collect();
+            let rows = wrap(&chars, &widths, width);
+            rows.into_iter().map(|r| chars[r].iter().collect::<String>()).collect::<Vec<_>>()
+        };
+        assert_eq!(wrapped("a photo of a cat", 8), ["a photo ", "of a cat"]);
+        // The space after a word that fills the row goes to the next row, not past the edge.
+        assert_eq!(wrapped("abcd  ef", 4), ["abcd", "  ef"]);
+        assert_eq!(wrapped("abcdefghij k", 4), ["abcd", "efgh", "ij k"]);
+        // A wide char that would straddle the edge moves to the next row.
+        assert_eq!(wrapped("ab日本語", 5), ["ab日", "本語"]);
+        // Wider than the whole row: alone on a row, rather than looping forever.
+        assert_eq!(wrapped("日本", 1), ["日", "本"]);
+        assert_eq!(wrapped("", 4), [""]);
+    }
+
+    #[test]
+    fn render_wraps_a_long_prompt_at_the_width() {
+        let field = TextField::new("a photograph of an astronaut riding a horse, highly detailed, 8k");
+        let (rows, cursor) = draw(&field, 20, 5);
+        assert_eq!(rows, ["a photograph of an", "astronaut riding a", "horse, highly", "detailed, 8k", ""]);
+        assert_eq!(cursor, Position::new(12, 3));
+    }
+
+    #[test]
+    fn render_puts_the_cursor_after_wide_chars() {
+        let mut field = TextField::new("日本語");
+        assert_eq!(draw(&field, 20, 2).1, Position::new(6, 0));
+        field.handle_key(key(KeyCode::Home));
+        field.handle_key(key(KeyCode::Right));
+        assert_eq!(draw(&field, 20, 2).1, Position::new(2, 0));
+        // "café 日本語 " is 12 cells, so "a,b" (one word, 3 cells) no longer fits in 14 and wraps.
+        let mut field = TextField::new("café 日本語 a,b 日本");
+        let (rows, cursor) = draw(&field, 14, 2);
+        assert_eq!(rows, ["café 日本語", "a,b 日本"]);
+        assert_eq!(cursor, Position::new(8, 1));
+        field.handle_key(key(KeyCode::Left));
+        assert_eq!(draw(&field, 14, 2).1, Position::new(6, 1));
+        (0..5).for_each(|_| _ = field.handle_key(key(KeyCode::Left)));
+        assert_eq!((field.cursor(), draw(&field, 14, 2).1), (9, Position::new(0, 1)));
+        field.handle_key(key(KeyCode::Left));
+        assert_eq!(draw(&field, 14, 2).1, Position::new(11, 0));
+    }
+
+    #[test]
+    fn render_moves_the_cursor_past_a_full_row_to_the_next() {
+        let field = TextField::new("abcd");
+        let (rows, cursor) = draw(&field, 4, 2);
+        assert_eq!(rows, ["abcd", ""]);
+        assert_eq!(cursor, Position::new(0, 1));
+    }
+
+    #[test]
+    fn render_scrolls_to_keep_the_cursor_row_visible() {
+        let mut field = TextField::new("one two three four five six");
+        let (rows, cursor) = draw(&field, 6, 2);
+        // All rows: "one ", "two ", "three ", "four ", "five ", "six".
+        assert_eq!(rows, ["five", "six"]);
+        assert_eq!(cursor, Position::new(3, 1));
+        field.handle_key(key(KeyCode::Home));
+        let (rows, cursor) = draw(&field, 6, 2);
+        assert_eq!(rows, ["one", "two"]);
+        assert_eq!(cursor, Position::new(0, 0));
+        (0..3).for_each(|_| _ = field.handle_key(KeyEvent::new(KeyCode::Right, KeyModifiers::CONTROL)));
+        let (rows, cursor) = draw(&field, 6, 2);
+        assert_eq!(field.cursor(), 13);
+        assert_eq!(rows, ["two", "three"]);
+        assert_eq!(cursor, Position::new(5, 1));
+        // The cursor past a full last row is on a row of its own; that row is the one kept in view.
+        let field = TextField::new("abcdefgh");
+        let (rows, cursor) = draw(&field, 4, 2);
+        assert_eq!(rows, ["efgh", ""]);
+        assert_eq!(cursor, Position::new(0, 1));
+    }
+
+    #[test]
+    fn render_draws_inside_the_area_and_leaves_the_cursor_alone_when_unfocused() {
+        let field = TextField::new("a cat");
+        let mut terminal = Terminal::new(TestBackend::new(10, 3)).unwrap();
+        terminal
+            .draw(|frame| {
+                frame.set_cursor_position((9, 2));
+                render(&field, false, frame, Rect::new(2, 1, 4, 2));
+            })
+            .unwrap();
+        terminal.backend().assert_buffer_lines(["          ", "  a   ", "  cat     "].map(|l| format!("{l:10}")));
+        assert_eq!(terminal.get_cursor_position().unwrap(), Position::new(9, 2));
+        terminal.draw(|frame| render(&field, true, frame, Rect::new(2, 1, 4, 2))).unwrap();
+        assert_eq!(terminal.get_cursor_position().unwrap(), Position::new(5, 2));
     }
 }
