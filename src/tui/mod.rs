@@ -1,3 +1,4 @@
-//! The terminal lab's UI: widgets and the glue that puts them on a terminal.
+//! The terminal lab.
 
 pub mod graphics;
+pub mod text_field;
