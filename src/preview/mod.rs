@@ -1,0 +1,54 @@
+//! Tensors turned into small pictures and numbers for the terminal lab to show.
+//!
+//! The UI never holds a tensor: a worker thread calls these functions on the
+//! session's intermediates (prompt embeddings, latents) and sends the results,
+//! plain images and [`Stats`], to the UI thread. Nothing here knows about
+//! terminals.
+//!
+//! Every function accepts f32 or f16 tensors on any device: values are copied
+//! to the host as f32 first, so a preview never keeps the GPU busy, and sums
+//! are accumulated in f64.
+
+mod stats;
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+
+pub use stats::{cosine_per_token, per_channel_stats, per_token_stats, stats, Stats, TokenStats};
+
+/// All of `t`'s values on the host, row-major, as f32.
+fn host_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// A latent's values plane by plane, so that per-channel work is slicing.
+struct Planes {
+    channels: usize,
+    height: usize,
+    width: usize,
+    values: Vec<f32>,
+}
+
+impl Planes {
+    /// Takes the pipeline's `(1, C, h, w)` as well as a bare `(C, h, w)`.
+    fn of(latents: &Tensor) -> Result<Self> {
+        let latents = match latents.rank() {
+            4 if latents.dim(0)? == 1 => latents.squeeze(0)?,
+            3 => latents.clone(),
+            _ => bail!("expected a latent (1, C, h, w) or (C, h, w), found shape {:?}", latents.shape()),
+        };
+        let (channels, height, width) = latents.dims3()?;
+        Ok(Self { channels, height, width, values: host_values(&latents)? })
+    }
+
+    fn plane(&self, channel: usize) -> &[f32] {
+        let size = self.height * self.width;
+        &self.values[channel * size..(channel + 1) * size]
+    }
+}
+
+#[cfg(test)]
+fn sd2_tiny_reference() -> std::collections::HashMap<String, Tensor> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd2-tiny/reference.safetensors");
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
