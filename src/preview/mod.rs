@@ -2,18 +2,23 @@
 //!
 //! The UI never holds a tensor: a worker thread calls these functions on the
 //! session's intermediates (prompt embeddings, latents) and sends the results,
-//! plain images and [`Stats`], to the UI thread. Nothing here knows about
+//! plain [`RgbImage`]s and [`Stats`], to the UI thread. Nothing here knows about
 //! terminals.
 //!
 //! Every function accepts f32 or f16 tensors on any device: values are copied
 //! to the host as f32 first, so a preview never keeps the GPU busy, and sums
 //! are accumulated in f64.
 
+mod channels;
+mod latent_rgb;
 mod stats;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
 
+pub use channels::channel_grey;
+pub use latent_rgb::latent_to_rgb;
 pub use stats::{cosine_per_token, per_channel_stats, per_token_stats, stats, Stats, TokenStats};
 
 /// All of `t`'s values on the host, row-major, as f32.
@@ -45,6 +50,17 @@ impl Planes {
         let size = self.height * self.width;
         &self.values[channel * size..(channel + 1) * size]
     }
+}
+
+/// A fraction of full intensity to a channel byte, rounding as
+/// [`crate::image_out::to_rgb8`] does so that all of the lab's pictures agree.
+fn unit_to_u8(x: f32) -> u8 {
+    (x.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Packs interleaved RGB bytes whose length the caller computed from the size.
+fn rgb_image(width: usize, height: usize, pixels: Vec<u8>) -> RgbImage {
+    RgbImage::from_raw(width as u32, height as u32, pixels).expect("buffer matches the image size")
 }
 
 #[cfg(test)]
