@@ -3,14 +3,16 @@
 //! The UI never holds a tensor: a worker thread calls these functions on the
 //! session's intermediates (prompt embeddings, latents) and sends the results,
 //! plain [`RgbImage`]s and [`Stats`], to the UI thread. Nothing here knows about
-//! terminals.
+//! terminals; sizing for a terminal is only [`upscale_nearest`].
 //!
 //! Every function accepts f32 or f16 tensors on any device: values are copied
 //! to the host as f32 first, so a preview never keeps the GPU busy, and sums
 //! are accumulated in f64.
 
 mod channels;
+mod heatmap;
 mod latent_rgb;
+mod resize;
 mod stats;
 
 use anyhow::{bail, Result};
@@ -18,7 +20,9 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 pub use channels::channel_grey;
+pub use heatmap::{heatmap, stacked_heatmap};
 pub use latent_rgb::latent_to_rgb;
+pub use resize::upscale_nearest;
 pub use stats::{cosine_per_token, per_channel_stats, per_token_stats, stats, Stats, TokenStats};
 
 /// All of `t`'s values on the host, row-major, as f32.
