@@ -43,7 +43,7 @@ pub struct GenerateArgs {
 }
 
 /// DDIM is the scheduler sdlab implements (from any scheduler_config.json).
-fn parse_scheduler(name: &str) -> Result<String, String> {
+pub fn parse_scheduler(name: &str) -> Result<String, String> {
     match name {
         "ddim" => Ok(name.into()),
         other => Err(format!("unknown scheduler {other:?}: expected ddim")),

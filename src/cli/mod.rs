@@ -2,6 +2,7 @@
 
 mod generate;
 mod tokens;
+mod tui;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Run the four stages and write a PNG (and optionally every intermediate).
     Generate(generate::GenerateArgs),
+    /// The terminal lab: the four stages live, one step at a time.
+    Tui(tui::TuiArgs),
 }
 
 /// Which model, and where it runs.
@@ -52,5 +55,6 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tokens(args) => tokens::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Tui(args) => tui::run(args),
     }
 }

@@ -210,7 +210,9 @@ fn resolve_picker(
     }
 }
 
-fn picker_without_query(protocol: ProtocolType, font_size: Option<FontSize>) -> Picker {
+/// A picker that asks the terminal nothing: for a failed query, for `--graphics halfblocks`,
+/// and for tests that render into a buffer.
+pub fn picker_without_query(protocol: ProtocolType, font_size: Option<FontSize>) -> Picker {
     // `from_fontsize` is deprecated in favour of the query, but it is the only way to give a picker
     // the cell size we measured or assumed when the query has nothing to say.
     #[allow(deprecated)]

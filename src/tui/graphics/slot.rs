@@ -24,6 +24,8 @@ pub struct ImageSlot {
     requested: Option<(u64, Size)>,
     /// Jobs are numbered in the order they are sent; results older than the shown one are dropped.
     next_job: u64,
+    /// The newest job whose result came back, encoded or failed.
+    answered: u64,
     shown: Option<(u64, Encoded)>,
     error: Option<String>,
     jobs: Sender<(u64, EncodeJob)>,
@@ -53,6 +55,7 @@ impl ImageSlot {
             last_target: None,
             requested: None,
             next_job: 0,
+            answered: 0,
             shown: None,
             error: None,
             jobs,
@@ -74,6 +77,7 @@ impl ImageSlot {
     pub fn poll(&mut self) -> bool {
         let mut changed = false;
         while let Ok((job, result)) = self.finished.try_recv() {
+            self.answered = self.answered.max(job);
             if self.shown.as_ref().is_some_and(|(shown, _)| *shown > job) {
                 continue;
             }
@@ -87,6 +91,12 @@ impl ImageSlot {
             }
         }
         changed
+    }
+
+    /// True while a job sent to the worker has not come back: a test that wants the
+    /// encoded image on screen polls until this is false.
+    pub fn is_pending(&self) -> bool {
+        self.answered < self.next_job
     }
 
     /// Why the newest encoding failed, for the status line; the previous image stays shown.

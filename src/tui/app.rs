@@ -1,0 +1,436 @@
+//! The terminal lab's state and how it changes: keys and worker events are both
+//! [`Message`]s, and [`App::update`] returns the commands for the worker. No tensors,
+//! no terminal: this is what the screen tests drive directly.
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::text_field::{FieldAction, TextField};
+use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
+use super::worker::{Command, Event};
+
+/// The four stages of the talk, each a screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    EncodePrompt,
+    GetLatent,
+    Denoise,
+    VaeDecode,
+}
+
+impl Screen {
+    pub const ALL: [Screen; 4] = [Screen::EncodePrompt, Screen::GetLatent, Screen::Denoise, Screen::VaeDecode];
+
+    /// The stage's name in the talk (and in `src/stages/`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Screen::EncodePrompt => "encode_prompt",
+            Screen::GetLatent => "get_latent",
+            Screen::Denoise => "denoise",
+            Screen::VaeDecode => "vae_decode",
+        }
+    }
+
+    fn index(self) -> usize {
+        Screen::ALL.iter().position(|s| *s == self).expect("listed")
+    }
+
+    fn cycle(self, forward: bool) -> Screen {
+        let n = Screen::ALL.len();
+        Screen::ALL[(self.index() + if forward { 1 } else { n - 1 }) % n]
+    }
+}
+
+/// Which text field has the keyboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Prompt,
+    Negative,
+    Seed,
+    GoToStep,
+    SavePath,
+}
+
+/// Everything that can change the app.
+#[derive(Debug)]
+pub enum Message {
+    Key(KeyEvent),
+    Paste(String),
+    Worker(Event),
+}
+
+/// How a status line should look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Error,
+}
+
+/// The whole UI state.
+pub struct App {
+    pub screen: Screen,
+    pub info: Option<ModelInfo>,
+    /// What the worker is doing, while it does it.
+    pub busy: Option<String>,
+    pub status: Option<(Level, String)>,
+    pub prompt: TextField,
+    pub negative: TextField,
+    pub seed_field: TextField,
+    pub goto_field: TextField,
+    pub save_field: TextField,
+    pub focus: Option<Focus>,
+    pub seed: u64,
+    pub guidance_scale: f64,
+    pub encode: Option<EncodeView>,
+    pub latent: Option<LatentView>,
+    pub history: Vec<StepView>,
+    /// The step shown on the denoise screen; `None` follows the latest.
+    pub selected: Option<usize>,
+    /// Space pressed: keep stepping until paused or done.
+    pub running: bool,
+    /// `g N`: keep stepping until N steps are done.
+    pub target: Option<usize>,
+    /// A step was asked for and has not come back yet.
+    pub stepping: bool,
+    pub decoded: Option<DecodedView>,
+    pub decoded_x0: Option<DecodedView>,
+    pub show_help: bool,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(prompt: &str, negative_prompt: &str, seed: u64, guidance_scale: f64) -> Self {
+        Self {
+            screen: Screen::EncodePrompt,
+            info: None,
+            busy: Some("loading the model".into()),
+            status: None,
+            prompt: TextField::new(prompt),
+            negative: TextField::new(negative_prompt),
+            seed_field: {
+                let mut field = TextField::digits();
+                field.set_text(seed.to_string());
+                field
+            },
+            goto_field: TextField::digits(),
+            save_field: TextField::new(""),
+            focus: None,
+            seed,
+            guidance_scale,
+            encode: None,
+            latent: None,
+            history: Vec::new(),
+            selected: None,
+            running: false,
+            target: None,
+            stepping: false,
+            decoded: None,
+            decoded_x0: None,
+            show_help: false,
+            quit: false,
+        }
+    }
+
+    /// Steps in the schedule (known once the model is loaded).
+    pub fn total_steps(&self) -> usize {
+        self.info.as_ref().map_or(0, |i| i.steps)
+    }
+
+    /// The step the denoise screen shows.
+    pub fn shown_step(&self) -> Option<&StepView> {
+        match self.selected {
+            Some(i) => self.history.get(i),
+            None => self.history.last(),
+        }
+    }
+
+    fn info(&mut self, text: impl Into<String>) {
+        self.status = Some((Level::Info, text.into()));
+    }
+
+    /// Applies one message; returns what the worker should do.
+    pub fn update(&mut self, message: Message) -> Vec<Command> {
+        match message {
+            Message::Key(key) => self.on_key(key),
+            Message::Paste(text) => {
+                if let Some(field) = self.focused_field() {
+                    field.paste(&text);
+                }
+                Vec::new()
+            }
+            Message::Worker(event) => self.on_event(event),
+        }
+    }
+
+    fn focused_field(&mut self) -> Option<&mut TextField> {
+        Some(match self.focus? {
+            Focus::Prompt => &mut self.prompt,
+            Focus::Negative => &mut self.negative,
+            Focus::Seed => &mut self.seed_field,
+            Focus::GoToStep => &mut self.goto_field,
+            Focus::SavePath => &mut self.save_field,
+        })
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            return Vec::new();
+        }
+        if let Some(focus) = self.focus {
+            let field = self.focused_field().expect("focused");
+            return match field.handle_key(key) {
+                FieldAction::Submit => {
+                    self.focus = None;
+                    self.submit(focus)
+                }
+                FieldAction::Cancel => {
+                    self.focus = None;
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            };
+        }
+        if self.show_help {
+            // any key closes the key map
+            self.show_help = false;
+            return Vec::new();
+        }
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.show_help = true,
+            KeyCode::Char(c @ '1'..='4') => self.screen = Screen::ALL[c as usize - '1' as usize],
+            KeyCode::Tab => self.screen = self.screen.cycle(true),
+            KeyCode::BackTab => self.screen = self.screen.cycle(false),
+            _ => return self.on_screen_key(key),
+        }
+        Vec::new()
+    }
+
+    fn on_screen_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        match (self.screen, key.code) {
+            (Screen::EncodePrompt, KeyCode::Char('e')) => self.focus = Some(Focus::Prompt),
+            (Screen::EncodePrompt, KeyCode::Char('E')) => self.focus = Some(Focus::Negative),
+            (Screen::EncodePrompt, KeyCode::Enter) => return vec![self.encode_command()],
+            (Screen::GetLatent, KeyCode::Char('e')) => self.focus = Some(Focus::Seed),
+            (Screen::GetLatent, KeyCode::Char('r')) => {
+                self.seed = random_seed();
+                self.seed_field.set_text(self.seed.to_string());
+                return vec![Command::GetLatent { seed: self.seed }];
+            }
+            (Screen::GetLatent, KeyCode::Enter) => return self.submit(Focus::Seed),
+            (Screen::Denoise, KeyCode::Char(' ')) => {
+                if self.running {
+                    self.running = false;
+                    self.info("paused: the step in progress finishes first");
+                } else {
+                    self.running = true;
+                    self.target = None;
+                    return self.next_step();
+                }
+            }
+            (Screen::Denoise, KeyCode::Char('n')) => {
+                self.running = false;
+                self.target = None;
+                return self.next_step();
+            }
+            (Screen::Denoise, KeyCode::Char('g')) => {
+                self.goto_field.set_text("");
+                self.focus = Some(Focus::GoToStep);
+            }
+            (Screen::Denoise, KeyCode::Char('+' | '=')) => return self.change_guidance(0.5),
+            (Screen::Denoise, KeyCode::Char('-')) => return self.change_guidance(-0.5),
+            (Screen::Denoise, KeyCode::Left) => self.browse(-1),
+            (Screen::Denoise, KeyCode::Right) => self.browse(1),
+            (Screen::Denoise, KeyCode::Char('v')) => match self.shown_step() {
+                Some(step) => return vec![Command::DecodeX0(step.index)],
+                None => self.info("no step taken yet: n takes one"),
+            },
+            (Screen::VaeDecode, KeyCode::Char('d')) => return vec![Command::Decode],
+            (Screen::VaeDecode, KeyCode::Char('s')) => {
+                if self.decoded.is_none() {
+                    self.info("nothing to save yet: d decodes the latent");
+                } else {
+                    self.save_field.set_text(self.default_save_path().display().to_string());
+                    self.focus = Some(Focus::SavePath);
+                }
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn submit(&mut self, focus: Focus) -> Vec<Command> {
+        match focus {
+            Focus::Prompt | Focus::Negative => vec![self.encode_command()],
+            Focus::Seed => match self.seed_field.text().parse::<u64>() {
+                Ok(seed) => {
+                    self.seed = seed;
+                    vec![Command::GetLatent { seed }]
+                }
+                Err(_) => {
+                    self.status =
+                        Some((Level::Error, format!("seed {:?}: expected a whole number", self.seed_field.text())));
+                    Vec::new()
+                }
+            },
+            Focus::GoToStep => self.go_to(self.goto_field.text().parse::<usize>().ok()),
+            Focus::SavePath => {
+                let path = self.save_field.text().trim().to_string();
+                if path.is_empty() {
+                    self.status = Some((Level::Error, "save: expected a file path".into()));
+                    return Vec::new();
+                }
+                vec![Command::SavePng(PathBuf::from(path))]
+            }
+        }
+    }
+
+    fn encode_command(&self) -> Command {
+        Command::Encode { prompt: self.prompt.text().to_string(), negative_prompt: self.negative.text().to_string() }
+    }
+
+    fn next_step(&mut self) -> Vec<Command> {
+        if self.stepping {
+            return Vec::new();
+        }
+        if self.info.is_some() && self.history.len() >= self.total_steps() {
+            self.running = false;
+            self.target = None;
+            self.info("all steps are done: 4 then d decodes the image, g rewinds");
+            return Vec::new();
+        }
+        self.stepping = true;
+        vec![Command::Step]
+    }
+
+    fn go_to(&mut self, step: Option<usize>) -> Vec<Command> {
+        let total = self.total_steps();
+        match step {
+            Some(n) if n <= total => {
+                self.selected = None;
+                if n < self.history.len() {
+                    self.running = false;
+                    self.target = None;
+                    vec![Command::RewindTo(n)]
+                } else if n > self.history.len() {
+                    self.target = Some(n);
+                    self.next_step()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => {
+                let typed = self.goto_field.text().to_string();
+                self.status = Some((Level::Error, format!("go to step {typed:?}: expected 0 to {total}")));
+                Vec::new()
+            }
+        }
+    }
+
+    fn change_guidance(&mut self, delta: f64) -> Vec<Command> {
+        let scale = ((self.guidance_scale + delta) * 2.0).round() / 2.0;
+        vec![Command::SetGuidance(scale.max(0.0))]
+    }
+
+    fn browse(&mut self, delta: isize) {
+        if self.history.is_empty() {
+            return;
+        }
+        let last = self.history.len() - 1;
+        let current = self.selected.unwrap_or(last) as isize;
+        let next = (current + delta).clamp(0, last as isize) as usize;
+        self.selected = if next == last { None } else { Some(next) };
+    }
+
+    /// Where `s` proposes to save: the sessions folder, named after the seed and steps.
+    pub fn default_save_path(&self) -> PathBuf {
+        let steps = self.decoded.as_ref().map_or(self.history.len(), |d| d.steps_done);
+        PathBuf::from("sessions").join(format!("sdlab-seed{}-step{steps}.png", self.seed))
+    }
+
+    fn on_event(&mut self, event: Event) -> Vec<Command> {
+        if !matches!(event, Event::Busy(_)) {
+            self.busy = None;
+        }
+        match event {
+            Event::Loading(text) => self.busy = Some(text),
+            Event::Loaded(info) => {
+                self.info(format!("loaded {} on {} {}", info.name, info.device, info.dtype));
+                self.info = Some(*info);
+            }
+            Event::Busy(text) => self.busy = Some(text),
+            Event::Encoded(view) => {
+                self.encode = Some(*view);
+                self.clear_denoise();
+            }
+            Event::Latent(view) => {
+                self.seed = view.seed;
+                self.latent = Some(*view);
+                self.clear_denoise();
+            }
+            Event::Stepped(view) => {
+                self.stepping = false;
+                self.history.truncate(view.index);
+                self.history.push(*view);
+                self.decoded = None;
+                let done = self.history.len();
+                let reached = self.target.is_some_and(|t| done >= t) || done >= self.total_steps();
+                if reached {
+                    self.running = false;
+                    self.target = None;
+                } else if self.running || self.target.is_some() {
+                    return self.next_step();
+                }
+            }
+            Event::Rewound(steps) => {
+                self.history.truncate(steps);
+                self.selected = None;
+                self.info(format!("rewound to step {steps}"));
+            }
+            Event::Invalidated { steps, image, what } => {
+                let mut dropped = Vec::new();
+                if steps > 0 {
+                    dropped.push(format!("{steps} denoise steps"));
+                }
+                if image {
+                    dropped.push("the decoded image".into());
+                }
+                self.info(format!("{what}: dropped {}", dropped.join(" and ")));
+            }
+            Event::GuidanceSet(scale) => {
+                self.guidance_scale = scale;
+                self.info(format!("guidance scale {scale} from the next step on"));
+            }
+            Event::Decoded(view) => match view.from_x0_of_step {
+                Some(_) => self.decoded_x0 = Some(*view),
+                None => self.decoded = Some(*view),
+            },
+            Event::Saved(path) => self.info(format!("saved {}", path.display())),
+            Event::Error(text) => {
+                self.stepping = false;
+                self.running = false;
+                self.target = None;
+                self.status = Some((Level::Error, text));
+            }
+        }
+        Vec::new()
+    }
+
+    /// A new encoding or latent means the denoising history starts over.
+    fn clear_denoise(&mut self) {
+        self.history.clear();
+        self.selected = None;
+        self.decoded = None;
+        self.decoded_x0 = None;
+    }
+}
+
+/// A seed from the clock: `r` wants a different picture, not a reproducible one
+/// (the seed drawn is shown and saved, so the result stays reproducible).
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32
+}

@@ -1,0 +1,115 @@
+//! The image panes of every screen, and keeping them in step with the app: when the
+//! picture a pane should show changes (a new step, browsing the history), its slot gets
+//! the new image and encodes it off the UI thread.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use image::RgbImage;
+use ratatui_image::picker::{Picker, ProtocolType};
+
+use super::app::App;
+use super::graphics::ImageSlot;
+
+/// One pane, remembering what it was last given so that an unchanged picture is not
+/// encoded again on every frame.
+pub struct Pane {
+    slot: ImageSlot,
+    shown: Option<u64>,
+}
+
+impl Pane {
+    fn new(picker: &Picker) -> Self {
+        Self { slot: ImageSlot::new(picker), shown: None }
+    }
+
+    /// Gives the pane `image` unless it already has exactly that picture.
+    fn show(&mut self, image: Option<&RgbImage>) {
+        let Some(image) = image else { return };
+        let key = fingerprint(image);
+        if self.shown != Some(key) {
+            self.shown = Some(key);
+            self.slot.set(image.clone());
+        }
+    }
+
+    pub fn render(&mut self, area: ratatui::layout::Rect, buf: &mut ratatui::buffer::Buffer) {
+        self.slot.render(area, buf);
+    }
+}
+
+/// Pictures are replaced, not edited, so hashing their pixels tells them apart (a
+/// buffer's address would not: a freed preview's memory is often reused for the next).
+fn fingerprint(image: &RgbImage) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    image.dimensions().hash(&mut hasher);
+    image.as_raw().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Every pane the screens draw into.
+pub struct Images {
+    pub protocol: ProtocolType,
+    pub heatmap: Pane,
+    pub channels: Vec<Pane>,
+    pub latent_rgb: Pane,
+    pub x_t: Pane,
+    pub x0: Pane,
+    pub x0_vae: Pane,
+    pub image: Pane,
+}
+
+impl Images {
+    pub fn new(picker: Picker) -> Self {
+        Self {
+            protocol: picker.protocol_type(),
+            heatmap: Pane::new(&picker),
+            channels: (0..4).map(|_| Pane::new(&picker)).collect(),
+            latent_rgb: Pane::new(&picker),
+            x_t: Pane::new(&picker),
+            x0: Pane::new(&picker),
+            x0_vae: Pane::new(&picker),
+            image: Pane::new(&picker),
+        }
+    }
+
+    /// Hands each pane the picture the app currently wants in it.
+    pub fn sync(&mut self, app: &App) {
+        self.heatmap.show(app.encode.as_ref().map(|e| &e.heatmap));
+        if let Some(latent) = &app.latent {
+            self.latent_rgb.show(Some(&latent.rgb));
+            for (pane, channel) in self.channels.iter_mut().zip(&latent.channels) {
+                pane.show(Some(channel));
+            }
+        }
+        let step = app.shown_step();
+        self.x_t.show(step.map(|s| &s.latent_rgb));
+        self.x0.show(step.map(|s| &s.x0_rgb));
+        self.x0_vae.show(app.decoded_x0.as_ref().map(|d| &d.image));
+        self.image.show(app.decoded.as_ref().map(|d| &d.image));
+    }
+
+    fn panes(&mut self) -> impl Iterator<Item = &mut Pane> {
+        [&mut self.heatmap, &mut self.latent_rgb, &mut self.x_t, &mut self.x0, &mut self.x0_vae, &mut self.image]
+            .into_iter()
+            .chain(self.channels.iter_mut())
+    }
+
+    /// Waits (at most ten seconds) until every pane has the encoding of its current
+    /// picture: for tests that render into a buffer once and look at the result.
+    pub fn settle(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            self.pump();
+            if !self.panes().any(|pane| pane.slot.is_pending()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Takes in finished encodings; true when a redraw would show something new.
+    pub fn pump(&mut self) -> bool {
+        self.panes().fold(false, |changed, pane| pane.slot.poll() | changed)
+    }
+}

@@ -1,0 +1,56 @@
+//! The key map as data: the footer shows the keys of the current screen, `?` shows
+//! them all, and the README lists the same table. Tests and users rely on these keys.
+
+use super::app::Screen;
+
+/// One binding, for display.
+pub struct KeyHint {
+    pub keys: &'static str,
+    pub action: &'static str,
+    /// Where it works; `None` means on every screen.
+    pub screen: Option<Screen>,
+}
+
+const fn global(keys: &'static str, action: &'static str) -> KeyHint {
+    KeyHint { keys, action, screen: None }
+}
+
+const fn on(screen: Screen, keys: &'static str, action: &'static str) -> KeyHint {
+    KeyHint { keys, action, screen: Some(screen) }
+}
+
+/// Every key sdlab's terminal lab answers to (outside a text field).
+pub const KEYMAP: &[KeyHint] = &[
+    on(Screen::EncodePrompt, "e", "edit the prompt"),
+    on(Screen::EncodePrompt, "E", "edit the negative prompt"),
+    on(Screen::EncodePrompt, "Enter", "encode the prompts"),
+    on(Screen::GetLatent, "e", "edit the seed"),
+    on(Screen::GetLatent, "r", "random seed"),
+    on(Screen::GetLatent, "Enter", "draw the latent"),
+    on(Screen::Denoise, "Space", "run / pause"),
+    on(Screen::Denoise, "n", "one step"),
+    on(Screen::Denoise, "g", "go to step (type it, Enter)"),
+    on(Screen::Denoise, "+/-", "guidance scale"),
+    on(Screen::Denoise, "Left/Right", "browse the steps taken"),
+    on(Screen::Denoise, "v", "decode this x0 with the VAE"),
+    on(Screen::VaeDecode, "d", "decode the latent"),
+    on(Screen::VaeDecode, "s", "save as PNG"),
+    global("1-4 Tab", "stages"),
+    global("?", "all keys"),
+    global("q Ctrl-C", "quit"),
+];
+
+/// In a text field: what editing keys do.
+pub const FIELD_KEYS: &[(&str, &str)] = &[
+    ("Enter", "submit"),
+    ("Esc", "leave the field"),
+    ("Ctrl-Left/Right", "word jump"),
+    ("Ctrl-W", "delete word"),
+    ("Home/End", "start / end"),
+];
+
+/// The bindings that work on `screen`, its own first.
+pub fn hints_for(screen: Screen) -> impl Iterator<Item = &'static KeyHint> {
+    let own = KEYMAP.iter().filter(move |k| k.screen == Some(screen));
+    own.chain(KEYMAP.iter().filter(|k| k.screen.is_none()))
+}

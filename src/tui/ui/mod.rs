@@ -1,0 +1,154 @@
+//! Drawing: a header that says where the run is, the current stage's screen, and a
+//! footer with the keys that work here. One file per screen.
+
+mod decode;
+mod denoise;
+mod encode;
+mod help;
+mod latent;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use super::app::{App, Focus, Level, Screen};
+use super::images::Images;
+use super::keys::{hints_for, FIELD_KEYS};
+
+/// Draws the whole UI.
+pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
+    let header_rows = if frame.area().width >= 150 { 1 } else { 2 };
+    let [header, body, status, footer] = Layout::vertical([
+        Constraint::Length(header_rows),
+        Constraint::Min(0),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    draw_header(frame, app, header);
+    match app.screen {
+        Screen::EncodePrompt => encode::draw(frame, app, images, body),
+        Screen::GetLatent => latent::draw(frame, app, images, body),
+        Screen::Denoise => denoise::draw(frame, app, images, body),
+        Screen::VaeDecode => decode::draw(frame, app, images, body),
+    }
+    draw_status(frame, app, status);
+    draw_footer(frame, app, footer);
+    if app.show_help {
+        help::draw(frame, frame.area());
+    }
+}
+
+/// Where the run is: the four stages (the current one highlighted, with step i/N),
+/// then model, device, dtype and seed; on one line when the terminal is wide enough.
+fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
+    let mut stages = vec![Span::styled("sdlab ", Style::new().add_modifier(Modifier::BOLD))];
+    for (i, screen) in Screen::ALL.iter().enumerate() {
+        let mut label = format!("{} {}", i + 1, screen.title());
+        if *screen == Screen::Denoise {
+            label.push_str(&format!(" {}/{}", app.history.len(), app.total_steps()));
+        }
+        stages.push(if *screen == app.screen {
+            Span::styled(format!("[{label}]"), Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD))
+        } else {
+            Span::raw(format!(" {label} "))
+        });
+    }
+    let facts = match &app.info {
+        Some(info) => format!("{} · {} {} · seed {}", short_name(&info.name), info.device, info.dtype, app.seed),
+        None => "loading the model".into(),
+    };
+    let facts = vec![Span::raw(facts), Span::styled("   ? keys", Style::new().add_modifier(Modifier::DIM))];
+    let lines = if area.height >= 2 {
+        vec![Line::from(stages), Line::from(facts)]
+    } else {
+        let mut one = stages;
+        one.push(Span::raw("  "));
+        one.extend(facts);
+        vec![Line::from(one)]
+    };
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// A repo id as it is, a path by its last two parts (`sd2-tiny/model`): headers are narrow.
+fn short_name(name: &str) -> String {
+    let parts: Vec<&str> = name.trim_end_matches('/').rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
+    let line = if let Some(busy) = &app.busy {
+        Line::from(vec![Span::styled("working: ", Style::new().fg(Color::Yellow).bold()), Span::raw(busy.clone())])
+    } else if let Some((level, text)) = &app.status {
+        let style = match level {
+            Level::Info => Style::new().fg(Color::Cyan),
+            Level::Error => Style::new().fg(Color::Red).bold(),
+        };
+        let label = if *level == Level::Error { "error: " } else { "" };
+        Line::from(Span::styled(format!("{label}{text}"), style))
+    } else {
+        Line::default()
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
+    let pairs: Vec<(&str, &str)> = if app.focus.is_some() {
+        FIELD_KEYS.to_vec()
+    } else {
+        hints_for(app.screen).map(|k| (k.keys, k.action)).collect()
+    };
+    let mut spans = Vec::new();
+    for (keys, action) in pairs {
+        spans.push(Span::styled(keys, Style::new().bold().fg(Color::Black).bg(Color::Gray)));
+        spans.push(Span::raw(format!(" {action}  ")));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A titled block, highlighted when the field inside has the keyboard.
+pub(super) fn block(title: impl Into<String>, focused: bool) -> ratatui::widgets::Block<'static> {
+    let block = ratatui::widgets::Block::bordered().title(title.into());
+    if focused {
+        block.border_style(Style::new().fg(Color::Yellow))
+    } else {
+        block
+    }
+}
+
+/// Whether `focus` is the app's current one.
+pub(super) fn has_focus(app: &App, focus: Focus) -> bool {
+    app.focus == Some(focus)
+}
+
+/// A compact number for the panels: 4 significant digits, scientific when tiny or huge.
+pub(super) fn num(x: f64) -> String {
+    let a = x.abs();
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// A one-line bar chart of `values` scaled to their maximum, for 77-position plots.
+pub(super) fn spark(values: &[f64], width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    if values.is_empty() || width == 0 {
+        return String::new();
+    }
+    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let n = values.len().min(width);
+    (0..n)
+        .map(|i| {
+            // average the positions that fall into this column
+            let from = i * values.len() / n;
+            let to = ((i + 1) * values.len() / n).max(from + 1);
+            let v = values[from..to].iter().sum::<f64>() / (to - from) as f64;
+            BARS[(((v - lo) / span) * 7.0).round().clamp(0.0, 7.0) as usize]
+        })
+        .collect()
+}

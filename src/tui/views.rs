@@ -1,0 +1,85 @@
+//! The plain data the worker sends the UI: numbers, token rows and RGB images.
+//! Nothing here holds a tensor, so drawing never waits on the model.
+
+use std::time::Duration;
+
+use image::RgbImage;
+
+use crate::model::tokenizer::TokenizedPrompt;
+use crate::preview::{Stats, TokenStats};
+
+/// What the header and the schedule chart need to know about the loaded model and run.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub device: String,
+    pub dtype: String,
+    pub width: usize,
+    pub height: usize,
+    pub vae_scale_factor: usize,
+    pub scheduler_class: String,
+    pub prediction_type: String,
+    pub timestep_spacing: String,
+    pub steps: usize,
+    pub timesteps: Vec<usize>,
+    /// `alpha_prod_t` at every scheduled timestep, for the chart over the schedule.
+    pub alpha_prod_t: Vec<f64>,
+}
+
+/// Stage 1 for the screen: both prompts' tokens and their embeddings' statistics.
+#[derive(Clone, Debug)]
+pub struct EncodeView {
+    pub prompt: TokenizedPrompt,
+    pub negative: TokenizedPrompt,
+    /// `[2, 77, D]`
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub prompt_stats: Stats,
+    pub negative_stats: Stats,
+    pub prompt_tokens: Vec<TokenStats>,
+    pub negative_tokens: Vec<TokenStats>,
+    /// Cosine similarity of prompt and negative embedding at each position.
+    pub cosine: Vec<f64>,
+    /// The whole `(2 x 77) x D` embedding, negative above prompt.
+    pub heatmap: RgbImage,
+}
+
+/// Stage 2 for the screen: the initial noise.
+#[derive(Clone, Debug)]
+pub struct LatentView {
+    pub seed: u64,
+    pub shape: Vec<usize>,
+    pub channel_stats: Vec<Stats>,
+    pub channels: Vec<RgbImage>,
+    pub rgb: RgbImage,
+}
+
+/// One denoising step for the screen: the scheduler's values and both latents as previews.
+#[derive(Clone, Debug)]
+pub struct StepView {
+    pub index: usize,
+    pub timestep: usize,
+    pub prev_timestep: i64,
+    pub alpha_prod_t: f64,
+    pub alpha_prod_t_prev: f64,
+    pub beta_prod_t: f64,
+    pub guidance_scale: f64,
+    /// x_t after this step (the scheduler's `prev_sample`).
+    pub latent_rgb: RgbImage,
+    /// The scheduler's predicted x0 at this step.
+    pub x0_rgb: RgbImage,
+    pub latent_stats: Stats,
+    pub x0_stats: Stats,
+    pub elapsed: Duration,
+}
+
+/// A picture decoded by the VAE.
+#[derive(Clone, Debug)]
+pub struct DecodedView {
+    pub image: RgbImage,
+    /// Which latent it came from: `None` for the current x_t, `Some(i)` for step i's predicted x0.
+    pub from_x0_of_step: Option<usize>,
+    /// Steps taken when the current latent was decoded.
+    pub steps_done: usize,
+    pub elapsed: Duration,
+}

@@ -1,0 +1,335 @@
+//! The worker thread: it owns the model and the session, runs the stages the UI
+//! asks for one command at a time, and answers with plain data ([`super::views`]).
+//!
+//! Commands are handled in order, so a pause lands between two steps: the UI simply
+//! stops asking for the next one. A stage that needs an earlier one runs it first.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Tensor;
+
+use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
+use crate::image_out::{save_png, to_rgb8};
+use crate::model::{self, Runtime, StableDiffusion};
+use crate::preview;
+use crate::session::{Session, Settings, StepRecord};
+
+/// What the UI asks of the worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Stage 1 with these prompts (changing them drops what depended on the old ones).
+    Encode {
+        prompt: String,
+        negative_prompt: String,
+    },
+    /// Stage 2 with this seed.
+    GetLatent {
+        seed: u64,
+    },
+    /// One denoising step (running stages 1 and 2 first when needed).
+    Step,
+    /// Rewinds to `n` steps taken (later steps are dropped).
+    RewindTo(usize),
+    SetGuidance(f64),
+    /// Decodes step i's predicted x0 with the real VAE.
+    DecodeX0(usize),
+    /// Stage 4 on the current latent.
+    Decode,
+    SavePng(PathBuf),
+}
+
+/// What the worker tells the UI.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Loading(String),
+    Loaded(Box<ModelInfo>),
+    /// The worker started something long; the UI shows it until the next event.
+    Busy(String),
+    Encoded(Box<EncodeView>),
+    Latent(Box<LatentView>),
+    Stepped(Box<StepView>),
+    /// The history now has this many steps.
+    Rewound(usize),
+    /// A settings change dropped these results.
+    Invalidated {
+        steps: usize,
+        image: bool,
+        what: &'static str,
+    },
+    GuidanceSet(f64),
+    Decoded(Box<DecodedView>),
+    Saved(PathBuf),
+    Error(String),
+}
+
+/// How to load the model, as the command line said.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub model: String,
+    pub variant: Option<String>,
+    pub runtime: Runtime,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub steps: usize,
+    pub guidance_scale: f64,
+    pub eta: f64,
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+}
+
+/// The two ends the UI keeps.
+pub struct WorkerHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    pub thread: JoinHandle<()>,
+}
+
+/// Starts the worker; it loads the model first and reports `Loaded` or `Error`.
+pub fn spawn(spec: LoadSpec) -> WorkerHandle {
+    let (commands, command_rx) = channel();
+    let (event_tx, events) = channel();
+    let thread = std::thread::Builder::new()
+        .name("sdlab-worker".into())
+        .spawn(move || {
+            let _ = event_tx.send(Event::Loading(format!("loading {} ...", spec.model)));
+            match open_session(&spec) {
+                Ok(session) => Worker { session, events: event_tx }.run(command_rx),
+                Err(err) => {
+                    let _ = event_tx.send(Event::Error(format!("{err:#}")));
+                }
+            }
+        })
+        .expect("spawning the worker thread");
+    WorkerHandle { commands, events, thread }
+}
+
+fn open_session(spec: &LoadSpec) -> Result<Session> {
+    let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), false)?;
+    session_for(model, spec)
+}
+
+/// A session for `model` with the command line's settings (the model's default size
+/// where none was given).
+pub fn session_for(model: StableDiffusion, spec: &LoadSpec) -> Result<Session> {
+    let size = model.default_size();
+    let settings = Settings {
+        prompt: spec.prompt.clone(),
+        negative_prompt: spec.negative_prompt.clone(),
+        seed: spec.seed,
+        steps: spec.steps,
+        guidance_scale: spec.guidance_scale,
+        eta: spec.eta,
+        width: spec.width.unwrap_or(size),
+        height: spec.height.unwrap_or(size),
+    };
+    Session::new(model, settings)
+}
+
+/// The worker's state: the session, and where to send what it computes.
+pub struct Worker {
+    pub session: Session,
+    pub events: Sender<Event>,
+}
+
+impl Worker {
+    fn run(mut self, commands: Receiver<Command>) {
+        self.send(Event::Loaded(Box::new(model_info(&self.session))));
+        for command in commands {
+            if let Err(err) = self.handle(command) {
+                self.send(Event::Error(format!("{err:#}")));
+            }
+        }
+    }
+
+    fn send(&self, event: Event) {
+        // The UI has quit when this fails; the loop ends when the command channel closes.
+        let _ = self.events.send(event);
+    }
+
+    /// Runs one command, sending every result it produces.
+    pub fn handle(&mut self, command: Command) -> Result<()> {
+        match command {
+            Command::Encode { prompt, negative_prompt } => {
+                let old = self.session.settings().clone();
+                let settings = Settings { prompt, negative_prompt, ..old.clone() };
+                if settings != old || self.session.encoding().is_none() {
+                    self.update(settings, "the prompt changed")?;
+                    self.encode()?;
+                }
+            }
+            Command::GetLatent { seed } => {
+                let settings = Settings { seed, ..self.session.settings().clone() };
+                self.update(settings, "the seed changed")?;
+                self.get_latent()?;
+            }
+            Command::Step => {
+                if self.session.encoding().is_none() {
+                    self.encode()?;
+                }
+                if self.session.init_latents().is_none() {
+                    self.get_latent()?;
+                }
+                self.send(Event::Busy(format!("denoise step {}", self.session.history().len() + 1)));
+                let started = Instant::now();
+                let record = self.session.step()?;
+                let view = step_view(record, started)?;
+                self.send(Event::Stepped(Box::new(view)));
+            }
+            Command::RewindTo(steps) => {
+                let had_image = self.session.image().is_some();
+                self.session.run_to(steps.min(self.session.history().len()))?;
+                self.send(Event::Rewound(self.session.history().len()));
+                if had_image {
+                    self.send(Event::Invalidated { steps: 0, image: true, what: "rewinding" });
+                }
+            }
+            Command::SetGuidance(scale) => {
+                self.session.set_guidance_scale(scale)?;
+                self.send(Event::GuidanceSet(scale));
+            }
+            Command::DecodeX0(index) => {
+                let record = self.session.history().get(index).with_context(|| format!("no step {}", index + 1))?;
+                let x0 = record.denoise.scheduler.pred_original_sample.clone();
+                self.send(Event::Busy(format!("decoding x0 of step {} with the VAE", index + 1)));
+                let started = Instant::now();
+                let image = to_rgb8(&self.session.decode(&x0)?)?;
+                let view = DecodedView {
+                    image,
+                    from_x0_of_step: Some(index),
+                    steps_done: self.session.history().len(),
+                    elapsed: started.elapsed(),
+                };
+                self.send(Event::Decoded(Box::new(view)));
+            }
+            Command::Decode => {
+                if self.session.init_latents().is_none() {
+                    self.get_latent()?;
+                }
+                self.send(Event::Busy("vae_decode".into()));
+                let started = Instant::now();
+                let image = to_rgb8(self.session.vae_decode()?)?;
+                let view = DecodedView {
+                    image,
+                    from_x0_of_step: None,
+                    steps_done: self.session.history().len(),
+                    elapsed: started.elapsed(),
+                };
+                self.send(Event::Decoded(Box::new(view)));
+            }
+            Command::SavePng(path) => {
+                let image = self.session.image().context("nothing to save yet: decode first (d)")?;
+                save_png(&to_rgb8(image)?, &path)?;
+                self.send(Event::Saved(path));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies new settings and tells the UI what they dropped.
+    fn update(&mut self, settings: Settings, what: &'static str) -> Result<()> {
+        let steps = self.session.history().len();
+        let image = self.session.image().is_some();
+        self.session.update_settings(settings)?;
+        let dropped_steps = steps - self.session.history().len();
+        let dropped_image = image && self.session.image().is_none();
+        if dropped_steps > 0 || dropped_image {
+            self.send(Event::Invalidated { steps: dropped_steps, image: dropped_image, what });
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self) -> Result<()> {
+        self.send(Event::Busy("encode_prompt".into()));
+        self.session.encode_prompt()?;
+        let view = encode_view(&self.session)?;
+        self.send(Event::Encoded(Box::new(view)));
+        Ok(())
+    }
+
+    fn get_latent(&mut self) -> Result<()> {
+        self.session.get_latent()?;
+        let view = latent_view(&self.session)?;
+        self.send(Event::Latent(Box::new(view)));
+        Ok(())
+    }
+}
+
+/// The header's facts about the model and the schedule.
+pub fn model_info(session: &Session) -> ModelInfo {
+    let model = session.model();
+    let scheduler = session.scheduler();
+    let config = scheduler.config();
+    let settings = session.settings();
+    ModelInfo {
+        name: model.files.name.clone(),
+        device: if model.device().is_cuda() { "cuda".into() } else { "cpu".into() },
+        dtype: model.dtype().as_str().into(),
+        width: settings.width,
+        height: settings.height,
+        vae_scale_factor: model.vae_scale_factor(),
+        scheduler_class: config.class_name.clone().unwrap_or_else(|| "DDIMScheduler".into()),
+        prediction_type: config.prediction_type.to_string(),
+        timestep_spacing: config.timestep_spacing.to_string(),
+        steps: settings.steps,
+        timesteps: scheduler.timesteps().to_vec(),
+        alpha_prod_t: scheduler.timesteps().iter().map(|&t| scheduler.alphas_cumprod()[t]).collect(),
+    }
+}
+
+/// Stage 1's results for the screen.
+pub fn encode_view(session: &Session) -> Result<EncodeView> {
+    let encoding = session.encoding().context("encode_prompt has not run")?;
+    let embeds = &encoding.prompt_embeds;
+    let negative = embeds.get(0)?;
+    let prompt = embeds.get(1)?;
+    Ok(EncodeView {
+        prompt: encoding.prompt.clone(),
+        negative: encoding.negative.clone(),
+        shape: embeds.dims().to_vec(),
+        dtype: embeds.dtype().as_str().into(),
+        prompt_stats: preview::stats(&prompt)?,
+        negative_stats: preview::stats(&negative)?,
+        prompt_tokens: preview::per_token_stats(&prompt)?,
+        negative_tokens: preview::per_token_stats(&negative)?,
+        cosine: preview::cosine_per_token(&prompt, &negative)?,
+        heatmap: preview::stacked_heatmap(&negative, &prompt)?,
+    })
+}
+
+/// Stage 2's results for the screen.
+pub fn latent_view(session: &Session) -> Result<LatentView> {
+    let latents = session.init_latents().context("get_latent has not run")?;
+    let channels = (0..latents.dim(1)?).map(|c| preview::channel_grey(latents, c)).collect::<Result<Vec<_>>>()?;
+    Ok(LatentView {
+        seed: session.settings().seed,
+        shape: latents.dims().to_vec(),
+        channel_stats: preview::per_channel_stats(latents)?,
+        channels,
+        rgb: preview::latent_to_rgb(latents)?,
+    })
+}
+
+/// One step's results for the screen.
+pub fn step_view(record: &StepRecord, started: Instant) -> Result<StepView> {
+    let s = &record.denoise.scheduler;
+    let latent: &Tensor = &s.prev_sample;
+    Ok(StepView {
+        index: record.index,
+        timestep: s.timestep,
+        prev_timestep: s.prev_timestep,
+        alpha_prod_t: s.alpha_prod_t,
+        alpha_prod_t_prev: s.alpha_prod_t_prev,
+        beta_prod_t: s.beta_prod_t,
+        guidance_scale: record.denoise.guidance_scale,
+        latent_rgb: preview::latent_to_rgb(latent)?,
+        x0_rgb: preview::latent_to_rgb(&s.pred_original_sample)?,
+        latent_stats: preview::stats(latent)?,
+        x0_stats: preview::stats(&s.pred_original_sample)?,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,129 @@
+//! The real binary in tmux, driven as a person would: type a prompt, encode, step
+//! three times, browse back, decode, save. Asserts on what the screen shows.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A tmux server of its own (its own socket), killed when the test ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &[&str], width: u16, height: u16) -> Self {
+        let socket = format!("sdlab-test-{}-{}", std::process::id(), width);
+        let tmux = Tmux { socket };
+        let (w, h) = (width.to_string(), height.to_string());
+        let mut args = vec!["-f", "/dev/null", "new-session", "-d", "-s", "lab", "-x", &w, "-y", &h, "--"];
+        args.extend_from_slice(command);
+        tmux.run(&args);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "lab"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "lab", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "lab"])
+    }
+
+    /// Polls the screen until it shows every one of `needles` (a bounded wait, not a timing check).
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if needles.iter().all(|n| screen.contains(n)) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "waited for {needles:?}; the screen shows:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn a_person_runs_the_four_stages_in_tmux() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("sd2-tiny").join("model");
+    let run = run_json("sd2-tiny");
+    let reference = reference("sd2-tiny");
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let tmux = Tmux::start(
+        &[
+            bin,
+            "tui",
+            "--model",
+            model.to_str().unwrap(),
+            "--steps",
+            "10",
+            "--seed",
+            "42",
+            "--graphics",
+            "halfblocks",
+            "--prompt",
+            "a fox",
+        ],
+        120,
+        40,
+    );
+    tmux.wait_for(&["loaded", "[1 encode_prompt]", "e edit the prompt"]);
+
+    // type the talk's prompt into the prompt field and encode it
+    tmux.keys(&["e", "C-u"]);
+    tmux.type_text(&run.prompt);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for(&["tokens 19 / 77", "3086  painting</w>", "PAD x 58"]);
+    assert!(screen.contains("49406  <|startoftext|>"), "{screen}");
+
+    // step three times on the denoise screen
+    tmux.keys(&["3"]);
+    tmux.wait_for(&["[3 denoise 0/10]", "n takes one step"]);
+    for step in 1..=3 {
+        tmux.keys(&["n"]);
+        tmux.wait_for(&[&format!("step {step} / 10")]);
+    }
+    let alpha = reference["alpha_prod_t"].to_vec1::<f64>().unwrap()[2];
+    let screen = tmux.wait_for(&["paused", "denoise 3/10"]);
+    assert!(screen.contains(&format!("alpha_prod_t        {alpha:.4}")), "alpha {alpha} not shown:\n{screen}");
+
+    // browse back one step
+    tmux.keys(&["Left"]);
+    tmux.wait_for(&["step 2 / 10", "browsing history"]);
+
+    // decode and save
+    tmux.keys(&["4", "d"]);
+    tmux.wait_for(&["decoded after step 3/10", "s saves it as PNG"]);
+    let png = dir.path().join("fox.png");
+    tmux.keys(&["s"]);
+    tmux.wait_for(&["save as"]);
+    tmux.keys(&["C-u"]);
+    tmux.type_text(png.to_str().unwrap());
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["saved"]);
+    let image = image::open(&png).expect("a valid PNG").to_rgb8();
+    assert_eq!(image.dimensions(), (run.width as u32, run.height as u32));
+
+    tmux.keys(&["q"]);
+}
