@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,7 +16,9 @@ struct Tmux {
 
 impl Tmux {
     fn start(command: &[&str], width: u16, height: u16) -> Self {
-        let socket = format!("sdlab-test-{}-{}", std::process::id(), width);
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        // one server per test: tests run in parallel and each names its session "lab"
+        let socket = format!("sdlab-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let tmux = Tmux { socket };
         let (w, h) = (width.to_string(), height.to_string());
         let mut args = vec!["-f", "/dev/null", "new-session", "-d", "-s", "lab", "-x", &w, "-y", &h, "--"];
@@ -126,4 +129,89 @@ fn a_person_runs_the_four_stages_in_tmux() {
     assert_eq!(image.dimensions(), (run.width as u32, run.height as u32));
 
     tmux.keys(&["q"]);
+}
+
+/// What the program wrote to the terminal, byte for byte, while it showed the denoise
+/// screen with `--graphics MODE`.
+fn denoise_screen_output(mode: &str, ready: fn(&str) -> bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw.out");
+    let model = fixture("sd2-tiny").join("model");
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let tmux =
+        Tmux::start(&[bin, "tui", "--model", model.to_str().unwrap(), "--steps", "10", "--graphics", mode], 120, 40);
+    tmux.run(&["pipe-pane", "-o", "-t", "lab", &format!("cat >> {}", raw.display())]);
+    tmux.wait_for(&["loaded"]);
+    tmux.keys(&["3", "n"]);
+    tmux.wait_for(&["step 1 / 10"]);
+    // the previews are encoded off the UI thread: wait until their bytes have been written
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = std::fs::read(&raw).unwrap_or_default();
+        let text = unwrap_tmux(&String::from_utf8_lossy(&bytes));
+        if ready(&text) || Instant::now() > deadline {
+            tmux.keys(&["q"]);
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sequences as the outer terminal receives them: inside tmux, ratatui-image wraps
+/// each one in a passthrough (`ESC Ptmux; ... ESC \`, inner escapes doubled).
+fn unwrap_tmux(raw: &str) -> String {
+    raw.replace("\x1bPtmux;", "").replace("\x1b\x1b", "\x1b")
+}
+
+/// Every `ESC <intro> ... ESC \` sequence in `out`, without its delimiters.
+fn sequences<'a>(out: &'a str, intro: &str) -> Vec<&'a str> {
+    let mut found = Vec::new();
+    let mut rest = out;
+    while let Some(start) = rest.find(intro) {
+        let body = &rest[start + intro.len()..];
+        let Some(end) = body.find("\x1b\\") else { break };
+        found.push(&body[..end]);
+        rest = &body[end..];
+    }
+    found
+}
+
+/// DCS sixel sequences: `ESC P <numeric parameters> q <data> ESC \`.
+fn sixel_images(out: &str) -> Vec<&str> {
+    sequences(out, "\x1bP")
+        .into_iter()
+        .filter(|seq| seq.find('q').is_some_and(|q| seq[..q].chars().all(|c| c.is_ascii_digit() || c == ';')))
+        .collect()
+}
+
+/// Kitty graphics commands that transmit and display an image (`a=T`), not the query.
+fn kitty_transmissions(out: &str) -> Vec<&str> {
+    sequences(out, "\x1b_G").into_iter().filter(|c| c.split(';').next().unwrap_or("").contains("a=T")).collect()
+}
+
+#[test]
+fn sixel_mode_writes_sixel_images_on_the_denoise_screen() {
+    let out = denoise_screen_output("sixel", |out| sixel_images(out).len() >= 2);
+    let images = sixel_images(&out);
+    assert!(images.len() >= 2, "expected the x_t and x0 sixel images, found {}", images.len());
+    for image in images {
+        let data = &image[image.find('q').unwrap() + 1..];
+        assert!(data.contains('#'), "no sixel colour registers in {:?}", &data[..data.len().min(40)]);
+    }
+}
+
+#[test]
+fn kitty_mode_transmits_images_directly() {
+    let out = denoise_screen_output("kitty", |out| kitty_transmissions(out).len() >= 2);
+    let commands = sequences(&out, "\x1b_G");
+    let transmissions = kitty_transmissions(&out);
+    assert!(!transmissions.is_empty(), "no kitty transmit-and-display command among {} commands", commands.len());
+    for command in transmissions {
+        let (control, payload) = command.split_once(';').expect("control data;payload");
+        assert!(control.split(',').any(|kv| kv == "t=d"), "not direct transmission: {control}");
+        assert!(
+            !payload.is_empty() && payload.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)),
+            "payload is not base64"
+        );
+    }
 }

@@ -170,12 +170,28 @@ fn query_terminal() -> Result<Picker, String> {
         kitty_compression: env::var_os("SSH_CONNECTION").is_some() || env::var_os("SSH_TTY").is_some(),
         ..QueryStdioOptions::default()
     };
-    match Picker::from_query_stdio_with_options(options) {
+    let outcome = match Picker::from_query_stdio_with_options(options) {
         // Without an answer ratatui-image returns a guessed picker rather than an error; its empty
         // capability list is the only sign of that.
         Ok(picker) if picker.capabilities().is_empty() => Err("the terminal did not answer the graphics query".into()),
         Ok(picker) => Ok(picker),
         Err(err) => Err(format!("the graphics query failed ({err})")),
+    };
+    if outcome.is_err() {
+        release_query_reader();
+    }
+    outcome
+}
+
+/// After a timed-out query, ratatui-image's reader thread is still blocked reading stdin and
+/// would swallow the user's first keystroke (seen in tmux without an outer client to answer the
+/// passthrough query). A plain Device Status Report, which every terminal and tmux itself
+/// answers, gives that thread the bytes it waits for; it then finds its receiver gone and ends.
+fn release_query_reader() {
+    use std::io::Write;
+    let mut out = io::stdout();
+    if out.write_all(b"\x1b[5n").and_then(|()| out.flush()).is_ok() {
+        std::thread::sleep(Duration::from_millis(150));
     }
 }
 
