@@ -5,12 +5,13 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use sdlab::model::{self, Runtime};
+use sdlab::model::{self, Progress, Runtime};
 use sdlab::session::{Session, Settings, Stage};
 
 fn session(name: &str, eta: f64) -> Session {
     let run = run_json(name);
-    let model = model::open(fixture(name).join("model").to_str().unwrap(), None, Runtime::cpu(), false).unwrap();
+    let model =
+        model::open(fixture(name).join("model").to_str().unwrap(), None, Runtime::cpu(), &Progress::Quiet).unwrap();
     let settings = Settings {
         prompt: run.prompt,
         negative_prompt: run.negative_prompt,

@@ -10,7 +10,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use ratatui_image::picker::ProtocolType;
-use sdlab::model::{self, Runtime};
+use sdlab::model::{self, Progress, Runtime};
 use sdlab::tui::app::{App, Message, Screen};
 use sdlab::tui::graphics::picker_without_query;
 use sdlab::tui::images::Images;
@@ -44,7 +44,7 @@ impl Lab {
             width: Some(run.width),
             height: Some(run.height),
         };
-        let model = model::open(&spec.model, None, spec.runtime.clone(), false).unwrap();
+        let model = model::open(&spec.model, None, spec.runtime.clone(), &Progress::Quiet).unwrap();
         let session = worker::session_for(model, &spec).unwrap();
         let (tx, events) = channel();
         let worker = Worker { session, events: tx };

@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sdlab::image_out::{save_png, to_rgb8};
 use sdlab::session::{trace::write_trace, Session, Settings};
+use sdlab::tui::graphics::{print_image, GraphicsMode};
 
 use super::ModelArgs;
 
@@ -40,6 +41,12 @@ pub struct GenerateArgs {
     /// Also write every intermediate (the names of diffusers' reference traces) as safetensors.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Show the image in the terminal when done (sixel, kitty, iTerm2 or half-blocks).
+    #[arg(long)]
+    show: bool,
+    /// How --show draws: auto (ask the terminal), sixel, kitty, iterm2, halfblocks.
+    #[arg(long, default_value = "auto")]
+    graphics: GraphicsMode,
 }
 
 /// DDIM is the scheduler sdlab implements (from any scheduler_config.json).
@@ -94,6 +101,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Some(trace) = &args.trace {
         write_trace(&session, trace)?;
         eprintln!("wrote {}", trace.display());
+    }
+    if args.show {
+        let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+        print_image(&image, args.graphics, cols, rows.saturating_sub(2))?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ mod tui;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
-use sdlab::model::{self, Runtime, StableDiffusion};
+use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 
 /// Watch Stable Diffusion work, one stage and one timestep at a time.
 #[derive(Parser)]
@@ -47,7 +47,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     fn open(&self) -> Result<StableDiffusion> {
         let runtime = Runtime::select(self.device, self.dtype)?;
-        model::open(&self.model, self.variant.as_deref(), runtime, true)
+        model::open(&self.model, self.variant.as_deref(), runtime, &Progress::Bars)
     }
 }
 

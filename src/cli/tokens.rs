@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use sdlab::model::tokenizer::{ClipTokenizer, TokenKind, TokenizedPrompt};
-use sdlab::model::ModelSource;
+use sdlab::model::{ModelSource, Progress};
 
 #[derive(Args)]
 pub struct TokensArgs {
@@ -18,7 +18,7 @@ pub struct TokensArgs {
 }
 
 pub fn run(args: TokensArgs) -> Result<()> {
-    let tokenizer_dir = ModelSource::parse(&args.model)?.resolve_tokenizer(true)?;
+    let tokenizer_dir = ModelSource::parse(&args.model)?.resolve_tokenizer(&Progress::Bars)?;
     let tokenizer = ClipTokenizer::from_dir(&tokenizer_dir)?;
     let tokens = tokenizer.encode(&args.prompt)?;
     if args.json {

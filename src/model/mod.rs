@@ -19,7 +19,7 @@ use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionMode
 use crate::scheduler::SchedulerConfig;
 use clip::{ClipTextConfig, ClipTextTransformer};
 pub use runtime::Runtime;
-pub use source::{ModelFiles, ModelSource};
+pub use source::{ModelFiles, ModelSource, Progress};
 use tokenizer::ClipTokenizer;
 use unet::UNetConfig;
 use vae::VaeConfig;
@@ -107,7 +107,7 @@ fn check_cross_attention(text: &ClipTextConfig, unet: &UNetConfig, files: &Model
 }
 
 /// Opens the model a command line names, with the context of which one it was.
-pub fn open(spec: &str, variant: Option<&str>, runtime: Runtime, progress: bool) -> Result<StableDiffusion> {
+pub fn open(spec: &str, variant: Option<&str>, runtime: Runtime, progress: &Progress) -> Result<StableDiffusion> {
     let source = ModelSource::parse(spec)?;
     let files = source.resolve(variant, progress)?;
     StableDiffusion::load(files, runtime).with_context(|| format!("loading model {source}"))

