@@ -232,8 +232,11 @@ impl App {
                 }
             }
             (Screen::Denoise, KeyCode::Char('n')) => {
+                // n pressed while a step runs queues one more, so n n n means three steps
                 self.running = false;
-                self.target = None;
+                let done = self.history.len() + usize::from(self.stepping);
+                let target = self.target.unwrap_or(done).max(done) + 1;
+                self.target = Some(target.min(self.total_steps().max(1)));
                 return self.next_step();
             }
             (Screen::Denoise, KeyCode::Char('g')) => {

@@ -43,6 +43,7 @@ pub fn run(options: Options) -> Result<()> {
     let worker = worker::spawn(options.load);
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(stdout(), EnableBracketedPaste);
+    graphics::prepare_terminal(images.protocol, &mut stdout())?;
     let result = event_loop(&mut terminal, &mut app, &mut images, &worker);
     let _ = crossterm::execute!(stdout(), DisableBracketedPaste);
     ratatui::restore();

@@ -248,6 +248,18 @@ fn font_size_from_window() -> Option<FontSize> {
     (font.width > 0 && font.height > 0).then_some(font)
 }
 
+/// Puts the terminal in the mode images need, once before the UI starts. For sixel that is
+/// DEC's sixel scrolling mode (`CSI ? 80 l`): with sixel display mode on (xterm's
+/// `sixelScrolling: false` turns it on) every image lands in the screen's top-left corner
+/// instead of at the cursor, i.e. in its pane. Terminals already in that mode ignore it.
+pub fn prepare_terminal(protocol: ProtocolType, out: &mut impl io::Write) -> io::Result<()> {
+    if protocol == ProtocolType::Sixel {
+        out.write_all(b"\x1b[?80l")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
 /// Whether text drawn over an image with this protocol stays on screen after it is gone, so that
 /// closing an overlay (the help popup) must be followed by `terminal.clear()` before the next draw.
 pub fn needs_clear_after_overlay(protocol: ProtocolType) -> bool {

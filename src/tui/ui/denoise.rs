@@ -102,10 +102,11 @@ fn draw_schedule(frame: &mut Frame, app: &App, area: Rect) {
     let Some(info) = &app.info else { return };
     let width = inner.width.saturating_sub(4) as usize;
     let bars = spark(&info.alpha_prod_t, width);
-    let columns = bars.chars().count().max(1);
     let mut marker = String::new();
     if let Some(step) = app.shown_step() {
-        let col = step.index * columns / info.alpha_prod_t.len().max(1);
+        // the middle of the columns that show this step
+        let n = info.alpha_prod_t.len().max(1);
+        let col = ((2 * step.index + 1) * width / (2 * n)).min(width.saturating_sub(1));
         marker = format!("{}▲ step {}", " ".repeat(col), step.index + 1);
     }
     let lines = vec![

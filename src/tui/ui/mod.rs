@@ -133,7 +133,8 @@ pub(super) fn num(x: f64) -> String {
     }
 }
 
-/// A one-line bar chart of `values` scaled to their maximum, for 77-position plots.
+/// A one-line bar chart of `values` across `width` columns (stretched or averaged), scaled
+/// between their minimum and maximum: the 77 positions of a prompt, or a schedule.
 pub(super) fn spark(values: &[f64], width: usize) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     if values.is_empty() || width == 0 {
@@ -141,12 +142,10 @@ pub(super) fn spark(values: &[f64], width: usize) -> String {
     }
     let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let span = if hi > lo { hi - lo } else { 1.0 };
-    let n = values.len().min(width);
-    (0..n)
+    (0..width)
         .map(|i| {
-            // average the positions that fall into this column
-            let from = i * values.len() / n;
-            let to = ((i + 1) * values.len() / n).max(from + 1);
+            let from = i * values.len() / width;
+            let to = ((i + 1) * values.len() / width).max(from + 1);
             let v = values[from..to].iter().sum::<f64>() / (to - from) as f64;
             BARS[(((v - lo) / span) * 7.0).round().clamp(0.0, 7.0) as usize]
         })
