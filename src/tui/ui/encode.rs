@@ -8,6 +8,7 @@ use ratatui::Frame;
 
 use super::{block, has_focus, num, spark};
 use crate::model::tokenizer::{TokenKind, TokenizedPrompt};
+use crate::preview::TokenStats;
 use crate::tui::app::{App, Focus};
 use crate::tui::images::Images;
 use crate::tui::text_field;
@@ -31,30 +32,32 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
     let inner = b.inner(embeds);
     frame.render_widget(b, embeds);
     let width = inner.width.saturating_sub(17) as usize;
-    let norms = |stats: &[crate::preview::TokenStats]| stats.iter().map(|t| t.l2_norm).collect::<Vec<_>>();
+    let norms = |stats: &[TokenStats]| per_token(stats, |t| t.l2_norm);
     let s = &view.prompt_stats;
     let n = &view.negative_stats;
     let lines = vec![
         Line::from(format!("prompt   mean {} std {} min {} max {}", num(s.mean), num(s.std), num(s.min), num(s.max))),
         Line::from(format!("negative mean {} std {} min {} max {}", num(n.mean), num(n.std), num(n.min), num(n.max))),
-        Line::from(vec![
-            Span::raw("L2/token prompt  "),
-            Span::styled(spark(&norms(&view.prompt_tokens), width), Style::new().fg(Color::Green)),
-        ]),
-        Line::from(vec![
-            Span::raw("L2/token negative"),
-            Span::styled(spark(&norms(&view.negative_tokens), width), Style::new().fg(Color::Magenta)),
-        ]),
-        Line::from(vec![
-            Span::raw("cos(prompt, neg) "),
-            Span::styled(spark(&view.cosine, width), Style::new().fg(Color::Cyan)),
-        ]),
+        spark_line("L2/token prompt  ", &norms(&view.prompt_tokens), width, Color::Green),
+        spark_line("L2/token negative", &norms(&view.negative_tokens), width, Color::Magenta),
+        spark_line("mean/token prompt", &per_token(&view.prompt_tokens, |t| t.mean), width, Color::Yellow),
+        spark_line("std/token prompt ", &per_token(&view.prompt_tokens, |t| t.std), width, Color::Blue),
+        spark_line("cos(prompt, neg) ", &view.cosine, width, Color::Cyan),
         Line::from(Span::styled("heatmap: negative (top) and prompt (bottom), 77 x D", Style::new().dim())),
     ];
     let text_rows = (lines.len() as u16).min(inner.height);
     let [text, heatmap] = Layout::vertical([Constraint::Length(text_rows), Constraint::Min(0)]).areas(inner);
     frame.render_widget(Paragraph::new(lines), text);
     images.heatmap.render(heatmap, frame.buffer_mut());
+}
+
+fn per_token(stats: &[TokenStats], value: fn(&TokenStats) -> f64) -> Vec<f64> {
+    stats.iter().map(value).collect()
+}
+
+/// `label`, then a sparkline with one value per token position.
+fn spark_line(label: &'static str, values: &[f64], width: usize, color: Color) -> Line<'static> {
+    Line::from(vec![Span::raw(label), Span::styled(spark(values, width), Style::new().fg(color))])
 }
 
 fn draw_field(frame: &mut Frame, app: &App, focus: Focus, title: &str, area: Rect) {
