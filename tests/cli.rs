@@ -172,3 +172,24 @@ fn loads_a_repo_from_the_hugging_face_cache_offline() {
     let out = run("sdlab/not-cached");
     assert_clear_error(&out, "sdlab/not-cached: HF_HUB_OFFLINE is set and the model is not in the Hugging Face cache");
 }
+
+/// `sdlab bench --json` as CI runs it: a smoke test of the fields, not of the times.
+#[test]
+fn bench_prints_one_json_line_with_every_stage() {
+    let model = fixture("sd2-tiny").join("model");
+    let out = sdlab(&["bench", "--model", model.to_str().unwrap(), "--steps", "2", "--repeats", "1", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for key in ["load_s", "encode_s", "decode_s", "tokenize_s", "latent_s", "scheduler_s", "preview_s", "peak_rss_mb"] {
+        let value = json[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number in {json}"));
+        assert!(value.is_finite() && value >= 0.0, "{key} = {value}");
+    }
+    let steps = json["step_s"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert!(steps.iter().all(|s| s.as_f64().is_some_and(|s| s > 0.0)));
+    assert!(json["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    assert_eq!((json["width"].as_u64(), json["height"].as_u64()), (Some(64), Some(64)));
+    assert_eq!(json["device"], "cpu");
+}

@@ -108,7 +108,10 @@ fn encode_prompt_screen_shows_tokens_and_embedding_stats() {
         assert!(screen.contains("3086  painting</w>"), "{w}x{h}:\n{screen}");
     }
     let wide = lab.render(200, 60);
-    assert_all(&wide, &["EOS", "PAD x 58", "L2/token prompt", "mean/token prompt", "std/token prompt", "cos(prompt, neg)"]);
+    assert_all(
+        &wide,
+        &["EOS", "PAD x 58", "L2/token prompt", "mean/token prompt", "std/token prompt", "cos(prompt, neg)"],
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands, each a thin layer over the session.
 
+mod bench;
 mod generate;
 mod tokens;
 mod tui;
@@ -23,6 +24,8 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Run the four stages and write a PNG (and optionally every intermediate).
     Generate(generate::GenerateArgs),
+    /// Time every stage and measure peak memory (one JSON line with --json).
+    Bench(bench::BenchArgs),
     /// The terminal lab: the four stages live, one step at a time.
     Tui(tui::TuiArgs),
 }
@@ -56,5 +59,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokens(args) => tokens::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Tui(args) => tui::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

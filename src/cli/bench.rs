@@ -1,0 +1,183 @@
+//! `sdlab bench`: how long each stage takes and how much memory a run needs, measured
+//! the way `bench/bench_diffusers.py` measures diffusers, so the two can sit side by side.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use clap::Args;
+use sdlab::preview::latent_to_rgb;
+use sdlab::rng::torch::TorchRng;
+use sdlab::scheduler::DdimScheduler;
+use sdlab::stages::{self, Guidance};
+use serde::Serialize;
+
+use super::ModelArgs;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image width (default: the model's).
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    height: Option<usize>,
+    /// Timed denoising steps (after one untimed warm-up step).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Repeats of the one-off stages (encode, decode, ...), reported as min and median.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Print one JSON object on one line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The measurements; the first four keys are those bench_diffusers.py prints.
+#[derive(Serialize)]
+struct Report {
+    load_s: f64,
+    encode_s: f64,
+    step_s: Vec<f64>,
+    decode_s: f64,
+    tokenize_s: f64,
+    latent_s: f64,
+    scheduler_s: f64,
+    preview_s: f64,
+    peak_rss_mb: f64,
+    device: String,
+    dtype: String,
+    width: usize,
+    height: usize,
+    repeats: usize,
+}
+
+/// Times `f` once untimed (warm-up: kernels, caches, allocations), then `repeats` times,
+/// returning the minimum and median seconds. GPU work is waited for before the clock stops.
+fn time<T>(device: &Device, repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, f64)> {
+    f()?;
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        f()?;
+        device.synchronize()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[0], times[times.len() / 2]))
+}
+
+/// The process's peak resident memory (VmHWM), in MB; 0 where /proc is not there.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let start = Instant::now();
+    let model = args.model.open()?;
+    let load_s = start.elapsed().as_secs_f64();
+    let device = model.device().clone();
+    let (width, height) = (args.width.unwrap_or(model.default_size()), args.height.unwrap_or(model.default_size()));
+    let settings = sdlab::session::Settings {
+        width,
+        height,
+        steps: args.steps.max(1),
+        ..sdlab::session::Settings::new("a photo of a cat", width)
+    };
+    settings.check(model.vae_scale_factor(), model.scheduler_config.num_train_timesteps)?;
+    let repeats = args.repeats;
+
+    let prompt = &settings.prompt;
+    let tokenize = time(&device, repeats, || Ok((model.tokenizer.encode(prompt)?, model.tokenizer.encode("")?)))?;
+    let ids = {
+        let (p, n) = (model.tokenizer.encode(prompt)?, model.tokenizer.encode("")?);
+        Tensor::new(vec![n.ids, p.ids], &device)?
+    };
+    let encode = time(&device, repeats, || Ok(model.text_encoder.forward(&ids)?))?;
+    let prompt_embeds = model.text_encoder.forward(&ids)?;
+
+    let scheduler = DdimScheduler::new(&model.scheduler_config, settings.steps)?;
+    let shape = stages::latent_shape(model.unet_config.in_channels, width, height, model.vae_scale_factor());
+    let sigma = scheduler.init_noise_sigma();
+    let latent =
+        time(&device, repeats, || stages::get_latent(&mut TorchRng::new(0), shape, sigma, &device, model.dtype()))?;
+
+    let mut rng = TorchRng::new(0);
+    let mut latents = stages::get_latent(&mut rng, shape, sigma, &device, model.dtype())?;
+    let guide = Guidance { guidance_scale: settings.guidance_scale, eta: 0.0 };
+    let timesteps = scheduler.timesteps().to_vec();
+    // warm-up step, untimed
+    stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, timesteps[0], guide, &mut rng)?;
+    device.synchronize()?;
+    let mut step_s = Vec::with_capacity(timesteps.len());
+    let mut last = None;
+    for &t in &timesteps {
+        let started = Instant::now();
+        let step = stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, t, guide, &mut rng)?;
+        device.synchronize()?;
+        step_s.push(started.elapsed().as_secs_f64());
+        latents = step.scheduler.prev_sample.clone();
+        last = Some((step.guided_model_output, t));
+    }
+    let (output, t) = last.expect("at least one step");
+    let scheduler_step = time(&device, repeats, || Ok(scheduler.step(&output, t, &latents, 0.0, None)?))?;
+    let preview = time(&device, repeats, || latent_to_rgb(&latents))?;
+    let decode =
+        time(&device, repeats, || stages::vae_decode(&model.vae, &model.vae_config, model.vae_dtype, &latents))?;
+
+    let report = Report {
+        load_s,
+        encode_s: encode.0,
+        step_s,
+        decode_s: decode.0,
+        tokenize_s: tokenize.0,
+        latent_s: latent.0,
+        scheduler_s: scheduler_step.0,
+        preview_s: preview.0,
+        peak_rss_mb: peak_rss_mb(),
+        device: if device.is_cuda() { "cuda".into() } else { "cpu".into() },
+        dtype: model.dtype().as_str().into(),
+        width,
+        height,
+        repeats,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report, [tokenize, encode, latent, scheduler_step, preview, decode]);
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report, timed: [(f64, f64); 6]) {
+    println!(
+        "sdlab bench: {}x{} on {} {}, min / median of {} repeats",
+        r.width, r.height, r.device, r.dtype, r.repeats
+    );
+    println!("{:<28} {:>10}", "model load", format!("{:.3} s", r.load_s));
+    let names = [
+        "tokenize (both prompts)",
+        "text encode (batch of 2)",
+        "latent (torch randn)",
+        "scheduler step (DDIM)",
+        "latent preview (RGB)",
+        "vae decode",
+    ];
+    for (name, (min, median)) in names.iter().zip(timed) {
+        println!("{name:<28} {min:>8.4} s {median:>8.4} s");
+    }
+    let mut steps = r.step_s.clone();
+    steps.sort_by(f64::total_cmp);
+    if let (Some(min), Some(median)) = (steps.first(), steps.get(steps.len() / 2)) {
+        println!("{:<28} {min:>8.4} s {median:>8.4} s  ({} steps)", "guided UNet step (x2 + CFG)", steps.len());
+    }
+    println!("{:<28} {:>8.0} MB", "peak resident memory", r.peak_rss_mb);
+}
