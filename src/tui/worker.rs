@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
@@ -17,7 +17,9 @@ use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use crate::image_out::{save_png, to_rgb8};
 use crate::model::{self, Progress, Runtime, StableDiffusion};
 use crate::preview;
+use crate::scheduler::DdimScheduler;
 use crate::session::{Session, Settings, StepRecord};
+use crate::stages::PromptEncoding;
 
 /// What the UI asks of the worker.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,7 +184,7 @@ impl Worker {
                 self.send(Event::Busy(format!("denoise step {}", self.session.history().len() + 1)));
                 let started = Instant::now();
                 let record = self.session.step()?;
-                let view = step_view(record, started)?;
+                let view = step_view(record, started.elapsed())?;
                 self.send(Event::Stepped(Box::new(view)));
             }
             Command::RewindTo(steps) => {
@@ -250,15 +252,14 @@ impl Worker {
 
     fn encode(&mut self) -> Result<()> {
         self.send(Event::Busy("encode_prompt".into()));
-        self.session.encode_prompt()?;
-        let view = encode_view(&self.session)?;
+        let view = encode_view(self.session.encode_prompt()?)?;
         self.send(Event::Encoded(Box::new(view)));
         Ok(())
     }
 
     fn get_latent(&mut self) -> Result<()> {
-        self.session.get_latent()?;
-        let view = latent_view(&self.session)?;
+        let seed = self.session.settings().seed;
+        let view = latent_view(seed, self.session.get_latent()?)?;
         self.send(Event::Latent(Box::new(view)));
         Ok(())
     }
@@ -267,28 +268,40 @@ impl Worker {
 /// The header's facts about the model and the schedule.
 pub fn model_info(session: &Session) -> ModelInfo {
     let model = session.model();
-    let scheduler = session.scheduler();
-    let config = scheduler.config();
-    let settings = session.settings();
-    ModelInfo {
-        name: model.files.name.clone(),
-        device: if model.device().is_cuda() { "cuda".into() } else { "cpu".into() },
-        dtype: model.dtype().as_str().into(),
-        width: settings.width,
-        height: settings.height,
-        vae_scale_factor: model.vae_scale_factor(),
-        scheduler_class: config.class_name.clone().unwrap_or_else(|| "DDIMScheduler".into()),
-        prediction_type: config.prediction_type.to_string(),
-        timestep_spacing: config.timestep_spacing.to_string(),
-        steps: settings.steps,
-        timesteps: scheduler.timesteps().to_vec(),
-        alpha_prod_t: scheduler.timesteps().iter().map(|&t| scheduler.alphas_cumprod()[t]).collect(),
+    let device = if model.device().is_cuda() { "cuda" } else { "cpu" };
+    let run = RunFacts { name: &model.files.name, device, dtype: model.dtype().as_str() };
+    run.info(session.settings(), session.scheduler(), model.vae_scale_factor())
+}
+
+/// What the header says about where a run happens, for a live or a replayed run.
+pub struct RunFacts<'a> {
+    pub name: &'a str,
+    pub device: &'a str,
+    pub dtype: &'a str,
+}
+
+impl RunFacts<'_> {
+    pub fn info(&self, settings: &Settings, scheduler: &DdimScheduler, vae_scale_factor: usize) -> ModelInfo {
+        let config = scheduler.config();
+        ModelInfo {
+            name: self.name.to_string(),
+            device: self.device.to_string(),
+            dtype: self.dtype.to_string(),
+            width: settings.width,
+            height: settings.height,
+            vae_scale_factor,
+            scheduler_class: config.class_name.clone().unwrap_or_else(|| "DDIMScheduler".into()),
+            prediction_type: config.prediction_type.to_string(),
+            timestep_spacing: config.timestep_spacing.to_string(),
+            steps: settings.steps,
+            timesteps: scheduler.timesteps().to_vec(),
+            alpha_prod_t: scheduler.timesteps().iter().map(|&t| scheduler.alphas_cumprod()[t]).collect(),
+        }
     }
 }
 
 /// Stage 1's results for the screen.
-pub fn encode_view(session: &Session) -> Result<EncodeView> {
-    let encoding = session.encoding().context("encode_prompt has not run")?;
+pub fn encode_view(encoding: &PromptEncoding) -> Result<EncodeView> {
     let embeds = &encoding.prompt_embeds;
     let negative = embeds.get(0)?;
     let prompt = embeds.get(1)?;
@@ -307,11 +320,10 @@ pub fn encode_view(session: &Session) -> Result<EncodeView> {
 }
 
 /// Stage 2's results for the screen.
-pub fn latent_view(session: &Session) -> Result<LatentView> {
-    let latents = session.init_latents().context("get_latent has not run")?;
+pub fn latent_view(seed: u64, latents: &Tensor) -> Result<LatentView> {
     let channels = (0..latents.dim(1)?).map(|c| preview::channel_grey(latents, c)).collect::<Result<Vec<_>>>()?;
     Ok(LatentView {
-        seed: session.settings().seed,
+        seed,
         shape: latents.dims().to_vec(),
         channel_stats: preview::per_channel_stats(latents)?,
         channels,
@@ -320,7 +332,7 @@ pub fn latent_view(session: &Session) -> Result<LatentView> {
 }
 
 /// One step's results for the screen.
-pub fn step_view(record: &StepRecord, started: Instant) -> Result<StepView> {
+pub fn step_view(record: &StepRecord, elapsed: Duration) -> Result<StepView> {
     let s = &record.denoise.scheduler;
     let latent: &Tensor = &s.prev_sample;
     Ok(StepView {
@@ -335,6 +347,6 @@ pub fn step_view(record: &StepRecord, started: Instant) -> Result<StepView> {
         x0_rgb: preview::latent_to_rgb(&s.pred_original_sample)?,
         latent_stats: preview::stats(latent)?,
         x0_stats: preview::stats(&s.pred_original_sample)?,
-        elapsed: started.elapsed(),
+        elapsed,
     })
 }
