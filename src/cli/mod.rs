@@ -1,6 +1,8 @@
 //! Command-line parsing and the subcommands, each a thin layer over the session.
 
 mod generate;
+mod resume;
+mod sessions;
 mod tokens;
 
 use anyhow::Result;
@@ -22,6 +24,10 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Run the four stages and write a PNG (and optionally every intermediate).
     Generate(generate::GenerateArgs),
+    /// Finish a saved session, or run again what a PNG's text chunks remember.
+    Resume(resume::ResumeArgs),
+    /// List the saved sessions: name, step, date, model, prompt.
+    Sessions(sessions::SessionsArgs),
 }
 
 /// Which model, and where it runs.
@@ -52,5 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tokens(args) => tokens::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Resume(args) => resume::run(args),
+        Command::Sessions(args) => sessions::run(args),
     }
 }
