@@ -165,7 +165,7 @@ fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
 fn open_model(args: &ResumeArgs, info: &ModelInfo, device: &str, dtype: &str) -> Result<StableDiffusion> {
     let device = match args.device {
         Some(d) => Some(d),
-        None if device == "cuda" && !sdlab_has_cuda() => {
+        None if device == "cuda" && !candle_core::utils::cuda_is_available() => {
             eprintln!("note: the run used CUDA, which this machine lacks; going on on the CPU (not bit-exact)");
             Some(DeviceChoice::Cpu)
         }
@@ -178,8 +178,4 @@ fn open_model(args: &ResumeArgs, info: &ModelInfo, device: &str, dtype: &str) ->
     let runtime = Runtime::select(device, dtype)?;
     let spec = args.model.as_deref().unwrap_or(&info.source);
     model::open(spec, info.variant.as_deref(), runtime, true).context("opening the model of the saved run")
-}
-
-fn sdlab_has_cuda() -> bool {
-    candle_core::utils::cuda_is_available()
 }
