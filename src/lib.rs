@@ -9,6 +9,7 @@
 pub mod fsutil;
 pub mod image_out;
 pub mod model;
+pub mod png_meta;
 pub mod preview;
 pub mod rng;
 pub mod scheduler;

@@ -1,11 +1,14 @@
 //! `sdlab generate`: the four stages end to end, with a progress bar.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sdlab::image_out::{save_png, to_rgb8};
+use sdlab::fsutil::write_atomic;
+use sdlab::image_out::to_rgb8;
+use sdlab::png_meta::encode_png;
+use sdlab::session::store::{self, SaveOptions};
 use sdlab::session::{trace::write_trace, Session, Settings};
 use sdlab::tui::graphics::{print_image, GraphicsMode};
 
@@ -41,6 +44,18 @@ pub struct GenerateArgs {
     /// Also write every intermediate (the names of diffusers' reference traces) as safetensors.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Save the run as a session of this name (under --dir), to resume or replay it.
+    #[arg(long)]
+    session: Option<String>,
+    /// Stop after this many denoising steps (0 to --steps) and save the session, without decoding.
+    #[arg(long, requires = "session")]
+    stop_at: Option<usize>,
+    /// The folder sessions are saved in.
+    #[arg(long, default_value = store::DEFAULT_ROOT)]
+    dir: PathBuf,
+    /// Replace a session of the same name.
+    #[arg(long)]
+    force: bool,
     /// Show the image in the terminal when done (sixel, kitty, iTerm2 or half-blocks).
     #[arg(long)]
     show: bool,
@@ -60,6 +75,19 @@ pub fn parse_scheduler(name: &str) -> Result<String, String> {
 pub fn run(args: GenerateArgs) -> Result<()> {
     if args.out.as_os_str().is_empty() {
         bail!("--out: expected a file path");
+    }
+    let save_to = match &args.session {
+        Some(name) => {
+            let dir = store::session_dir(&args.dir, name)?;
+            store::check_can_save(&dir, args.force)?;
+            Some(dir)
+        }
+        None => None,
+    };
+    if let Some(k) = args.stop_at {
+        if k > args.steps {
+            bail!("--stop-at {k}: expected 0 to --steps ({})", args.steps);
+        }
     }
     let model = args.model.open()?;
     let default_size = model.default_size();
@@ -84,27 +112,69 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         );
     }
     session.get_latent()?;
+    let outputs = Outputs {
+        png: Some(&args.out),
+        trace: args.trace.as_deref(),
+        session: save_to.as_deref(),
+        show: args.show.then_some(args.graphics),
+    };
+    finish(&mut session, args.stop_at, &[], &outputs, args.force)
+}
+
+/// Where a finished (or stopped) run goes.
+pub struct Outputs<'a> {
+    pub png: Option<&'a Path>,
+    pub trace: Option<&'a Path>,
+    pub session: Option<&'a Path>,
+    /// Draw the image in the terminal, with this protocol.
+    pub show: Option<GraphicsMode>,
+}
+
+/// Takes the remaining steps (up to `stop_at`), with `guidance_scales[i]` for step
+/// `i` where given, decodes unless stopped early, and writes the outputs.
+pub fn finish(
+    session: &mut Session,
+    stop_at: Option<usize>,
+    guidance_scales: &[f64],
+    outputs: &Outputs,
+    force: bool,
+) -> Result<()> {
     let steps = session.settings().steps;
+    let target = stop_at.unwrap_or(steps);
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("denoise {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]").expect("valid template"),
     );
-    for _ in 0..steps {
+    bar.set_position(session.history().len() as u64);
+    while session.history().len() < target {
+        if let Some(&scale) = guidance_scales.get(session.history().len()) {
+            session.set_guidance_scale(scale)?;
+        }
         let record = session.step()?;
         let s = &record.denoise.scheduler;
         bar.set_message(format!("t={} alpha_prod_t={:.4}", s.timestep, s.alpha_prod_t));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let image = to_rgb8(session.vae_decode()?)?;
-    save_png(&image, &args.out)?;
-    eprintln!("wrote {} ({}x{})", args.out.display(), image.width(), image.height());
-    if let Some(trace) = &args.trace {
-        write_trace(&session, trace)?;
+    if target == steps {
+        let image = to_rgb8(session.vae_decode()?)?;
+        if let Some(out) = outputs.png {
+            let chunks = session.to_record()?.image_settings().png_chunks()?;
+            let chunks: Vec<(&str, &str)> = chunks.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            write_atomic(out, &encode_png(&image, &chunks)?)?;
+            eprintln!("wrote {} ({}x{})", out.display(), image.width(), image.height());
+        }
+        if let Some(mode) = outputs.show {
+            let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+            print_image(&image, mode, cols, rows.saturating_sub(2))?;
+        }
+    }
+    if let Some(trace) = outputs.trace {
+        write_trace(session, trace)?;
         eprintln!("wrote {}", trace.display());
     }
-    if args.show {
-        let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
-        print_image(&image, args.graphics, cols, rows.saturating_sub(2))?;
+    if let Some(dir) = outputs.session {
+        session.save(dir, SaveOptions { force })?;
+        eprintln!("saved session {} ({} of {steps} steps)", dir.display(), session.history().len());
     }
     Ok(())
 }

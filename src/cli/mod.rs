@@ -2,6 +2,8 @@
 
 mod bench;
 mod generate;
+mod resume;
+mod sessions;
 mod tokens;
 mod tui;
 
@@ -24,6 +26,10 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Run the four stages and write a PNG (and optionally every intermediate).
     Generate(generate::GenerateArgs),
+    /// Finish a saved session, or run again what a PNG's text chunks remember.
+    Resume(resume::ResumeArgs),
+    /// List the saved sessions: name, step, date, model, prompt.
+    Sessions(sessions::SessionsArgs),
     /// Time every stage and measure peak memory (one JSON line with --json).
     Bench(bench::BenchArgs),
     /// The terminal lab: the four stages live, one step at a time.
@@ -58,6 +64,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tokens(args) => tokens::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Resume(args) => resume::run(args),
+        Command::Sessions(args) => sessions::run(args),
         Command::Tui(args) => tui::run(args),
         Command::Bench(args) => bench::run(args),
     }

@@ -23,6 +23,7 @@ const LOWER_MASK: u32 = 0x7fff_ffff;
 /// The state is kept as plain numbers so a session file can store it and
 /// resume the exact stream later.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TorchRngState")]
 pub struct TorchRng {
     /// The 624 words of MT19937 state; a `Vec` because serde has no impls for arrays this long.
     state: Vec<u32>,
@@ -34,6 +35,28 @@ pub struct TorchRng {
     /// `float_roundtrip` feature) may move a parsed f64 by an ulp, and a
     /// resumed session must continue bit-exactly.
     next_double_normal_bits: Option<u64>,
+}
+
+/// The serialized form, checked before it becomes a [`TorchRng`]: a state read
+/// from a file must not make [`TorchRng::next_u32`] index past the 624 words.
+#[derive(Deserialize)]
+struct TorchRngState {
+    state: Vec<u32>,
+    index: usize,
+    next_double_normal_bits: Option<u64>,
+}
+
+impl TryFrom<TorchRngState> for TorchRng {
+    type Error = String;
+    fn try_from(raw: TorchRngState) -> Result<Self, String> {
+        if raw.state.len() != MT_N {
+            return Err(format!("generator state: expected {MT_N} words of MT19937 state, found {}", raw.state.len()));
+        }
+        if raw.index > MT_N {
+            return Err(format!("generator state: index {} is past the {MT_N} words", raw.index));
+        }
+        Ok(Self { state: raw.state, index: raw.index, next_double_normal_bits: raw.next_double_normal_bits })
+    }
 }
 
 impl TorchRng {
@@ -267,5 +290,17 @@ mod tests {
             assert_eq!(got, expected, "draw of {n} after resuming");
         }
         assert_eq!(resumed, rng);
+    }
+
+    #[test]
+    fn a_state_of_the_wrong_length_is_an_error_not_a_panic() {
+        let mut json: serde_json::Value = serde_json::to_value(TorchRng::new(1)).unwrap();
+        json["state"].as_array_mut().unwrap().truncate(10);
+        let msg = serde_json::from_value::<TorchRng>(json).unwrap_err().to_string();
+        assert!(msg.contains("expected 624 words of MT19937 state, found 10"), "{msg}");
+        let mut json: serde_json::Value = serde_json::to_value(TorchRng::new(1)).unwrap();
+        json["index"] = 625.into();
+        let msg = serde_json::from_value::<TorchRng>(json).unwrap_err().to_string();
+        assert!(msg.contains("index 625 is past the 624 words"), "{msg}");
     }
 }

@@ -8,6 +8,7 @@
 //! results that depended on it, and only those.
 
 mod settings;
+pub mod store;
 pub mod trace;
 
 use anyhow::{bail, Result};
@@ -33,6 +34,7 @@ pub enum Stage {
 
 /// The initial noise and the generator right after drawing it, so that the
 /// denoising loop can restart from step 0 exactly (eta noise included).
+#[derive(Clone)]
 struct Latent {
     init_latents: Tensor,
     rng_after: TorchRng,
@@ -54,6 +56,8 @@ pub struct Session {
     latent: Option<Latent>,
     history: Vec<StepRecord>,
     image: Option<Tensor>,
+    /// When the session was first saved, kept across saves; `None` until then.
+    created: Option<String>,
 }
 
 impl Session {
@@ -61,7 +65,16 @@ impl Session {
     pub fn new(model: StableDiffusion, settings: Settings) -> Result<Self> {
         settings.check(model.vae_scale_factor(), model.scheduler_config.num_train_timesteps)?;
         let scheduler = DdimScheduler::new(&model.scheduler_config, settings.steps)?;
-        Ok(Self { model, settings, scheduler, encoding: None, latent: None, history: Vec::new(), image: None })
+        Ok(Self {
+            model,
+            settings,
+            scheduler,
+            encoding: None,
+            latent: None,
+            history: Vec::new(),
+            image: None,
+            created: None,
+        })
     }
 
     pub fn model(&self) -> &StableDiffusion {

@@ -1,0 +1,182 @@
+//! `sdlab resume`: finish a saved session, or run again what a PNG remembers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
+use sdlab::model::{self, Progress, Runtime, StableDiffusion};
+use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
+use sdlab::session::store::{self, ImageSettings, ModelInfo, OpenOptions, SessionRecord};
+use sdlab::session::{Session, Settings};
+
+use super::generate::{finish, Outputs};
+
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// A session name (under --dir), a session folder, or a PNG written by sdlab
+    /// (or by a tool that writes AUTOMATIC1111's `parameters` chunk).
+    target: String,
+    /// The folder sessions are saved in.
+    #[arg(long, default_value = store::DEFAULT_ROOT)]
+    dir: PathBuf,
+    /// Use this model instead of the one the session or image names.
+    #[arg(long)]
+    model: Option<String>,
+    /// f32 or f16 (default: what the run used).
+    #[arg(long)]
+    dtype: Option<DTypeChoice>,
+    /// cpu or cuda (default: what the run used, when this machine has it).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Also write the finished image here (a session keeps it in images/final.png).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write every intermediate of the finished run as safetensors.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Save a run rebuilt from a PNG as a session of this name.
+    #[arg(long)]
+    session: Option<String>,
+    /// Go on with a model whose weights differ from the saved run's (a warning, not
+    /// an error), and replace an existing session given by --session.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: ResumeArgs) -> Result<()> {
+    let path = Path::new(&args.target);
+    let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if is_png {
+        return from_png(path, &args);
+    }
+    if args.session.is_some() {
+        bail!("--session: a resumed session is saved back into its own folder; --session names a new one for a PNG");
+    }
+    // An explicit folder is read where it is; a bare name must stay under --dir.
+    let dir = if path.join(store::SESSION_JSON).is_file() {
+        path.to_path_buf()
+    } else {
+        store::session_dir(&args.dir, &args.target)?
+    };
+    let record = SessionRecord::load(&dir)?;
+    let model = open_model(&args, &record.model, &record.runtime.device, &record.runtime.dtype)?;
+    let opened = Session::from_record(model, record, OpenOptions { force: args.force })
+        .map_err(|e| anyhow!("{}: {e}", dir.join(store::SESSION_JSON).display()))?;
+    for warning in &opened.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut session = opened.session;
+    eprintln!("resuming {} at step {} of {}", dir.display(), session.history().len(), session.settings().steps);
+    let outputs = Outputs { png: args.out.as_deref(), trace: args.trace.as_deref(), session: Some(&dir), show: None };
+    // The session folder is this run's own: saving the finished run over it is the point.
+    finish(&mut session, None, &[], &outputs, true)
+}
+
+/// Runs again, from the start, what `png`'s text chunks say: the exact `sdlab`
+/// JSON when present, else the AUTOMATIC1111 `parameters` text.
+fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
+    let bytes = std::fs::read(png).map_err(|e| anyhow!("{}: cannot read ({e})", png.display()))?;
+    let chunks = read_text_chunks(&bytes).map_err(|e| anyhow!("{}: {e}", png.display()))?;
+    let chunk = |key: &str| chunks.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let remembered = match (chunk(SDLAB_KEY), chunk(PARAMETERS_KEY)) {
+        (Some(json), _) => {
+            ImageSettings::from_json(json).map_err(|e| anyhow!("{}: sdlab text chunk: {e}", png.display()))?
+        }
+        (None, Some(text)) => from_parameters(text, args).map_err(|e| anyhow!("{}: {e}", png.display()))?,
+        (None, None) => bail!("{}: no sdlab or parameters text chunk: nothing says how it was made", png.display()),
+    };
+    let save_to = match &args.session {
+        Some(name) => {
+            let dir = store::session_dir(&args.dir, name)?;
+            store::check_can_save(&dir, args.force)?;
+            Some(dir)
+        }
+        None => None,
+    };
+    let model = open_model(args, &remembered.model, &remembered.runtime.device, &remembered.runtime.dtype)?;
+    if !remembered.model.fingerprint.is_empty() {
+        let here = ModelInfo::of(&model.files)?;
+        if here.fingerprint != remembered.model.fingerprint {
+            let problem = format!(
+                "{}: model {} has weights fingerprint {}, the image was made with {} (fingerprint {})",
+                png.display(),
+                here.source,
+                here.fingerprint,
+                remembered.model.source,
+                remembered.model.fingerprint
+            );
+            if !args.force {
+                bail!("{problem}; use --force to go on anyway");
+            }
+            eprintln!("warning: {problem}");
+        }
+    }
+    let mut session = Session::new(model, remembered.settings)?;
+    session.encode_prompt()?;
+    session.get_latent()?;
+    let default_out = PathBuf::from("sdlab.png");
+    let outputs = Outputs {
+        png: Some(args.out.as_deref().unwrap_or(&default_out)),
+        trace: args.trace.as_deref(),
+        session: save_to.as_deref(),
+        show: None,
+    };
+    finish(&mut session, None, &remembered.guidance_scales, &outputs, args.force)
+}
+
+/// What AUTOMATIC1111-style text gives: prompts, steps, seed, scale, size, eta and
+/// the model name; the rest takes sdlab's defaults (the model's scheduler config).
+fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
+    let p = A1111Parameters::parse(text);
+    let need = |key: &str| anyhow!("parameters: no {key}");
+    if let Some(sampler) = p.get("Sampler").filter(|s| !s.eq_ignore_ascii_case("ddim")) {
+        eprintln!("note: the image was made with the {sampler} sampler; sdlab runs DDIM, so it will differ");
+    }
+    let (width, height) = p.size()?.ok_or_else(|| need("Size"))?;
+    let source = match (&args.model, p.get("Model")) {
+        (Some(m), _) => m.clone(),
+        (None, Some(m)) => m.to_string(),
+        (None, None) => bail!("parameters: no Model; name one with --model"),
+    };
+    let settings = Settings {
+        prompt: p.prompt.clone(),
+        negative_prompt: p.negative_prompt.clone(),
+        seed: p.number("Seed")?.ok_or_else(|| need("Seed"))?,
+        steps: p.number("Steps")?.ok_or_else(|| need("Steps"))?,
+        guidance_scale: p.number("CFG scale")?.ok_or_else(|| need("CFG scale"))?,
+        eta: p.number("Eta")?.or(p.number("Eta DDIM")?).unwrap_or(0.0),
+        width,
+        height,
+    };
+    Ok(ImageSettings {
+        format: store::FORMAT,
+        sdlab_version: String::new(),
+        model: ModelInfo { source, variant: None, fingerprint: String::new() },
+        runtime: store::RuntimeInfo { device: "cpu".into(), dtype: "f32".into() },
+        settings,
+        scheduler: "ddim".into(),
+        scheduler_config: Default::default(),
+        guidance_scales: Vec::new(),
+    })
+}
+
+/// The model the run names (or --model), on the device and dtype it ran on unless
+/// overridden; a CUDA run resumes on the CPU, with a note, where there is no GPU.
+fn open_model(args: &ResumeArgs, info: &ModelInfo, device: &str, dtype: &str) -> Result<StableDiffusion> {
+    let device = match args.device {
+        Some(d) => Some(d),
+        None if device == "cuda" && !candle_core::utils::cuda_is_available() => {
+            eprintln!("note: the run used CUDA, which this machine lacks; going on on the CPU (not bit-exact)");
+            Some(DeviceChoice::Cpu)
+        }
+        None => Some(device.parse().unwrap_or(DeviceChoice::Cpu)),
+    };
+    let dtype = match args.dtype {
+        Some(d) => Some(d),
+        None => dtype.parse().ok(),
+    };
+    let runtime = Runtime::select(device, dtype)?;
+    let spec = args.model.as_deref().unwrap_or(&info.source);
+    model::open(spec, info.variant.as_deref(), runtime, &Progress::Bars).context("opening the model of the saved run")
+}
