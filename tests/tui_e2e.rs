@@ -15,13 +15,15 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(command: &[&str], width: u16, height: u16) -> Self {
+    /// Starts `command` with `cwd` as its working folder (autosaves land in `cwd/sessions`).
+    fn start_in(cwd: &std::path::Path, command: &[&str], width: u16, height: u16) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         // one server per test: tests run in parallel and each names its session "lab"
         let socket = format!("sdlab-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let tmux = Tmux { socket };
         let (w, h) = (width.to_string(), height.to_string());
-        let mut args = vec!["-f", "/dev/null", "new-session", "-d", "-s", "lab", "-x", &w, "-y", &h, "--"];
+        let cwd = cwd.to_str().unwrap();
+        let mut args = vec!["-f", "/dev/null", "new-session", "-d", "-s", "lab", "-c", cwd, "-x", &w, "-y", &h, "--"];
         args.extend_from_slice(command);
         tmux.run(&args);
         tmux
@@ -73,7 +75,8 @@ fn a_person_runs_the_four_stages_in_tmux() {
     let run = run_json("sd2-tiny");
     let reference = reference("sd2-tiny");
     let bin = env!("CARGO_BIN_EXE_sdlab");
-    let tmux = Tmux::start(
+    let tmux = Tmux::start_in(
+        dir.path(),
         &[
             bin,
             "tui",
@@ -128,7 +131,51 @@ fn a_person_runs_the_four_stages_in_tmux() {
     let image = image::open(&png).expect("a valid PNG").to_rgb8();
     assert_eq!(image.dimensions(), (run.width as u32, run.height as u32));
 
+    // write the session, then quit: the quit autosaves under sessions/
+    let saved = dir.path().join("fox-session");
+    tmux.keys(&["w"]);
+    tmux.wait_for(&["save session to:"]);
+    tmux.keys(&["C-u"]);
+    tmux.type_text(saved.to_str().unwrap());
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["saved the session in"]);
+    assert!(saved.join("session.json").is_file());
+    tmux.keys(&["w", "C-u"]);
+    tmux.type_text(saved.to_str().unwrap());
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["holds a saved session: y replaces it"]);
+    tmux.keys(&["n"]);
+    tmux.wait_for(&["kept the saved session"]);
     tmux.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let autosaved = loop {
+        let found = std::fs::read_dir(dir.path().join("sessions")).into_iter().flatten().flatten().find(|e| {
+            e.file_name().to_string_lossy().starts_with("autosave-") && e.path().join("session.json").is_file()
+        });
+        if let Some(entry) = found {
+            break entry.path();
+        }
+        assert!(Instant::now() < deadline, "no autosave in {}/sessions:\n{}", dir.path().display(), tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(tmux);
+
+    // replay the written session with no model at all: the fixture folder is not named
+    let tmux = Tmux::start_in(
+        dir.path(),
+        &[bin, "tui", "--session", saved.to_str().unwrap(), "--replay", "--graphics", "halfblocks"],
+        120,
+        40,
+    );
+    tmux.wait_for(&["replaying", "replay f32", "tokens 19 / 77"]);
+    tmux.keys(&["3", "n", "n", "n"]);
+    tmux.wait_for(&["step 3 / 10", "denoise 3/10"]);
+    tmux.keys(&["n"]);
+    tmux.wait_for(&["the recording ends after step 3"]);
+    tmux.keys(&["4", "d"]);
+    tmux.wait_for(&["decoded after step 3/10"]);
+    tmux.keys(&["q"]);
+    assert!(autosaved.join("tensors.safetensors").is_file());
 }
 
 /// What the program wrote to the terminal, byte for byte, while it showed the denoise
@@ -138,8 +185,12 @@ fn denoise_screen_output(mode: &str, ready: fn(&str) -> bool) -> String {
     let raw = dir.path().join("raw.out");
     let model = fixture("sd2-tiny").join("model");
     let bin = env!("CARGO_BIN_EXE_sdlab");
-    let tmux =
-        Tmux::start(&[bin, "tui", "--model", model.to_str().unwrap(), "--steps", "10", "--graphics", mode], 120, 40);
+    let tmux = Tmux::start_in(
+        dir.path(),
+        &[bin, "tui", "--model", model.to_str().unwrap(), "--steps", "10", "--graphics", mode],
+        120,
+        40,
+    );
     tmux.run(&["pipe-pane", "-o", "-t", "lab", &format!("cat >> {}", raw.display())]);
     tmux.wait_for(&["loaded"]);
     tmux.keys(&["3", "n"]);

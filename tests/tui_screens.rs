@@ -14,6 +14,7 @@ use sdlab::model::{self, Progress, Runtime};
 use sdlab::tui::app::{App, Message, Screen};
 use sdlab::tui::graphics::picker_without_query;
 use sdlab::tui::images::Images;
+use sdlab::tui::replay::Replay;
 use sdlab::tui::ui;
 use sdlab::tui::worker::{self, Command, Event, LoadSpec, Worker};
 
@@ -43,6 +44,10 @@ impl Lab {
             eta: 0.0,
             width: Some(run.width),
             height: Some(run.height),
+            session: None,
+            model_given: true,
+            replay: false,
+            force: false,
         };
         let model = model::open(&spec.model, None, spec.runtime.clone(), &Progress::Quiet).unwrap();
         let session = worker::session_for(model, &spec).unwrap();
@@ -63,6 +68,14 @@ impl Lab {
                 pending.extend(self.app.update(Message::Worker(event)));
             }
         }
+    }
+
+    /// Saves the run so far as a session folder under `dir`.
+    fn save(&mut self, dir: &std::path::Path) -> std::path::PathBuf {
+        let folder = dir.join("saved");
+        self.command(Command::SaveSession { dir: folder.clone(), force: false });
+        assert!(folder.join("session.json").is_file(), "{:?}", self.app.status);
+        folder
     }
 
     fn key(&mut self, code: KeyCode) {
@@ -186,4 +199,92 @@ fn help_lists_every_key_and_tiny_terminals_do_not_panic() {
             lab.render(w, h);
         }
     }
+}
+
+/// A saved session replayed without any model: stages 1 and 2 come back as recorded,
+/// the steps one key at a time, and what needs the model says so.
+#[test]
+fn replay_walks_a_saved_session_without_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    for _ in 0..3 {
+        lab.key(KeyCode::Char('n'));
+    }
+    let folder = lab.save(dir.path());
+
+    let (tx, events) = channel();
+    let send = move |event| tx.send(event).unwrap();
+    let mut replay = Replay::load(&folder).unwrap();
+    let mut app = App::new("", "", 0, 1.0);
+    replay.start(&send).unwrap();
+    let feed = |app: &mut App, replay: &mut Replay, events: &Receiver<Event>| loop {
+        let pending: Vec<Event> = events.try_iter().collect();
+        if pending.is_empty() {
+            break;
+        }
+        for event in pending {
+            for command in app.update(Message::Worker(event)) {
+                replay
+                    .handle(command, &send)
+                    .unwrap_or_else(|e| app.status = Some((sdlab::tui::app::Level::Error, e.to_string())));
+            }
+        }
+    };
+    feed(&mut app, &mut replay, &events);
+    assert!(app.replay);
+    assert_eq!(app.prompt.text(), run_json("sd2-tiny").prompt);
+    let mut images = Images::new(picker_without_query(ProtocolType::Halfblocks, None));
+    let mut render = |app: &App| {
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        images.sync(app);
+        terminal.draw(|frame| ui::draw(frame, app, &mut images)).unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        (0..40)
+            .map(|y| (0..120).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>() + "\n")
+            .collect::<String>()
+    };
+    let screen = render(&app);
+    assert_all(&screen, &["replay", "tokens 19 / 77"]);
+
+    app.screen = Screen::Denoise;
+    for expected in 1..=3 {
+        for command in app.update(Message::Key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::NONE))) {
+            replay.handle(command, &send).unwrap();
+        }
+        feed(&mut app, &mut replay, &events);
+        assert_all(&render(&app), &[&format!("step {expected} / 10")]);
+    }
+    // the recording ends after step 3
+    assert!(replay.handle(Command::Step, &send).unwrap_err().to_string().contains("ends after step 3"));
+    assert!(replay.handle(Command::DecodeX0(0), &send).unwrap_err().to_string().contains("no VAE"));
+}
+
+/// `o` on a saved session: the run comes back at the stage and step where it was left,
+/// with its whole history to browse.
+#[test]
+fn opening_a_session_restores_its_stage_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    for _ in 0..4 {
+        lab.key(KeyCode::Char('n'));
+    }
+    let folder = lab.save(dir.path());
+
+    let mut fresh = Lab::new();
+    assert!(fresh.app.history.is_empty());
+    fresh.command(Command::OpenSession(folder));
+    assert_eq!(fresh.app.screen, Screen::Denoise);
+    assert_eq!(fresh.app.history.len(), 4);
+    assert_all(&fresh.render(120, 40), &["step 4 / 10", "[3 denoise 4/10]", "opened the session"]);
+    fresh.key(KeyCode::Left);
+    assert_all(&fresh.render(120, 40), &["step 3 / 10", "browsing history"]);
+    // and it goes on from there exactly as the original would
+    fresh.key(KeyCode::Right);
+    fresh.key(KeyCode::Char('n'));
+    lab.key(KeyCode::Char('n'));
+    assert_eq!(fresh.app.history.len(), 5);
+    let (a, b) = (&fresh.app.history[4], &lab.app.history[4]);
+    assert_eq!((a.timestep, a.alpha_prod_t, &a.x0_rgb), (b.timestep, b.alpha_prod_t, &b.x0_rgb));
 }

@@ -1,12 +1,29 @@
 //! `sdlab tui`: the terminal lab.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use clap::Args;
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::Runtime;
+use sdlab::png_meta::{read_text_chunks, SDLAB_KEY};
+use sdlab::session::store::ImageSettings;
 use sdlab::tui::graphics::GraphicsMode;
 use sdlab::tui::worker::LoadSpec;
 use sdlab::tui::{self, Options};
+
+/// The model the lab opens when none is named: SD 2 is the model of the talk.
+const DEFAULT_MODEL: &str = "sd2-base";
+
+/// The settings an sdlab PNG carries in its `sdlab` text chunk.
+fn remembered_settings(png: &Path) -> Result<ImageSettings> {
+    let bytes = std::fs::read(png).with_context(|| format!("{}: cannot read", png.display()))?;
+    let chunks = read_text_chunks(&bytes).with_context(|| format!("{}: not a PNG", png.display()))?;
+    let (_, json) = chunks.iter().find(|(key, _)| key == SDLAB_KEY).with_context(|| {
+        format!("{}: no sdlab settings chunk (sdlab resume reads A1111 parameters with --model)", png.display())
+    })?;
+    ImageSettings::from_json(json).with_context(|| format!("{}: sdlab chunk", png.display()))
+}
 
 /// The prompt of the talk sdlab grew from.
 const TALK_PROMPT: &str = "painting depicting the sea, sunrise, ship, artstation, 4k, concept art";
@@ -14,8 +31,9 @@ const TALK_PROMPT: &str = "painting depicting the sea, sunrise, ship, artstation
 #[derive(Args)]
 pub struct TuiArgs {
     /// A diffusers folder, a hub repo id (owner/name[@revision]), or a preset: sd15, sd2, sd2-base, sd-turbo.
-    #[arg(long, default_value = "sd2-base")]
-    model: String,
+    /// (default: sd2-base, or the model of --session)
+    #[arg(long)]
+    model: Option<String>,
     #[arg(long)]
     variant: Option<String>,
     #[arg(long)]
@@ -43,11 +61,33 @@ pub struct TuiArgs {
     /// How images are drawn: auto (ask the terminal), sixel, kitty, iterm2, halfblocks.
     #[arg(long, default_value = "auto")]
     graphics: GraphicsMode,
+    /// Open a saved session folder at the stage and step where it was left, or a PNG
+    /// written by sdlab to run its settings again.
+    #[arg(long)]
+    session: Option<PathBuf>,
+    /// With --session: walk the recorded run without loading any model.
+    #[arg(long, requires = "session")]
+    replay: bool,
+    /// With --session: go on with a model whose weights differ from the saved run's.
+    #[arg(long)]
+    force: bool,
 }
 
-pub fn run(args: TuiArgs) -> Result<()> {
+pub fn run(mut args: TuiArgs) -> Result<()> {
+    let mut session = args.session.take();
+    if let Some(png) = session.as_deref().filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))) {
+        // A picture that remembers its settings: run them again, live.
+        let remembered = remembered_settings(png)?;
+        let s = remembered.settings;
+        args.model = args.model.or(Some(remembered.model.source));
+        args.variant = args.variant.or(remembered.model.variant);
+        (args.prompt, args.negative_prompt, args.seed, args.steps) = (s.prompt, s.negative_prompt, s.seed, s.steps);
+        (args.guidance, args.eta, args.width, args.height) = (s.guidance_scale, s.eta, Some(s.width), Some(s.height));
+        session = None;
+    }
+    let model_given = args.model.is_some();
     let load = LoadSpec {
-        model: args.model,
+        model: args.model.unwrap_or_else(|| DEFAULT_MODEL.into()),
         variant: args.variant,
         runtime: Runtime::select(args.device, args.dtype)?,
         prompt: args.prompt,
@@ -58,6 +98,10 @@ pub fn run(args: TuiArgs) -> Result<()> {
         eta: args.eta,
         width: args.width,
         height: args.height,
+        session,
+        model_given,
+        replay: args.replay,
+        force: args.force,
     };
     tui::run(Options { load, graphics: args.graphics })
 }

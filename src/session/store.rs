@@ -1005,7 +1005,7 @@ pub fn list_sessions(root: &Path) -> Result<Vec<Result<SessionSummary, (String, 
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     rfc3339(secs)
 }

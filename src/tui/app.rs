@@ -9,6 +9,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::text_field::{FieldAction, TextField};
 use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use super::worker::{Command, Event};
+use crate::session::Stage;
 
 /// The four stages of the talk, each a screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +51,10 @@ pub enum Focus {
     Seed,
     GoToStep,
     SavePath,
+    /// `w`: the folder to save the session in.
+    SessionSave,
+    /// `o`: the session folder to open.
+    SessionOpen,
 }
 
 /// Everything that can change the app.
@@ -96,6 +101,14 @@ pub struct App {
     pub decoded: Option<DecodedView>,
     pub decoded_x0: Option<DecodedView>,
     pub show_help: bool,
+    /// The session folder field (`w` and `o`).
+    pub session_field: TextField,
+    /// A save found a session in this folder: `y` replaces it.
+    pub confirm_overwrite: Option<PathBuf>,
+    /// `q` asked for an autosave; quit once the worker answers.
+    pub quitting: bool,
+    /// Replaying a recording: nothing new to autosave.
+    pub replay: bool,
     pub quit: bool,
 }
 
@@ -128,6 +141,10 @@ impl App {
             decoded: None,
             decoded_x0: None,
             show_help: false,
+            session_field: TextField::new(""),
+            confirm_overwrite: None,
+            quitting: false,
+            replay: false,
             quit: false,
         }
     }
@@ -170,13 +187,20 @@ impl App {
             Focus::Seed => &mut self.seed_field,
             Focus::GoToStep => &mut self.goto_field,
             Focus::SavePath => &mut self.save_field,
+            Focus::SessionSave | Focus::SessionOpen => &mut self.session_field,
         })
     }
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Command> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && key.code == KeyCode::Char('c') {
-            self.quit = true;
+            return self.ask_to_quit();
+        }
+        if let Some(dir) = self.confirm_overwrite.take() {
+            if key.code == KeyCode::Char('y') {
+                return vec![Command::SaveSession { dir, force: true }];
+            }
+            self.info("kept the saved session");
             return Vec::new();
         }
         if let Some(focus) = self.focus {
@@ -199,7 +223,15 @@ impl App {
             return Vec::new();
         }
         match key.code {
-            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('q') => return self.ask_to_quit(),
+            KeyCode::Char('w') => {
+                self.session_field.set_text(self.default_session_dir().display().to_string());
+                self.focus = Some(Focus::SessionSave);
+            }
+            KeyCode::Char('o') => {
+                self.session_field.set_text(format!("{}/", crate::session::store::DEFAULT_ROOT));
+                self.focus = Some(Focus::SessionOpen);
+            }
             KeyCode::Char('?') => self.show_help = true,
             KeyCode::Char(c @ '1'..='4') => self.screen = Screen::ALL[c as usize - '1' as usize],
             KeyCode::Tab => self.screen = self.screen.cycle(true),
@@ -280,6 +312,20 @@ impl App {
                 }
             },
             Focus::GoToStep => self.go_to(self.goto_field.text().parse::<usize>().ok()),
+            Focus::SessionSave | Focus::SessionOpen => {
+                let dir = PathBuf::from(self.session_field.text().trim());
+                if dir.as_os_str().is_empty() {
+                    self.status = Some((Level::Error, "session: expected a folder".into()));
+                    return Vec::new();
+                }
+                if focus == Focus::SessionSave {
+                    vec![Command::SaveSession { dir, force: false }]
+                } else {
+                    self.running = false;
+                    self.target = None;
+                    vec![Command::OpenSession(dir)]
+                }
+            }
             Focus::SavePath => {
                 let path = self.save_field.text().trim().to_string();
                 if path.is_empty() {
@@ -348,6 +394,26 @@ impl App {
         self.selected = if next == last { None } else { Some(next) };
     }
 
+    /// `q` / Ctrl-C: autosave first when there is something to keep (the worker answers
+    /// after the step in progress); pressed again while that runs, quit at once.
+    fn ask_to_quit(&mut self) -> Vec<Command> {
+        let nothing_to_keep = self.replay || (self.encode.is_none() && self.latent.is_none());
+        if self.quitting || nothing_to_keep || self.info.is_none() {
+            self.quit = true;
+            return Vec::new();
+        }
+        self.quitting = true;
+        self.running = false;
+        self.target = None;
+        self.busy = Some("saving the session before quitting (q again quits without saving)".into());
+        vec![Command::Autosave]
+    }
+
+    /// Where `w` proposes to save the session: the sessions folder, by seed and steps.
+    pub fn default_session_dir(&self) -> PathBuf {
+        PathBuf::from(crate::session::store::DEFAULT_ROOT).join(format!("seed{}-step{}", self.seed, self.history.len()))
+    }
+
     /// Where `s` proposes to save: the sessions folder, named after the seed and steps.
     pub fn default_save_path(&self) -> PathBuf {
         let steps = self.decoded.as_ref().map_or(self.history.len(), |d| d.steps_done);
@@ -362,6 +428,12 @@ impl App {
             Event::Loading(text) => self.busy = Some(text),
             Event::Loaded(info) => {
                 self.info(format!("loaded {} on {} {}", info.name, info.device, info.dtype));
+                let settings = &info.settings;
+                self.prompt.set_text(settings.prompt.clone());
+                self.negative.set_text(settings.negative_prompt.clone());
+                self.seed = settings.seed;
+                self.seed_field.set_text(settings.seed.to_string());
+                self.guidance_scale = settings.guidance_scale;
                 self.info = Some(*info);
             }
             Event::Busy(text) => self.busy = Some(text),
@@ -412,7 +484,38 @@ impl App {
                 None => self.decoded = Some(*view),
             },
             Event::Saved(path) => self.info(format!("saved {}", path.display())),
+            Event::SessionSaved(dir) => {
+                if self.quitting {
+                    self.quit = true;
+                } else {
+                    self.info(format!("saved the session in {}", dir.display()));
+                }
+            }
+            Event::ConfirmOverwrite(dir) => {
+                self.info(format!("{} holds a saved session: y replaces it, any other key keeps it", dir.display()));
+                self.confirm_overwrite = Some(dir);
+            }
+            Event::Reset => {
+                self.encode = None;
+                self.latent = None;
+                self.clear_denoise();
+            }
+            Event::Opened { stage, warnings } => {
+                self.replay = self.info.as_ref().is_some_and(|i| i.device == "replay");
+                self.screen = match stage {
+                    Stage::Start | Stage::EncodePrompt => Screen::EncodePrompt,
+                    Stage::GetLatent => Screen::GetLatent,
+                    Stage::Denoise(_) => Screen::Denoise,
+                    Stage::VaeDecode => Screen::VaeDecode,
+                };
+                let text = if warnings.is_empty() { "opened the session".to_string() } else { warnings.join("; ") };
+                self.info(text);
+            }
             Event::Error(text) => {
+                if self.quitting {
+                    // the autosave failed: say so and stay, rather than lose the run
+                    self.quitting = false;
+                }
                 self.stepping = false;
                 self.running = false;
                 self.target = None;

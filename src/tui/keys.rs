@@ -36,6 +36,8 @@ pub const KEYMAP: &[KeyHint] = &[
     on(Screen::VaeDecode, "d", "decode the latent"),
     on(Screen::VaeDecode, "s", "save as PNG"),
     global("1-4 Tab", "stages"),
+    global("w", "write the session"),
+    global("o", "open a session"),
     global("?", "all keys"),
     global("q Ctrl-C", "quit"),
 ];

@@ -6,6 +6,7 @@ pub mod app;
 pub mod graphics;
 pub mod images;
 pub mod keys;
+pub mod replay;
 pub mod text_field;
 pub mod ui;
 pub mod views;

@@ -7,6 +7,7 @@ use image::RgbImage;
 
 use crate::model::tokenizer::TokenizedPrompt;
 use crate::preview::{Stats, TokenStats};
+use crate::session::Settings;
 
 /// What the header and the schedule chart need to know about the loaded model and run.
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct ModelInfo {
     pub timesteps: Vec<usize>,
     /// `alpha_prod_t` at every scheduled timestep, for the chart over the schedule.
     pub alpha_prod_t: Vec<f64>,
+    /// The run's settings as the worker has them (those of an opened session).
+    pub settings: Settings,
 }
 
 /// Stage 1 for the screen: both prompts' tokens and their embeddings' statistics.

@@ -4,7 +4,7 @@
 //! Commands are handled in order, so a pause lands between two steps: the UI simply
 //! stops asking for the next one. A stage that needs an earlier one runs it first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 
+use super::replay::Replay;
 use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use crate::image_out::{save_png, to_rgb8};
 use crate::model::{self, Progress, Runtime, StableDiffusion};
 use crate::preview;
 use crate::scheduler::DdimScheduler;
-use crate::session::{Session, Settings, StepRecord};
+use crate::session::store::{self, OpenOptions, SaveOptions, SessionRecord};
+use crate::session::{Session, Settings, Stage, StepRecord};
 use crate::stages::PromptEncoding;
 
 /// What the UI asks of the worker.
@@ -43,6 +45,16 @@ pub enum Command {
     /// Stage 4 on the current latent.
     Decode,
     SavePng(PathBuf),
+    /// Saves the session folder; without `force` an existing session is not replaced
+    /// (the UI is asked to confirm instead).
+    SaveSession {
+        dir: PathBuf,
+        force: bool,
+    },
+    /// Replaces the run with the session saved in this folder.
+    OpenSession(PathBuf),
+    /// Saves the run under a new name in `sessions/`, if anything was computed (on quit).
+    Autosave,
 }
 
 /// What the worker tells the UI.
@@ -66,6 +78,17 @@ pub enum Event {
     GuidanceSet(f64),
     Decoded(Box<DecodedView>),
     Saved(PathBuf),
+    /// A session folder was written.
+    SessionSaved(PathBuf),
+    /// A session is already saved there: replace it?
+    ConfirmOverwrite(PathBuf),
+    /// Everything the UI shows is about to be sent again (a session was opened).
+    Reset,
+    /// A session was opened: go to the stage it reached; warnings say what is not as saved.
+    Opened {
+        stage: Stage,
+        warnings: Vec<String>,
+    },
     Error(String),
 }
 
@@ -83,6 +106,14 @@ pub struct LoadSpec {
     pub eta: f64,
     pub width: Option<usize>,
     pub height: Option<usize>,
+    /// Start from this saved session (its model, unless `model_given`).
+    pub session: Option<PathBuf>,
+    /// Whether `model` was named on the command line (and so wins over the session's).
+    pub model_given: bool,
+    /// Walk a saved session without loading any model.
+    pub replay: bool,
+    /// Open a session whose model fingerprint differs, with a warning.
+    pub force: bool,
 }
 
 /// The two ends the UI keeps.
@@ -104,8 +135,29 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
             let progress = Progress::Report(Arc::new(move |line| {
                 let _ = loading.send(Event::Loading(line));
             }));
+            if spec.replay {
+                match spec.session.as_deref().map(Replay::load) {
+                    Some(Ok(replay)) => replay.run(command_rx, &event_tx),
+                    Some(Err(err)) => {
+                        let _ = event_tx.send(Event::Error(format!("{err:#}")));
+                    }
+                    None => {
+                        let _ = event_tx.send(Event::Error("--replay needs --session DIR".into()));
+                    }
+                }
+                return;
+            }
             match open_session(&spec, &progress) {
-                Ok(session) => Worker { session, events: event_tx }.run(command_rx),
+                Ok((session, warnings)) => {
+                    let worker = Worker { session, events: event_tx };
+                    worker.send(Event::Loaded(Box::new(model_info(&worker.session))));
+                    if spec.session.is_some() {
+                        if let Err(err) = worker.send_everything(warnings) {
+                            worker.send(Event::Error(format!("{err:#}")));
+                        }
+                    }
+                    worker.run(command_rx)
+                }
                 Err(err) => {
                     let _ = event_tx.send(Event::Error(format!("{err:#}")));
                 }
@@ -115,9 +167,23 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
     WorkerHandle { commands, events, thread }
 }
 
-fn open_session(spec: &LoadSpec, progress: &Progress) -> Result<Session> {
-    let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), progress)?;
-    session_for(model, spec)
+/// The session to start with: a saved one (on its own model unless another was named),
+/// or a fresh one from the command line's settings.
+fn open_session(spec: &LoadSpec, progress: &Progress) -> Result<(Session, Vec<String>)> {
+    let Some(dir) = &spec.session else {
+        let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), progress)?;
+        return Ok((session_for(model, spec)?, Vec::new()));
+    };
+    let record = SessionRecord::load(dir)?;
+    let (source, variant) = if spec.model_given {
+        (spec.model.clone(), spec.variant.clone())
+    } else {
+        (record.model.source.clone(), record.model.variant.clone())
+    };
+    let model = model::open(&source, variant.as_deref(), spec.runtime.clone(), progress)?;
+    let opened = Session::from_record(model, record, OpenOptions { force: spec.force })
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    Ok((opened.session, opened.warnings))
 }
 
 /// A session for `model` with the command line's settings (the model's default size
@@ -145,7 +211,6 @@ pub struct Worker {
 
 impl Worker {
     fn run(mut self, commands: Receiver<Command>) {
-        self.send(Event::Loaded(Box::new(model_info(&self.session))));
         for command in commands {
             if let Err(err) = self.handle(command) {
                 self.send(Event::Error(format!("{err:#}")));
@@ -233,7 +298,65 @@ impl Worker {
                 save_png(&to_rgb8(image)?, &path)?;
                 self.send(Event::Saved(path));
             }
+            Command::SaveSession { dir, force } => {
+                if !force && dir.join(store::SESSION_JSON).is_file() {
+                    self.send(Event::ConfirmOverwrite(dir));
+                    return Ok(());
+                }
+                self.session.save(&dir, SaveOptions { force })?;
+                self.send(Event::SessionSaved(dir));
+            }
+            Command::OpenSession(dir) => {
+                // Load the record first: a bad folder leaves the current run untouched.
+                let record = SessionRecord::load(&dir)?;
+                let files = &self.session.model().files;
+                let spec = (files.name.clone(), store::ModelInfo::of(files)?.variant);
+                let runtime = self.session.model().runtime.clone();
+                self.send(Event::Busy(format!("opening {}", dir.display())));
+                let model = model::open(&spec.0, spec.1.as_deref(), runtime, &Progress::Quiet)?;
+                let opened = Session::from_record(model, record, OpenOptions::default())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+                self.session = opened.session;
+                self.send(Event::Loaded(Box::new(model_info(&self.session))));
+                self.send_everything(opened.warnings)?;
+            }
+            Command::Autosave => {
+                if self.session.stage() != Stage::Start {
+                    let name = format!("autosave-{}", store::now_rfc3339().replace(':', "-"));
+                    let dir = store::session_dir(Path::new(store::DEFAULT_ROOT), &name)?;
+                    self.session.save(&dir, SaveOptions::default())?;
+                    self.send(Event::SessionSaved(dir));
+                } else {
+                    self.send(Event::SessionSaved(PathBuf::new()));
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Sends the views of everything the session holds, then where it stands.
+    fn send_everything(&self, warnings: Vec<String>) -> Result<()> {
+        self.send(Event::Reset);
+        let s = &self.session;
+        if let Some(encoding) = s.encoding() {
+            self.send(Event::Encoded(Box::new(encode_view(encoding)?)));
+        }
+        if let Some(latents) = s.init_latents() {
+            self.send(Event::Latent(Box::new(latent_view(s.settings().seed, latents)?)));
+        }
+        for record in s.history() {
+            self.send(Event::Stepped(Box::new(step_view(record, Duration::ZERO)?)));
+        }
+        if let Some(image) = s.image() {
+            let view = DecodedView {
+                image: to_rgb8(image)?,
+                from_x0_of_step: None,
+                steps_done: s.history().len(),
+                elapsed: Duration::ZERO,
+            };
+            self.send(Event::Decoded(Box::new(view)));
+        }
+        self.send(Event::Opened { stage: s.stage(), warnings });
         Ok(())
     }
 
@@ -296,6 +419,7 @@ impl RunFacts<'_> {
             steps: settings.steps,
             timesteps: scheduler.timesteps().to_vec(),
             alpha_prod_t: scheduler.timesteps().iter().map(|&t| scheduler.alphas_cumprod()[t]).collect(),
+            settings: settings.clone(),
         }
     }
 }

@@ -79,6 +79,14 @@ fn short_name(name: &str) -> String {
 }
 
 fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
+    if let Some(focus @ (Focus::SessionSave | Focus::SessionOpen)) = app.focus {
+        let label = if focus == Focus::SessionSave { "save session to: " } else { "open session: " };
+        let [label_area, field] =
+            Layout::horizontal([Constraint::Length(label.len() as u16), Constraint::Min(0)]).areas(area);
+        frame.render_widget(Paragraph::new(Span::styled(label, Style::new().fg(Color::Yellow))), label_area);
+        super::text_field::render(&app.session_field, true, frame, field);
+        return;
+    }
     let line = if let Some(busy) = &app.busy {
         Line::from(vec![Span::styled("working: ", Style::new().fg(Color::Yellow).bold()), Span::raw(busy.clone())])
     } else if let Some((level, text)) = &app.status {
