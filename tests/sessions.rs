@@ -278,23 +278,6 @@ fn generate_stop_at_then_resume_in_another_process() {
     assert!(listing.contains("done"), "{listing}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-            let mut perms = std::fs::metadata(&target).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&target, perms).unwrap();
-        }
-    }
-}
-
 /// A small saved session (3 steps, stopped at 2, eta > 0) to break in various ways.
 fn saved_session(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);

@@ -76,14 +76,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.out.as_os_str().is_empty() {
         bail!("--out: expected a file path");
     }
-    let save_to = match &args.session {
-        Some(name) => {
-            let dir = store::session_dir(&args.dir, name)?;
-            store::check_can_save(&dir, args.force)?;
-            Some(dir)
-        }
-        None => None,
-    };
+    let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     if let Some(k) = args.stop_at {
         if k > args.steps {
             bail!("--stop-at {k}: expected 0 to --steps ({})", args.steps);
@@ -119,6 +112,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         show: args.show.then_some(args.graphics),
     };
     finish(&mut session, args.stop_at, &[], &outputs, args.force)
+}
+
+/// The folder `--session NAME` saves into, checked before any computing so that a
+/// name clash is found in a second, not after the run.
+pub fn session_target(root: &Path, name: Option<&str>, force: bool) -> Result<Option<PathBuf>> {
+    let Some(name) = name else { return Ok(None) };
+    let dir = store::session_dir(root, name)?;
+    store::check_can_save(&dir, force)?;
+    Ok(Some(dir))
 }
 
 /// Where a finished (or stopped) run goes.

@@ -10,7 +10,7 @@ use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_K
 use sdlab::session::store::{self, ImageSettings, ModelInfo, OpenOptions, SessionRecord};
 use sdlab::session::{Session, Settings};
 
-use super::generate::{finish, Outputs};
+use super::generate::{finish, session_target, Outputs};
 
 #[derive(Args)]
 pub struct ResumeArgs {
@@ -86,14 +86,7 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
         (None, Some(text)) => from_parameters(text, args).map_err(|e| anyhow!("{}: {e}", png.display()))?,
         (None, None) => bail!("{}: no sdlab or parameters text chunk: nothing says how it was made", png.display()),
     };
-    let save_to = match &args.session {
-        Some(name) => {
-            let dir = store::session_dir(&args.dir, name)?;
-            store::check_can_save(&dir, args.force)?;
-            Some(dir)
-        }
-        None => None,
-    };
+    let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     let model = open_model(args, &remembered.model, &remembered.runtime.device, &remembered.runtime.dtype)?;
     if !remembered.model.fingerprint.is_empty() {
         let here = ModelInfo::of(&model.files)?;
