@@ -1,12 +1,8 @@
-//! Decoded images to 8-bit pixels and PNG files.
-
-use std::path::Path;
+//! Decoded images to 8-bit pixels.
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
-
-use crate::fsutil::write_atomic;
 
 /// A `(1, 3, H, W)` or `(3, H, W)` image in [0, 1] to 8-bit RGB, rounding as
 /// diffusers' `numpy_to_pil` does (`(x * 255).round()`).
@@ -30,11 +26,4 @@ pub fn to_rgb8(image: &Tensor) -> Result<RgbImage> {
         .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
         .collect();
     Ok(RgbImage::from_raw(width as u32, height as u32, pixels).expect("buffer matches the image size"))
-}
-
-/// Writes `image` as a PNG atomically.
-pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
-    let mut bytes = Vec::new();
-    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
-    write_atomic(path, &bytes)
 }

@@ -176,6 +176,26 @@ fn a_person_runs_the_four_stages_in_tmux() {
     tmux.wait_for(&["decoded after step 3/10"]);
     tmux.keys(&["q"]);
     assert!(autosaved.join("tensors.safetensors").is_file());
+    drop(tmux);
+
+    // the saved PNG remembers its settings: open it and the run starts again from them
+    let tmux = Tmux::start_in(
+        dir.path(),
+        &[
+            bin,
+            "tui",
+            "--session",
+            png.to_str().unwrap(),
+            "--graphics",
+            "halfblocks",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        120,
+        40,
+    );
+    tmux.wait_for(&["loaded", "seed 42", "painting depicting the sea"]);
+    tmux.keys(&["q"]);
 }
 
 /// What the program wrote to the terminal, byte for byte, while it showed the denoise

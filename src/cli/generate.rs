@@ -7,7 +7,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sdlab::fsutil::write_atomic;
 use sdlab::image_out::to_rgb8;
-use sdlab::png_meta::encode_png;
 use sdlab::session::store::{self, SaveOptions};
 use sdlab::session::{trace::write_trace, Session, Settings};
 use sdlab::tui::graphics::{print_image, GraphicsMode};
@@ -160,9 +159,7 @@ pub fn finish(
     if target == steps {
         let image = to_rgb8(session.vae_decode()?)?;
         if let Some(out) = outputs.png {
-            let chunks = session.to_record()?.image_settings().png_chunks()?;
-            let chunks: Vec<(&str, &str)> = chunks.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            write_atomic(out, &encode_png(&image, &chunks)?)?;
+            write_atomic(out, &session.png_with_settings(&image)?)?;
             eprintln!("wrote {} ({}x{})", out.display(), image.width(), image.height());
         }
         if let Some(mode) = outputs.show {

@@ -222,6 +222,13 @@ impl SessionRecord {
         }
     }
 
+    /// `image` as PNG bytes carrying these settings (see [`Session::png_with_settings`]).
+    pub fn png_with_settings(&self, image: &image::RgbImage) -> Result<Vec<u8>> {
+        let chunks = self.image_settings().png_chunks()?;
+        let chunks: Vec<(&str, &str)> = chunks.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        crate::png_meta::encode_png(image, &chunks)
+    }
+
     /// Reads `dir/session.json` and `dir/tensors.safetensors`. Every problem is an
     /// error naming the file and what is wrong with it.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -377,6 +384,12 @@ impl Session {
     /// replaced only with `options.force`, and a folder that is not a session never.
     pub fn save(&self, dir: &Path, options: SaveOptions) -> Result<()> {
         self.to_record()?.save(dir, options)
+    }
+
+    /// `image` as PNG bytes carrying this run's settings (the A1111 `parameters` text
+    /// and the `sdlab` JSON chunk), so the picture remembers how it was made.
+    pub fn png_with_settings(&self, image: &image::RgbImage) -> Result<Vec<u8>> {
+        self.to_record()?.png_with_settings(image)
     }
 
     /// Opens the session saved in `dir` on `model` (see [`Session::from_record`]).

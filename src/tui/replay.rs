@@ -11,7 +11,8 @@ use anyhow::{bail, Result};
 
 use super::views::DecodedView;
 use super::worker::{encode_view, latent_view, step_view, Command, Event, RunFacts};
-use crate::image_out::{save_png, to_rgb8};
+use crate::fsutil::write_atomic;
+use crate::image_out::to_rgb8;
 use crate::session::store::SessionRecord;
 use crate::session::Stage;
 
@@ -110,7 +111,7 @@ impl Replay {
             Command::SetGuidance(_) => bail!("replay: the guidance scale is as recorded"),
             Command::SavePng(path) => {
                 let Some(image) = &r.image else { bail!("replay: this run was saved before it was decoded") };
-                save_png(&to_rgb8(image)?, &path)?;
+                write_atomic(&path, &r.png_with_settings(&to_rgb8(image)?)?)?;
                 send(Event::Saved(path));
             }
             Command::SaveSession { .. } => bail!("replay: this session is saved already ({})", self.dir.display()),

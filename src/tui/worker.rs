@@ -15,7 +15,8 @@ use candle_core::Tensor;
 
 use super::replay::Replay;
 use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
-use crate::image_out::{save_png, to_rgb8};
+use crate::fsutil::write_atomic;
+use crate::image_out::to_rgb8;
 use crate::model::{self, Progress, Runtime, StableDiffusion};
 use crate::preview;
 use crate::scheduler::DdimScheduler;
@@ -295,7 +296,8 @@ impl Worker {
             }
             Command::SavePng(path) => {
                 let image = self.session.image().context("nothing to save yet: decode first (d)")?;
-                save_png(&to_rgb8(image)?, &path)?;
+                let png = self.session.png_with_settings(&to_rgb8(image)?)?;
+                write_atomic(&path, &png)?;
                 self.send(Event::Saved(path));
             }
             Command::SaveSession { dir, force } => {
