@@ -115,13 +115,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let guide = Guidance { guidance_scale: settings.guidance_scale, eta: 0.0 };
     let timesteps = scheduler.timesteps().to_vec();
     // warm-up step, untimed
-    stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, timesteps[0], guide, &mut rng)?;
+    stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, timesteps[0], guide, &mut rng, None)?;
     device.synchronize()?;
     let mut step_s = Vec::with_capacity(timesteps.len());
     let mut last = None;
     for &t in &timesteps {
         let started = Instant::now();
-        let step = stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, t, guide, &mut rng)?;
+        let step = stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, t, guide, &mut rng, None)?;
         device.synchronize()?;
         step_s.push(started.elapsed().as_secs_f64());
         latents = step.scheduler.prev_sample.clone();

@@ -5,6 +5,7 @@
 
 pub mod clip;
 pub mod json;
+pub mod nn;
 pub mod runtime;
 pub mod source;
 pub mod tokenizer;
@@ -14,15 +15,14 @@ pub mod weights;
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
-use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae::AutoEncoderKL};
 
 use crate::scheduler::SchedulerConfig;
 use clip::{ClipTextConfig, ClipTextTransformer};
 pub use runtime::Runtime;
 pub use source::{ModelFiles, ModelSource, Progress};
 use tokenizer::ClipTokenizer;
-use unet::UNetConfig;
-use vae::VaeConfig;
+use unet::{UNet2DConditionModel, UNetConfig};
+use vae::{AutoencoderKL, VaeConfig};
 
 /// One Stable Diffusion pipeline, loaded: the four models of the talk and their configs.
 pub struct StableDiffusion {
@@ -34,7 +34,7 @@ pub struct StableDiffusion {
     pub unet_config: UNetConfig,
     pub unet: UNet2DConditionModel,
     pub vae_config: VaeConfig,
-    pub vae: AutoEncoderKL,
+    pub vae: AutoencoderKL,
     /// The VAE's own dtype: float32 when the config asks to upcast (SD's VAE overflows in f16).
     pub vae_dtype: DType,
     pub scheduler_config: SchedulerConfig,
@@ -54,9 +54,11 @@ impl StableDiffusion {
         let text_encoder = weights::load(&files.text_encoder_weights, runtime.dtype, device, |vb| {
             Ok(ClipTextTransformer::new(vb, &text_config)?)
         })?;
-        let unet = weights::load(&files.unet_weights, runtime.dtype, device, |vb| unet_config.build(vb))?;
+        let unet = weights::load(&files.unet_weights, runtime.dtype, device, |vb| {
+            UNet2DConditionModel::new(vb, &unet_config)
+        })?;
         let vae_dtype = if vae_config.force_upcast { DType::F32 } else { runtime.dtype };
-        let vae = weights::load(&files.vae_weights, vae_dtype, device, |vb| vae_config.build(vb))?;
+        let vae = weights::load(&files.vae_weights, vae_dtype, device, |vb| AutoencoderKL::new(vb, &vae_config))?;
         Ok(Self {
             files,
             runtime,

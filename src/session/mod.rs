@@ -194,6 +194,7 @@ impl Session {
             timestep,
             guide,
             &mut rng,
+            None,
         )?;
         self.image = None;
         self.history.push(StepRecord { index, denoise, rng_after: rng });

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use candle_core::Tensor;
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 
+use crate::model::unet::{UNet2DConditionModel, UNetObserver};
 use crate::rng::torch::TorchRng;
 use crate::scheduler::{DdimScheduler, DdimStep};
 
@@ -30,7 +30,9 @@ pub struct Guidance {
 }
 
 /// One denoising step: the latent twice through the UNet (negative + prompt),
-/// classifier-free guidance, then the DDIM step.
+/// classifier-free guidance, then the DDIM step. `taps` observes the UNet pass.
+// Every input stays a plain argument: this function is the talk's denoise slide.
+#[allow(clippy::too_many_arguments)]
 pub fn denoise_step(
     unet: &UNet2DConditionModel,
     scheduler: &DdimScheduler,
@@ -39,17 +41,18 @@ pub fn denoise_step(
     timestep: usize,
     guide: Guidance,
     rng: &mut TorchRng,
+    taps: Option<&mut dyn UNetObserver>,
 ) -> Result<DenoiseStep> {
     let Guidance { guidance_scale, eta } = guide;
     let guided = guidance_scale > 1.0;
     let (noise_pred_uncond, noise_pred_text) = if guided {
         let latent_model_input = Tensor::cat(&[latents, latents], 0)?;
-        let noise_pred = unet.forward(&latent_model_input, timestep as f64, prompt_embeds)?;
+        let noise_pred = unet.forward(&latent_model_input, timestep as f64, prompt_embeds, taps)?;
         let halves = noise_pred.chunk(2, 0)?;
         (Some(halves[0].clone()), halves[1].clone())
     } else {
         let text_embeds = prompt_embeds.narrow(0, 1, 1)?;
-        (None, unet.forward(latents, timestep as f64, &text_embeds)?)
+        (None, unet.forward(latents, timestep as f64, &text_embeds, taps)?)
     };
     let guided_model_output = match &noise_pred_uncond {
         Some(uncond) => (uncond + ((&noise_pred_text - uncond)? * guidance_scale)?)?,

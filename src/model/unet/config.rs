@@ -1,19 +1,17 @@
-//! diffusers' `unet/config.json`, mapped onto candle-transformers' `UNet2DConditionModel`.
+//! diffusers' `unet/config.json`: the only place the UNet's sizes come from.
 //!
-//! candle's UNet has its own config with fewer knobs than diffusers'. Everything
-//! it can represent is translated here; everything it cannot (a layout whose up
-//! blocks do not mirror the down blocks, class embeddings, ...) is refused with an
-//! error naming the field, so sdlab never silently builds a different network.
+//! Everything sdlab's UNet cannot build (class embeddings, other block kinds, ...)
+//! is refused with an error naming the field, so sdlab never silently builds a
+//! different network.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use candle_transformers::models::stable_diffusion::unet_2d::{
-    BlockConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
-};
+#[cfg(test)]
+use candle_transformers::models::stable_diffusion::unet_2d::{BlockConfig, UNet2DConditionModelConfig};
 use serde::{Deserialize, Serialize};
 
-use super::json::read_json;
+use crate::model::json::read_json;
 
 /// A config value diffusers accepts either once for all blocks or once per block.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,7 +22,7 @@ pub enum PerBlock<T> {
 }
 
 impl<T: Copy> PerBlock<T> {
-    fn for_blocks(&self, n: usize, field: &str) -> Result<Vec<T>> {
+    pub(crate) fn for_blocks(&self, n: usize, field: &str) -> Result<Vec<T>> {
         match self {
             PerBlock::All(v) => Ok(vec![*v; n]),
             PerBlock::Each(v) if v.len() == n => Ok(v.clone()),
@@ -146,10 +144,10 @@ fn default_str() -> String {
 }
 
 impl UNetConfig {
-    /// Reads and checks `unet/config.json`: the result is one candle can build.
+    /// Reads and checks `unet/config.json`: the result is one sdlab can build.
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: Self = read_json(path)?;
-        config.to_candle().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        config.check().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         Ok(config)
     }
 
@@ -165,9 +163,9 @@ impl UNetConfig {
         }
     }
 
-    /// The translation to candle's config, or an error naming the first field that
-    /// candle's UNet cannot represent.
-    pub fn to_candle(&self) -> Result<UNet2DConditionModelConfig> {
+    /// Checks that sdlab's UNet can build this network, naming the first field it
+    /// cannot: exotic conditioning (class or added embeddings), other block kinds.
+    pub fn check(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         if n == 0 {
             bail!("block_out_channels: expected at least one block, found none");
@@ -196,23 +194,49 @@ impl UNetConfig {
             ("conv_in_kernel", self.conv_in_kernel != 3),
             ("conv_out_kernel", self.conv_out_kernel != 3),
             ("dual_cross_attention", self.dual_cross_attention),
-            ("mid_block_type", self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn")),
+            ("mid_block_type", !matches!(self.mid_block_type.as_deref(), None | Some("UNetMidBlock2DCrossAttn"))),
             ("only_cross_attention", self.only_cross_attention.for_blocks(n, "only_cross_attention")?.contains(&true)),
         ];
         if let Some((field, _)) = unsupported.iter().find(|(_, bad)| *bad) {
-            bail!("{field}: this value is not supported by sdlab's UNet (candle-transformers' UNet2DConditionModel cannot represent it)");
+            bail!("{field}: this value is not supported by sdlab's UNet");
         }
+        self.transformer_layers_per_block.for_blocks(n, "transformer_layers_per_block")?;
+        for (i, kind) in self.down_block_types.iter().enumerate() {
+            if !matches!(kind.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D") {
+                bail!("down_block_types[{i}]: expected CrossAttnDownBlock2D or DownBlock2D, found {kind:?}");
+            }
+        }
+        for (i, kind) in self.up_block_types.iter().enumerate() {
+            if !matches!(kind.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D") {
+                bail!("up_block_types[{i}]: expected CrossAttnUpBlock2D or UpBlock2D, found {kind:?}");
+            }
+        }
+        for (i, (&channels, heads)) in self.block_out_channels.iter().zip(self.heads_per_block()?).enumerate() {
+            if heads == 0 || !channels.is_multiple_of(heads) {
+                bail!("attention heads: {heads} heads do not divide block {i}'s {channels} channels");
+            }
+            if !channels.is_multiple_of(self.norm_num_groups) {
+                bail!("norm_num_groups: {} groups do not divide block {i}'s {channels} channels", self.norm_num_groups);
+            }
+        }
+        Ok(())
+    }
 
+    /// The same network as candle-transformers' config, for the tests that use its
+    /// UNet as a second oracle. Errors name what candle cannot represent (its up
+    /// blocks must mirror the down blocks).
+    #[cfg(test)]
+    pub fn to_candle(&self) -> Result<UNet2DConditionModelConfig> {
+        self.check()?;
+        let n = self.block_out_channels.len();
+        if self.mid_block_type.is_none() {
+            bail!("mid_block_type: candle's UNet always has a mid block");
+        }
         let heads = self.heads_per_block()?;
         let layers = self.transformer_layers_per_block.for_blocks(n, "transformer_layers_per_block")?;
         let mut blocks = Vec::with_capacity(n);
         for (i, kind) in self.down_block_types.iter().enumerate() {
-            let cross_attn = match kind.as_str() {
-                "CrossAttnDownBlock2D" => true,
-                "DownBlock2D" => false,
-                other => bail!("down_block_types[{i}]: expected CrossAttnDownBlock2D or DownBlock2D, found {other:?}"),
-            };
-            // candle builds up block i from down block n-1-i, so the layout must mirror.
+            let cross_attn = kind == "CrossAttnDownBlock2D";
             let mirror = if cross_attn { "CrossAttnUpBlock2D" } else { "UpBlock2D" };
             let up = &self.up_block_types[n - 1 - i];
             if up != mirror {
@@ -221,24 +245,14 @@ impl UNetConfig {
                     n - 1 - i
                 );
             }
-            let channels = self.block_out_channels[i];
-            if heads[i] == 0 || !channels.is_multiple_of(heads[i]) {
-                bail!("attention heads: {} heads do not divide block {i}'s {channels} channels", heads[i]);
-            }
-            if !channels.is_multiple_of(self.norm_num_groups) {
-                bail!("norm_num_groups: {} groups do not divide block {i}'s {channels} channels", self.norm_num_groups);
-            }
             blocks.push(BlockConfig {
-                out_channels: channels,
+                out_channels: self.block_out_channels[i],
                 use_cross_attn: cross_attn.then_some(layers[i]),
                 attention_head_dim: heads[i],
             });
         }
-        // candle's mid block takes its transformer depth from the last down block,
-        // falling back to 1 when that block has no attention; diffusers takes the
-        // last entry of transformer_layers_per_block either way.
         if blocks[n - 1].use_cross_attn.is_none() && layers[n - 1] != 1 {
-            bail!("transformer_layers_per_block: a mid block of depth {} after a block without attention is not supported", layers[n - 1]);
+            bail!("transformer_layers_per_block: candle's mid block takes its depth from the last down block");
         }
         Ok(UNet2DConditionModelConfig {
             center_input_sample: self.center_input_sample,
@@ -255,11 +269,6 @@ impl UNetConfig {
             sliced_attention_size: None,
             use_linear_projection: self.use_linear_projection,
         })
-    }
-
-    /// Builds the network from weights whose names are diffusers' tensor names.
-    pub fn build(&self, vb: candle_nn::VarBuilder) -> Result<UNet2DConditionModel> {
-        Ok(UNet2DConditionModel::new(vb, self.in_channels, self.out_channels, false, self.to_candle()?)?)
     }
 }
 
@@ -300,24 +309,37 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_candle_cannot_build() {
-        let mut c = fixture("sd2-tiny");
-        c.up_block_types.swap(0, 1);
-        let msg = c.to_candle().unwrap_err().to_string();
-        assert!(msg.starts_with("up_block_types[1]: expected UpBlock2D"), "{msg}");
-
+    fn refuses_what_sdlab_cannot_build() {
         let mut c = fixture("sd2-tiny");
         c.class_embed_type = Some("timestep".into());
-        let msg = c.to_candle().unwrap_err().to_string();
+        let msg = c.check().unwrap_err().to_string();
         assert!(msg.starts_with("class_embed_type: "), "{msg}");
 
         let mut c = fixture("sd2-tiny");
         c.attention_head_dim = Some(PerBlock::Each(vec![2, 4, 8]));
-        let msg = c.to_candle().unwrap_err().to_string();
+        let msg = c.check().unwrap_err().to_string();
         assert_eq!(msg, "attention_head_dim: expected 2 values, one per block, found 3");
 
         let mut c = fixture("sd2-tiny");
+        c.up_block_types[0] = "AttnUpBlock2D".into();
+        let msg = c.check().unwrap_err().to_string();
+        assert!(msg.starts_with("up_block_types[0]: expected CrossAttnUpBlock2D or UpBlock2D"), "{msg}");
+
+        let mut c = fixture("sd2-tiny");
+        c.mid_block_type = Some("UNetMidBlock2D".into());
+        assert!(c.check().unwrap_err().to_string().starts_with("mid_block_type"));
+    }
+
+    #[test]
+    fn sdlab_builds_layouts_that_candle_cannot() {
+        let mut c = fixture("sd2-tiny");
+        c.up_block_types.swap(0, 1);
+        c.check().unwrap();
+        let msg = c.to_candle().unwrap_err().to_string();
+        assert!(msg.starts_with("up_block_types[1]: expected UpBlock2D"), "{msg}");
+        let mut c = fixture("sd2-tiny");
         c.mid_block_type = None;
+        c.check().unwrap();
         assert!(c.to_candle().unwrap_err().to_string().starts_with("mid_block_type"));
     }
 }

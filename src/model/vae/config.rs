@@ -1,12 +1,11 @@
-//! diffusers' `vae/config.json`, mapped onto candle-transformers' `AutoEncoderKL`.
+//! diffusers' `vae/config.json`: the VAE's sizes and how latents are scaled.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use serde::{Deserialize, Serialize};
 
-use super::json::read_json;
+use crate::model::json::read_json;
 
 /// The fields of diffusers' `AutoencoderKL` config that decide its shape and how
 /// latents are scaled. Defaults are diffusers' own.
@@ -74,9 +73,6 @@ impl VaeConfig {
         if self.block_out_channels.is_empty() {
             bail!("block_out_channels: expected at least one block, found none");
         }
-        if !self.mid_block_add_attention {
-            bail!("mid_block_add_attention: false is not supported by candle-transformers' AutoEncoderKL");
-        }
         if self.act_fn != "silu" {
             bail!("act_fn: expected \"silu\", found {:?}", self.act_fn);
         }
@@ -93,19 +89,6 @@ impl VaeConfig {
     /// diffusers' pipelines compute it (8 for SD, 2 for the tiny test models).
     pub fn scale_factor(&self) -> usize {
         1 << (self.block_out_channels.len() - 1)
-    }
-
-    /// Builds the autoencoder from weights whose names are diffusers' tensor names.
-    pub fn build(&self, vb: candle_nn::VarBuilder) -> Result<AutoEncoderKL> {
-        let config = AutoEncoderKLConfig {
-            block_out_channels: self.block_out_channels.clone(),
-            layers_per_block: self.layers_per_block,
-            latent_channels: self.latent_channels,
-            norm_num_groups: self.norm_num_groups,
-            use_quant_conv: self.use_quant_conv,
-            use_post_quant_conv: self.use_post_quant_conv,
-        };
-        Ok(AutoEncoderKL::new(vb, self.in_channels, self.out_channels, config)?)
     }
 }
 
@@ -131,9 +114,8 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_vae_without_mid_attention() {
-        let c: VaeConfig =
-            serde_json::from_str(r#"{"block_out_channels": [32], "mid_block_add_attention": false}"#).unwrap();
-        assert!(c.check().unwrap_err().to_string().starts_with("mid_block_add_attention"));
+    fn refuses_a_zero_scaling_factor() {
+        let c: VaeConfig = serde_json::from_str(r#"{"block_out_channels": [32], "scaling_factor": 0.0}"#).unwrap();
+        assert!(c.check().unwrap_err().to_string().starts_with("scaling_factor"));
     }
 }
