@@ -4,9 +4,11 @@
 
 pub mod app;
 pub mod graphics;
+pub mod i18n;
 pub mod images;
 pub mod keys;
 pub mod replay;
+pub mod talk;
 pub mod text_field;
 pub mod ui;
 pub mod views;
