@@ -109,6 +109,16 @@ fn unknown_scheduler() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Talk mode's options say what they accept before any terminal or model is touched.
+#[test]
+fn unknown_talk_language_or_theme() {
+    let out = sdlab(&["tui", "--talk", "--lang", "xx"]);
+    assert_clear_error(&out, "--lang xx: expected en (English) or ja (Japanese)");
+    assert_eq!(out.status.code(), Some(2));
+    let out = sdlab(&["tui", "--talk", "--theme", "neon"]);
+    assert_clear_error(&out, "--theme neon: expected default or high-contrast");
+}
+
 #[test]
 fn tokens_of_the_talk_prompt() {
     let model = fixture("sd2-tiny").join("model");

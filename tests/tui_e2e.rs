@@ -198,6 +198,76 @@ fn a_person_runs_the_four_stages_in_tmux() {
     tmux.keys(&["q"]);
 }
 
+/// Talk mode on a replayed session, as a speaker with a clicker would present it:
+/// PageDown only, from the first slide to the decoded image, every slide showing its
+/// title and its stage function's code; a recording that stops early ends its denoise
+/// slide where the recording ends.
+#[test]
+fn a_speaker_walks_a_replayed_session_through_the_slides_with_pagedown() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("sd2-tiny").join("model");
+    let run = run_json("sd2-tiny");
+    let sessions = dir.path().join("sessions");
+    let png = dir.path().join("full.png");
+    for (name, stop_at) in [("full", None), ("partial", Some("2"))] {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--prompt", &run.prompt, "--steps", "4"];
+        args.extend(["--seed", "42", "--session", name, "--dir", sessions.to_str().unwrap()]);
+        args.extend(["--out", png.to_str().unwrap()]);
+        if let Some(k) = stop_at {
+            args.extend(["--stop-at", k]);
+        }
+        let out = sdlab(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let replay = |name: &str| {
+        let session = sessions.join(name);
+        let args = [bin, "tui", "--session", session.to_str().unwrap(), "--replay", "--talk", "--lang", "en"];
+        Tmux::start_in(dir.path(), &[&args[..], &["--graphics", "halfblocks"]].concat(), 120, 40)
+    };
+
+    let tmux = replay("full");
+    tmux.wait_for(&["Step 1: encode_prompt", "pub fn encode_prompt(", "<- prompt_embeds: [2, 77, 32] f32"]);
+    let next = |expect: &[&str]| {
+        tmux.keys(&["PageDown"]);
+        tmux.wait_for(expect)
+    };
+    next(&["Step 2: get_latent", "pub fn get_latent(", "<- seed 42"]);
+    next(&["Step 3: denoise", "step 0 / 4", "pub fn denoise_step("]);
+    let mut last = String::new();
+    for step in 1..=4 {
+        let at = format!("step {step} / 4");
+        let unet = next(&[&at, "UNet predicts the noise", "<- latent_model_input: [2, 4, 32, 32]"]);
+        // the UNet line is the highlighted one: marked `>` in the gutter, not by colour alone
+        let marked = |l: &str| l.starts_with("│>") && l.contains("unet.forward(&latent_model_input");
+        assert!(unet.lines().any(marked), "{unet}");
+        next(&[&at, "guidance mixes the two predictions", "<- uncond + 7.5 * (text - uncond)"]);
+        let scheduler = next(&[&at, "scheduler.step removes one step of noise", "alpha_prod_t_prev"]);
+        assert_ne!(scheduler, last, "step {step} looks like the step before");
+        last = scheduler;
+    }
+    next(&["Step 4: vae_decode", "pub fn vae_decode(", "PageDown runs vae_decode"]);
+    next(&["decoded after step 4 / 4", "<- image: [1, 3, 64, 64]"]);
+    tmux.keys(&["q"]);
+    drop(tmux);
+
+    // recorded up to step 2 of 4: the walk goes from step 2 to the last slide
+    let tmux = replay("partial");
+    tmux.wait_for(&["Step 1: encode_prompt"]);
+    let next = |expect: &[&str]| {
+        tmux.keys(&["PageDown"]);
+        tmux.wait_for(expect)
+    };
+    next(&["Step 2: get_latent"]);
+    next(&["Step 3: denoise"]);
+    for _ in 0..6 {
+        next(&["Step 3: denoise"]);
+    }
+    tmux.wait_for(&["step 2 / 4", "scheduler.step removes one step of noise"]);
+    next(&["Step 4: vae_decode"]);
+    tmux.keys(&["q"]);
+}
+
 /// What the program wrote to the terminal, byte for byte, while it showed the denoise
 /// screen with `--graphics MODE`.
 fn denoise_screen_output(mode: &str, ready: fn(&str) -> bool) -> String {

@@ -9,6 +9,8 @@ use sdlab::model::Runtime;
 use sdlab::png_meta::{read_text_chunks, SDLAB_KEY};
 use sdlab::session::store::ImageSettings;
 use sdlab::tui::graphics::GraphicsMode;
+use sdlab::tui::i18n::Lang;
+use sdlab::tui::talk::Theme;
 use sdlab::tui::worker::LoadSpec;
 use sdlab::tui::{self, Options};
 
@@ -71,6 +73,16 @@ pub struct TuiArgs {
     /// With --session: go on with a model whose weights differ from the saved run's.
     #[arg(long)]
     force: bool,
+    /// Start in talk mode: each stage a slide with its code, for a projector (t toggles it).
+    #[arg(long)]
+    talk: bool,
+    /// Language of talk mode's labels: en or ja. (default: ja when LC_ALL, LC_MESSAGES or
+    /// LANG starts with ja, else en)
+    #[arg(long)]
+    lang: Option<Lang>,
+    /// Talk mode's look: default, or high-contrast for a projector in a lit room (c toggles it).
+    #[arg(long, default_value = "default")]
+    theme: Theme,
 }
 
 pub fn run(mut args: TuiArgs) -> Result<()> {
@@ -103,5 +115,6 @@ pub fn run(mut args: TuiArgs) -> Result<()> {
         replay: args.replay,
         force: args.force,
     };
-    tui::run(Options { load, graphics: args.graphics })
+    let lang = args.lang.unwrap_or_else(|| Lang::from_locale(|key| std::env::var(key).ok()));
+    tui::run(Options { load, graphics: args.graphics, talk: args.talk, lang, theme: args.theme })
 }

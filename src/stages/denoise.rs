@@ -39,32 +39,36 @@ pub fn denoise_step(
     latents: &Tensor,
     prompt_embeds: &Tensor,
     timestep: usize,
-    guide: Guidance,
+    Guidance { guidance_scale, eta }: Guidance,
     rng: &mut TorchRng,
     taps: Option<&mut dyn UNetObserver>,
 ) -> Result<DenoiseStep> {
-    let Guidance { guidance_scale, eta } = guide;
-    let guided = guidance_scale > 1.0;
-    let (noise_pred_uncond, noise_pred_text) = if guided {
+    let t = timestep as f64;
+    let (noise_pred_uncond, noise_pred_text) = if guidance_scale > 1.0 {
         let latent_model_input = Tensor::cat(&[latents, latents], 0)?;
-        let noise_pred = unet.forward(&latent_model_input, timestep as f64, prompt_embeds, taps)?;
+        let noise_pred = unet.forward(&latent_model_input, t, prompt_embeds, taps)?;
         let halves = noise_pred.chunk(2, 0)?;
         (Some(halves[0].clone()), halves[1].clone())
     } else {
-        let text_embeds = prompt_embeds.narrow(0, 1, 1)?;
-        (None, unet.forward(latents, timestep as f64, &text_embeds, taps)?)
+        (None, unet.forward(latents, t, &prompt_embeds.narrow(0, 1, 1)?, taps)?)
     };
     let guided_model_output = match &noise_pred_uncond {
         Some(uncond) => (uncond + ((&noise_pred_text - uncond)? * guidance_scale)?)?,
         None => noise_pred_text.clone(),
     };
-    // diffusers draws the eta noise from the pipeline's generator, after the latent.
-    let variance_noise = if eta > 0.0 {
-        let noise = rng.randn_tensor(guided_model_output.dims())?;
-        Some(noise.to_dtype(latents.dtype())?.to_device(latents.device())?)
-    } else {
-        None
-    };
+    let variance_noise = variance_noise(rng, eta, latents)?;
     let scheduler = scheduler.step(&guided_model_output, timestep, latents, eta, variance_noise.as_ref())?;
     Ok(DenoiseStep { guidance_scale, noise_pred_uncond, noise_pred_text, guided_model_output, scheduler })
+}
+
+/// DDIM's fresh noise for eta > 0, shaped like the latent. diffusers draws it from the
+/// pipeline's generator, after the initial latent, so the generator is shared; kept out
+/// of `denoise_step` so that the step fits on one slide of talk mode.
+fn variance_noise(rng: &mut TorchRng, eta: f64, latents: &Tensor) -> Result<Option<Tensor>> {
+    if eta > 0.0 {
+        let noise = rng.randn_tensor(latents.dims())?;
+        Ok(Some(noise.to_dtype(latents.dtype())?.to_device(latents.device())?))
+    } else {
+        Ok(None)
+    }
 }

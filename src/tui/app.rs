@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use super::talk::{DenoiseAt, Talk};
 use super::text_field::{FieldAction, TextField};
 use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use super::worker::{Command, Event};
@@ -33,7 +34,8 @@ impl Screen {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in the talk, from 0.
+    pub fn index(self) -> usize {
         Screen::ALL.iter().position(|s| *s == self).expect("listed")
     }
 
@@ -109,6 +111,8 @@ pub struct App {
     pub quitting: bool,
     /// Replaying a recording: nothing new to autosave.
     pub replay: bool,
+    /// Talk mode: slides with the code, and where the walk through them is.
+    pub talk: Talk,
     pub quit: bool,
 }
 
@@ -145,6 +149,7 @@ impl App {
             confirm_overwrite: None,
             quitting: false,
             replay: false,
+            talk: Talk::default(),
             quit: false,
         }
     }
@@ -222,6 +227,20 @@ impl App {
             self.show_help = false;
             return Vec::new();
         }
+        if self.talk.on {
+            match key.code {
+                KeyCode::PageDown | KeyCode::Right => return self.talk_forward(),
+                KeyCode::PageUp | KeyCode::Left => {
+                    self.talk_back();
+                    return Vec::new();
+                }
+                KeyCode::Char('c') => {
+                    self.talk.theme = self.talk.theme.toggled();
+                    return Vec::new();
+                }
+                _ => {}
+            }
+        }
         match key.code {
             KeyCode::Char('q') => return self.ask_to_quit(),
             KeyCode::Char('w') => {
@@ -233,6 +252,7 @@ impl App {
                 self.focus = Some(Focus::SessionOpen);
             }
             KeyCode::Char('?') => self.show_help = true,
+            KeyCode::Char('t') => self.toggle_talk(),
             KeyCode::Char(c @ '1'..='4') => self.screen = Screen::ALL[c as usize - '1' as usize],
             KeyCode::Tab => self.screen = self.screen.cycle(true),
             KeyCode::BackTab => self.screen = self.screen.cycle(false),
@@ -337,11 +357,11 @@ impl App {
         }
     }
 
-    fn encode_command(&self) -> Command {
+    pub(super) fn encode_command(&self) -> Command {
         Command::Encode { prompt: self.prompt.text().to_string(), negative_prompt: self.negative.text().to_string() }
     }
 
-    fn next_step(&mut self) -> Vec<Command> {
+    pub(super) fn next_step(&mut self) -> Vec<Command> {
         if self.stepping {
             return Vec::new();
         }
@@ -448,6 +468,7 @@ impl App {
             }
             Event::Stepped(view) => {
                 self.stepping = false;
+                self.talk.stepped(view.index);
                 self.history.truncate(view.index);
                 self.history.push(*view);
                 self.decoded = None;
@@ -462,6 +483,7 @@ impl App {
             }
             Event::Rewound(steps) => {
                 self.history.truncate(steps);
+                self.talk.rewound(steps);
                 self.selected = None;
                 self.info(format!("rewound to step {steps}"));
             }
@@ -531,6 +553,7 @@ impl App {
         self.selected = None;
         self.decoded = None;
         self.decoded_x0 = None;
+        self.talk.denoise = DenoiseAt::Intro;
     }
 }
 

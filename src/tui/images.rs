@@ -82,9 +82,16 @@ impl Images {
                 pane.show(Some(channel));
             }
         }
-        let step = app.shown_step();
-        self.x_t.show(step.map(|s| &s.latent_rgb));
-        self.x0.show(step.map(|s| &s.x0_rgb));
+        // talk mode walks each step's operations, with the step's input before its output
+        let (x_t, x0) = if app.talk.on {
+            let pictures = app.talk_denoise_pictures();
+            (pictures.latents, pictures.x0)
+        } else {
+            let step = app.shown_step();
+            (step.map(|s| &s.latent_rgb), step.map(|s| &s.x0_rgb))
+        };
+        self.x_t.show(x_t);
+        self.x0.show(x0);
         self.x0_vae.show(app.decoded_x0.as_ref().map(|d| &d.image));
         self.image.show(app.decoded.as_ref().map(|d| &d.image));
     }

@@ -2,6 +2,7 @@
 //! them all, and the README lists the same table. Tests and users rely on these keys.
 
 use super::app::Screen;
+use super::i18n::Labels;
 
 /// One binding, for display.
 pub struct KeyHint {
@@ -36,11 +37,33 @@ pub const KEYMAP: &[KeyHint] = &[
     on(Screen::VaeDecode, "d", "decode the latent"),
     on(Screen::VaeDecode, "s", "save as PNG"),
     global("1-4 Tab", "stages"),
+    global("t", "talk mode: the stages as slides, with their code"),
     global("w", "write the session"),
     global("o", "open a session"),
     global("?", "all keys"),
     global("q Ctrl-C", "quit"),
 ];
+
+/// Talk mode's own keys (the lab's keys work there too). A presenter's clicker sends
+/// PageDown / PageUp, some send Right / Left.
+pub const TALK_KEYMAP: &[(&str, &str)] = &[
+    ("PageDown Right", "next: run the stage / next operation / next slide"),
+    ("PageUp Left", "back (keeps everything computed)"),
+    ("c", "high-contrast theme on / off"),
+    ("t", "back to the lab view"),
+];
+
+/// The hints on a slide, in the talk's language.
+pub fn talk_hints(labels: &Labels) -> [(&'static str, &'static str); 6] {
+    [
+        ("PageDown", labels.key_next),
+        ("PageUp", labels.key_back),
+        ("t", labels.key_lab),
+        ("c", labels.key_contrast),
+        ("?", labels.key_keys),
+        ("q", labels.key_quit),
+    ]
+}
 
 /// In a text field: what editing keys do.
 pub const FIELD_KEYS: &[(&str, &str)] = &[

@@ -4,9 +4,11 @@
 
 pub mod app;
 pub mod graphics;
+pub mod i18n;
 pub mod images;
 pub mod keys;
 pub mod replay;
+pub mod talk;
 pub mod text_field;
 pub mod ui;
 pub mod views;
@@ -21,13 +23,19 @@ use ratatui::DefaultTerminal;
 
 use app::{App, Message};
 use graphics::GraphicsMode;
+use i18n::Lang;
 use images::Images;
+use talk::{Talk, Theme};
 use worker::{LoadSpec, WorkerHandle};
 
 /// What `sdlab tui` was asked for.
 pub struct Options {
     pub load: LoadSpec,
     pub graphics: GraphicsMode,
+    /// Start in talk mode, with these labels and this look.
+    pub talk: bool,
+    pub lang: Lang,
+    pub theme: Theme,
 }
 
 /// Runs the lab until the user quits. The terminal is restored on every way out,
@@ -37,6 +45,7 @@ pub fn run(options: Options) -> Result<()> {
     let (picker, note) = graphics::make_picker(options.graphics);
     let mut app =
         App::new(&options.load.prompt, &options.load.negative_prompt, options.load.seed, options.load.guidance_scale);
+    app.talk = Talk { on: options.talk, lang: options.lang, theme: options.theme, ..Talk::default() };
     if let Some(note) = note {
         app.status = Some((app::Level::Info, note));
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::views::DecodedView;
+use super::views::{DecodedView, ModelInfo};
 use super::worker::{encode_view, latent_view, step_view, Command, Event, RunFacts};
 use crate::fsutil::write_atomic;
 use crate::image_out::to_rgb8;
@@ -49,7 +49,11 @@ impl Replay {
         let latent_width = r.init_latents().map_or(0, |l| l.dims().last().copied().unwrap_or(0));
         let vae_scale_factor = r.settings.width.checked_div(latent_width).unwrap_or(8);
         let facts = RunFacts { name: &r.model.source, device: "replay", dtype: &r.runtime.dtype };
-        send(Event::Loaded(Box::new(facts.info(&r.settings, &scheduler, vae_scale_factor))));
+        let info = ModelInfo {
+            recorded_steps: Some(r.history.len()),
+            ..facts.info(&r.settings, &scheduler, vae_scale_factor)
+        };
+        send(Event::Loaded(Box::new(info)));
         send(Event::Reset);
         if let Some(encoding) = &r.encoding {
             send(Event::Encoded(Box::new(encode_view(encoding)?)));

@@ -27,6 +27,8 @@ pub struct ModelInfo {
     pub alpha_prod_t: Vec<f64>,
     /// The run's settings as the worker has them (those of an opened session).
     pub settings: Settings,
+    /// Replaying: the steps the recording holds (it may stop before the schedule ends).
+    pub recorded_steps: Option<usize>,
 }
 
 /// Stage 1 for the screen: both prompts' tokens and their embeddings' statistics.

@@ -422,6 +422,7 @@ impl RunFacts<'_> {
             timesteps: scheduler.timesteps().to_vec(),
             alpha_prod_t: scheduler.timesteps().iter().map(|&t| scheduler.alphas_cumprod()[t]).collect(),
             settings: settings.clone(),
+            recorded_steps: None,
         }
     }
 }

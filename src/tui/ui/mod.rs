@@ -6,6 +6,7 @@ mod denoise;
 mod encode;
 mod help;
 mod latent;
+mod talk;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -17,8 +18,15 @@ use super::app::{App, Focus, Level, Screen};
 use super::images::Images;
 use super::keys::{hints_for, FIELD_KEYS};
 
-/// Draws the whole UI.
+/// Draws the whole UI: the lab's screens, or in talk mode the slides.
 pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
+    if app.talk.on {
+        talk::draw(frame, app, images);
+        if app.show_help {
+            help::draw(frame, frame.area());
+        }
+        return;
+    }
     let header_rows = if frame.area().width >= 150 { 1 } else { 2 };
     let [header, body, status, footer] = Layout::vertical([
         Constraint::Length(header_rows),
