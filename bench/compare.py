@@ -99,6 +99,10 @@ def usable_cpus():
 
 # --- GPU memory: the GPU's used memory, sampled while a tool runs --------------------------------
 
+class NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+
 class GpuMemory:
     """Samples the GPU's used memory (NVML through ctypes, else nvidia-smi) in a thread while a tool
     runs; peak_mb is the highest value above what was used before the tool started. This sees
@@ -121,9 +125,7 @@ class GpuMemory:
 
     def used_mb(self):
         if self.nvml:
-            class Memory(ctypes.Structure):
-                _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
-            m = Memory()
+            m = NvmlMemory()
             if self.nvml.nvmlDeviceGetMemoryInfo(self.handle, ctypes.byref(m)) == 0:
                 return m.used / 2**20
             return None
@@ -272,7 +274,7 @@ def table(s, d, args, vae_dtype_s, vae_dtype_d):
     ]
     if args.device == "cuda":
         rows.append(("peak GPU memory used, process total ⁴", s.get("gpu_used_peak_mb"), d.get("gpu_used_peak_mb"), fmt_mb))
-        rows.append(("peak GPU memory in torch tensors ⁴", None, d.get("peak_device_mb"), fmt_mb))
+        rows.append(("peak GPU memory in tensors ⁴", s.get("peak_device_mb"), d.get("peak_device_mb"), fmt_mb))
         rows.append(("peak GPU memory reserved by torch ⁴", None, d.get("peak_device_reserved_mb"), fmt_mb))
     print(f"## sdlab vs diffusers: {args.width}x{args.height}, {args.steps} steps, {args.device} {args.dtype}, "
           f"{args.threads} threads\n")
@@ -295,9 +297,10 @@ def table(s, d, args, vae_dtype_s, vae_dtype_d):
              else "Here diffusers decodes as its pipeline does (--vae-as-pipeline)."))
     if args.device == "cuda":
         print("⁴ process total: the GPU's used memory above its idle level, sampled while the tool ran "
-              f"({args.gpu_method}); it includes the CUDA context and allocator caches. torch tensors: "
-              "torch.cuda.max_memory_allocated; reserved (torch.cuda.max_memory_reserved) is larger, "
-              "as the caching allocator holds freed blocks. sdlab does not report its own.")
+              f"({args.gpu_method}); it includes the CUDA context and allocator caches. in tensors: "
+              "diffusers' torch.cuda.max_memory_allocated (reserved, torch.cuda.max_memory_reserved, is larger: "
+              "the caching allocator keeps freed blocks), sdlab's peak_device_mb where its bench reports one "
+              "(the high-water mark of cudarc's memory pool); neither counts the CUDA context.")
     print("⁵ the benchmarks' own wall time, interpreter or binary start included; sdlab bench also times a few "
           "cheap stages diffusers' bench has no counterpart for (latent, scheduler step, latent preview).")
 
