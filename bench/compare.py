@@ -297,7 +297,7 @@ def table(s, d, args, vae_dtype_s, vae_dtype_d):
              else "Here diffusers decodes as its pipeline does (--vae-as-pipeline)."))
     if args.device == "cuda":
         print("⁴ process total: the GPU's used memory above its idle level, sampled while the tool ran "
-              f"({args.gpu_method}); it includes the CUDA context and allocator caches. in tensors: "
+              f"({args.gpu_method or 'not measured: neither NVML nor nvidia-smi found'}); it includes the CUDA context and allocator caches. in tensors: "
               "diffusers' torch.cuda.max_memory_allocated (reserved, torch.cuda.max_memory_reserved, is larger: "
               "the caching allocator keeps freed blocks), sdlab's peak_device_mb where its bench reports one "
               "(the high-water mark of cudarc's memory pool); neither counts the CUDA context.")
