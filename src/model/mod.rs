@@ -6,6 +6,8 @@
 pub mod clip;
 pub mod json;
 pub mod nn;
+#[cfg(test)]
+mod oracle_tests;
 pub mod runtime;
 pub mod source;
 pub mod tokenizer;

@@ -14,6 +14,7 @@ pub mod trace;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
+use crate::model::unet::{StepTaps, TapRecorder, UNetObserver};
 use crate::model::StableDiffusion;
 use crate::rng::torch::TorchRng;
 use crate::scheduler::DdimScheduler;
@@ -45,6 +46,9 @@ pub struct StepRecord {
     pub index: usize,
     pub denoise: DenoiseStep,
     rng_after: TorchRng,
+    /// The UNet's block table and attention maps, when the session records them
+    /// (the lab does; a reopened session has none, they are not saved).
+    pub taps: Option<StepTaps>,
 }
 
 /// One run: the model, its settings, and everything computed so far.
@@ -58,6 +62,8 @@ pub struct Session {
     image: Option<Tensor>,
     /// When the session was first saved, kept across saves; `None` until then.
     created: Option<String>,
+    /// Observe each UNet pass (see `StepRecord::taps`); off unless asked for.
+    record_taps: bool,
 }
 
 impl Session {
@@ -74,6 +80,7 @@ impl Session {
             history: Vec::new(),
             image: None,
             created: None,
+            record_taps: false,
         })
     }
 
@@ -108,6 +115,11 @@ impl Session {
     }
 
     /// Every step taken so far, in order.
+    /// Whether the next steps record the UNet's taps (block table, attention maps).
+    pub fn set_record_taps(&mut self, on: bool) {
+        self.record_taps = on;
+    }
+
     pub fn history(&self) -> &[StepRecord] {
         &self.history
     }
@@ -186,6 +198,8 @@ impl Session {
             None => (&latent.init_latents, latent.rng_after.clone()),
         };
         let guide = Guidance { guidance_scale: self.settings.guidance_scale, eta: self.settings.eta };
+        let (_, _, h, w) = latents.dims4()?;
+        let mut recorder = self.record_taps.then(|| TapRecorder::new((h, w)));
         let denoise = stages::denoise_step(
             &self.model.unet,
             &self.scheduler,
@@ -194,10 +208,11 @@ impl Session {
             timestep,
             guide,
             &mut rng,
-            None,
+            recorder.as_mut().map(|r| r as &mut dyn UNetObserver),
         )?;
+        let taps = recorder.map(TapRecorder::finish).transpose()?;
         self.image = None;
-        self.history.push(StepRecord { index, denoise, rng_after: rng });
+        self.history.push(StepRecord { index, denoise, rng_after: rng, taps });
         Ok(self.history.last().expect("just pushed"))
     }
 

@@ -454,7 +454,7 @@ impl Session {
                     ..s
                 },
             };
-            history.push(StepRecord { index: r.index, denoise, rng_after: r.rng_after });
+            history.push(StepRecord { index: r.index, denoise, rng_after: r.rng_after, taps: r.taps });
         }
         let image = record.image.map(|t| t.to_device(&device)).transpose()?;
         let mut session = Session::new(model, record.settings)?;
@@ -477,7 +477,7 @@ fn clone_step(r: &StepRecord) -> StepRecord {
         guided_model_output: d.guided_model_output.clone(),
         scheduler: d.scheduler.clone(),
     };
-    StepRecord { index: r.index, denoise, rng_after: r.rng_after.clone() }
+    StepRecord { index: r.index, denoise, rng_after: r.rng_after.clone(), taps: r.taps.clone() }
 }
 
 /// Shapes that only the model can check: latent channels and size, text width.
@@ -736,7 +736,7 @@ impl SessionFile {
                         prev_sample: take("prev_sample")?,
                     },
                 };
-                history.push(StepRecord { index, denoise, rng_after: step.generator });
+                history.push(StepRecord { index, denoise, rng_after: step.generator, taps: None });
             }
         }
         let image = match &self.image {

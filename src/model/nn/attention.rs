@@ -111,9 +111,23 @@ pub fn chunked_attention(
     let (bh, nq, _) = q.dims3()?;
     let nk = k.dim(1)?;
     let score_dtype = if upcast { DType::F32 } else { q.dtype() };
-    let kt = k.to_dtype(score_dtype)?.t()?.contiguous()?;
     let row_bytes = bh * nk * score_dtype.size_in_bytes();
     let chunk = (chunk_budget(q.device()) / row_bytes.max(1)).clamp(1, nq);
+    attention_in_chunks(q, k, v, heads, score_dtype, chunk, tap)
+}
+
+fn attention_in_chunks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    score_dtype: DType,
+    chunk: usize,
+    tap: Option<ProbsTap>,
+) -> Result<Tensor> {
+    let (bh, nq, _) = q.dims3()?;
+    let nk = k.dim(1)?;
+    let kt = k.to_dtype(score_dtype)?.t()?.contiguous()?;
     let mut outs = Vec::with_capacity(nq.div_ceil(chunk));
     let mut maps = Vec::new();
     for start in (0..nq).step_by(chunk) {
@@ -129,4 +143,34 @@ pub fn chunked_attention(
         tap(&Tensor::cat(&maps, 1)?)?;
     }
     Ok(if outs.len() == 1 { outs.pop().expect("one chunk") } else { Tensor::cat(&outs, 1)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_give_the_unchunked_result_and_maps() {
+        let dev = Device::Cpu;
+        let (b, heads, nq, nk, d) = (2, 3, 10, 7, 4);
+        let q = Tensor::randn(0f32, 1.0, (b * heads, nq, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (b * heads, nk, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (b * heads, nk, d), &dev).unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t().unwrap()).unwrap()).unwrap();
+        let expected = probs.matmul(&v).unwrap();
+        let expected_map = probs.reshape((b, heads, nq, nk)).unwrap().mean(1).unwrap();
+        for chunk in [1, 3, 10] {
+            let mut map = None;
+            let mut tap = |m: &Tensor| -> Result<()> {
+                map = Some(m.clone());
+                Ok(())
+            };
+            let out = attention_in_chunks(&q, &k, &v, heads, DType::F32, chunk, Some(&mut tap)).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| -> f32 {
+                (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+            };
+            assert!(diff(&out, &expected) < 1e-6, "chunk {chunk}");
+            assert!(diff(&map.unwrap(), &expected_map) < 1e-6, "chunk {chunk}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use blocks::{BlockContext, BlockSpec, DownBlock, MidBlock, UpBlock};
 pub use config::{PerBlock, UNetConfig};
 use embeddings::TimestepEmbedding;
 use taps::reborrow;
-pub use taps::{BlockTap, TapRecorder, TensorStats, UNetObserver};
+pub use taps::{AttentionMaps, BlockTap, StepTaps, TapRecorder, TensorStats, UNetObserver};
 use transformer::TransformerConfig;
 
 pub struct UNet2DConditionModel {

@@ -81,6 +81,45 @@ impl TapRecorder {
             None => Ok(None),
         }
     }
+
+    /// What was recorded, as plain data for the session and the lab.
+    pub fn finish(self) -> Result<StepTaps> {
+        let attention = match self.attention_map()? {
+            Some(map) => {
+                let (tokens, height, width) = map.dims3()?;
+                let data = map.flatten_all()?.to_vec1()?;
+                Some(AttentionMaps { tokens, height, width, layers: self.attention_layers, data })
+            }
+            None => None,
+        };
+        Ok(StepTaps { blocks: self.blocks, attention })
+    }
+}
+
+/// One UNet pass, observed: the block table and the token attention maps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepTaps {
+    pub blocks: Vec<BlockTap>,
+    pub attention: Option<AttentionMaps>,
+}
+
+/// Per text token, where the image attends to it: `(tokens, height, width)` values,
+/// each the mean over the cross-attention layers (listed with their grid sizes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionMaps {
+    pub tokens: usize,
+    pub height: usize,
+    pub width: usize,
+    pub layers: Vec<(String, (usize, usize))>,
+    pub data: Vec<f32>,
+}
+
+impl AttentionMaps {
+    /// The `height x width` map of one token, row-major.
+    pub fn token(&self, index: usize) -> Option<&[f32]> {
+        let size = self.height * self.width;
+        self.data.get(index * size..(index + 1) * size)
+    }
 }
 
 impl UNetObserver for TapRecorder {
