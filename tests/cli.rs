@@ -185,4 +185,5 @@ fn bench_prints_one_json_line_with_every_stage() {
     assert!(json["peak_rss_mb"].as_f64().unwrap() > 1.0);
     assert_eq!((json["width"].as_u64(), json["height"].as_u64()), (Some(64), Some(64)));
     assert_eq!(json["device"], "cpu");
+    assert!(json["peak_device_mb"].is_null(), "peak_device_mb on the CPU: {json}");
 }

@@ -46,6 +46,8 @@ struct Report {
     scheduler_s: f64,
     preview_s: f64,
     peak_rss_mb: f64,
+    /// `null` on the CPU.
+    peak_device_mb: Option<f64>,
     device: String,
     dtype: String,
     width: usize,
@@ -78,6 +80,36 @@ fn peak_rss_mb() -> f64 {
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The most device memory candle's tensors held at once in this process, model load
+/// included, in MB: the high-water mark of the stream-ordered pool cudarc allocates from,
+/// read once at the end because the pool hands memory back at every synchronize, so
+/// sampling between stages would miss the peaks inside them. Like torch's
+/// `max_memory_allocated()`, nothing is subtracted and nothing outside the pool is in it:
+/// the CUDA context, cuBLAS's workspace and the kernels come on top (nvidia-smi shows them).
+/// `None` on the CPU, and on a GPU without memory pools (candle then allocates outside one).
+#[cfg(feature = "cuda")]
+fn peak_device_mb(device: &Device) -> Result<Option<f64>> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let Device::Cuda(cuda) = device else { return Ok(None) };
+    let context = cuda.cuda_stream().context().clone();
+    if !context.has_async_alloc() {
+        return Ok(None);
+    }
+    let mut used_high = 0u64;
+    // SAFETY: the CUdevice comes from a live context, and USED_MEM_HIGH is a cuuint64_t.
+    unsafe {
+        let pool = result::device::get_mem_pool(context.cu_device())?;
+        let attribute = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        result::mem_pool::get_attribute(pool, attribute, (&mut used_high as *mut u64).cast())?;
+    }
+    Ok(Some(used_high as f64 / (1024.0 * 1024.0)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn peak_device_mb(_: &Device) -> Result<Option<f64>> {
+    Ok(None)
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -143,6 +175,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         scheduler_s: scheduler_step.0,
         preview_s: preview.0,
         peak_rss_mb: peak_rss_mb(),
+        peak_device_mb: peak_device_mb(&device)?,
         device: if device.is_cuda() { "cuda".into() } else { "cpu".into() },
         dtype: model.dtype().as_str().into(),
         width,
@@ -180,4 +213,7 @@ fn print_table(r: &Report, timed: [(f64, f64); 6]) {
         println!("{:<28} {min:>8.4} s {median:>8.4} s  ({} steps)", "guided UNet step (x2 + CFG)", steps.len());
     }
     println!("{:<28} {:>8.0} MB", "peak resident memory", r.peak_rss_mb);
+    if let Some(mb) = r.peak_device_mb {
+        println!("{:<28} {mb:>8.0} MB", "peak device memory");
+    }
 }
