@@ -70,6 +70,12 @@ impl Runtime {
             None if device.is_cuda() => DType::F16,
             None => DType::F32,
         };
+        if device.is_cuda() {
+            // Float32 work on a GPU (the upcast VAE, upcast attention scores) is mostly
+            // convolutions, which torch runs as TF32 by default (cudnn.allow_tf32);
+            // diffusers' VAE decode is that fast because of it, so sdlab's is too.
+            candle_core::cuda::set_gemm_reduced_precision_f32(true);
+        }
         Ok(Self { device, dtype })
     }
 

@@ -133,7 +133,7 @@ fn attention_in_chunks(
     for start in (0..nq).step_by(chunk) {
         let len = chunk.min(nq - start);
         let qc = q.narrow(1, start, len)?.to_dtype(score_dtype)?;
-        let probs = candle_nn::ops::softmax_last_dim(&qc.matmul(&kt)?)?;
+        let probs = super::softmax_last_dim(&qc.matmul(&kt)?)?;
         if tap.is_some() {
             maps.push(probs.to_dtype(DType::F32)?.reshape((bh / heads, heads, len, nk))?.mean(1)?);
         }

@@ -87,6 +87,14 @@ impl GroupNorm {
     }
 }
 
+/// Softmax over the last dimension (the CPU kernel for float32).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if kernels::applies(x) {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&kernels::SoftmaxLastDim)?);
+    }
+    Ok(candle_nn::ops::softmax_last_dim(x)?)
+}
+
 /// diffusers' GEGLU: `hidden * gelu(gate)` over the two halves of the last dimension.
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
     if kernels::applies(x) {
@@ -182,6 +190,23 @@ mod tests {
         assert!(max_diff(&norm.forward(&x, false).unwrap(), &reference) < 1e-5);
         let silu = candle_nn::ops::silu(&reference).unwrap();
         assert!(max_diff(&norm.forward(&x, true).unwrap(), &silu) < 1e-5);
+    }
+
+    #[test]
+    fn softmax_kernel_matches_candle_and_exp_stays_within_2_ulp() {
+        let x = (randn(&[3, 5, 200], 5) * 40.0).unwrap();
+        let reference = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let ours = softmax_last_dim(&x).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-6);
+        let sums = ours.sum(2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        let mut worst = 0u32;
+        for i in 0..=100_000 {
+            let v = -87.0 * i as f32 / 100_000.0;
+            let (a, b) = (kernels::exp_for_test(v), v.exp());
+            worst = worst.max(a.to_bits().abs_diff(b.to_bits()));
+        }
+        assert!(worst <= 2, "exp is {worst} ulp off");
     }
 
     #[test]
