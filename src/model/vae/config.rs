@@ -32,8 +32,9 @@ pub struct VaeConfig {
     pub use_post_quant_conv: bool,
     #[serde(default = "yes")]
     pub mid_block_add_attention: bool,
-    /// SD's VAE overflows in float16; diffusers then decodes in float32.
-    #[serde(default)]
+    /// SD's VAE overflows in float16; diffusers then decodes in float32. Absent means
+    /// true, as in diffusers (SD 2's published config predates the key).
+    #[serde(default = "yes")]
     pub force_upcast: bool,
     #[serde(default = "silu")]
     pub act_fn: String,
@@ -111,6 +112,7 @@ mod tests {
         let c: VaeConfig = serde_json::from_str(r#"{"block_out_channels": [128, 256, 512, 512]}"#).unwrap();
         assert_eq!(c.scale_factor(), 8);
         assert_eq!(c.latent_channels, 4);
+        assert!(c.force_upcast, "diffusers' default");
     }
 
     #[test]
