@@ -56,7 +56,7 @@ impl Lab {
         let model = model::open(&spec.model, None, spec.runtime.clone(), &Progress::Quiet).unwrap();
         let session = worker::session_for(model, &spec).unwrap();
         let (tx, events) = channel();
-        let worker = Worker { session, events: tx };
+        let worker = Worker::new(session, tx);
         let mut app = App::new(&spec.prompt, &spec.negative_prompt, spec.seed, spec.guidance_scale);
         app.update(Message::Worker(Event::Loaded(Box::new(worker::model_info(&worker.session)))));
         Lab { app, worker, events, images: Images::new(picker_without_query(ProtocolType::Halfblocks, None)) }
