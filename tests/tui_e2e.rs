@@ -198,6 +198,80 @@ fn a_person_runs_the_four_stages_in_tmux() {
     tmux.keys(&["q"]);
 }
 
+/// A fixture model's `config.json` of one part (`unet`, `vae`).
+fn model_config(part: &str) -> serde_json::Value {
+    let path = fixture("sd2-tiny").join("model").join(part).join("config.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn numbers(value: &serde_json::Value) -> Vec<usize> {
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+}
+
+/// The row where `name` is followed (after spaces) by `shape` as the talk prints it.
+fn block_row(screen: &str, name: &str, shape: &[usize]) -> Option<usize> {
+    let shape = format!("{shape:?}");
+    screen.lines().position(|line| {
+        line.match_indices(name).any(|(at, _)| {
+            let after = &line[at + name.len()..];
+            after.starts_with(' ') && after.trim_start().starts_with(&shape)
+        })
+    })
+}
+
+/// Inside the UNet in the real binary: one step, then `u` shows the tensor's path block
+/// by block with the shapes the fixture's config implies, in order; `a` lists the
+/// prompt's tokens and Down picks the next one.
+#[test]
+fn a_person_looks_inside_the_unet_in_tmux() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("sd2-tiny").join("model");
+    let run = run_json("sd2-tiny");
+    let unet = model_config("unet");
+    let vae_scale_factor = 1 << (numbers(&model_config("vae")["block_out_channels"]).len() - 1);
+    let (h, w) = (run.height / vae_scale_factor, run.width / vae_scale_factor);
+    let channels = numbers(&unet["block_out_channels"]);
+    let n = channels.len();
+    let at = |level: usize, c: usize| vec![2, c, h >> level, w >> level];
+    let mut blocks = vec![
+        ("sample".to_string(), at(0, unet["in_channels"].as_u64().unwrap() as usize)),
+        ("conv_in".to_string(), at(0, channels[0])),
+    ];
+    for (i, &c) in channels.iter().enumerate() {
+        blocks.push((format!("down_blocks.{i}"), at((i + 1).min(n - 1), c)));
+    }
+    blocks.push(("mid_block".into(), at(n - 1, channels[n - 1])));
+    for i in 0..n {
+        blocks.push((format!("up_blocks.{i}"), at(if i + 1 < n { n - 2 - i } else { 0 }, channels[n - 1 - i])));
+    }
+    blocks.push(("conv_out".into(), at(0, unet["out_channels"].as_u64().unwrap() as usize)));
+
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let model = model.to_str().unwrap();
+    let args = [bin, "tui", "--model", model, "--steps", "10", "--seed", "42", "--graphics", "halfblocks"];
+    let tmux = Tmux::start_in(dir.path(), &[&args[..], &["--prompt", &run.prompt]].concat(), 120, 40);
+    tmux.wait_for(&["loaded", "[1 encode_prompt]"]);
+    tmux.keys(&["3", "n"]);
+    tmux.wait_for(&["step 1 / 10"]);
+    tmux.keys(&["u"]);
+    let screen = tmux.wait_for(&["the UNet at step 1 / 10", "conv_out"]);
+    let rows: Vec<usize> = blocks
+        .iter()
+        .map(|(name, shape)| {
+            block_row(&screen, name, shape).unwrap_or_else(|| panic!("no {name} {shape:?}:\n{screen}"))
+        })
+        .collect();
+    assert!(rows.windows(2).all(|p| p[0] < p[1]), "blocks out of order {rows:?}:\n{screen}");
+
+    tmux.keys(&["a"]);
+    tmux.wait_for(&["tokens ↑↓", "<|startoftext|> BOS", "sunrise</w>", "attention to \"painting</w>\" · step 1 / 10"]);
+    tmux.keys(&["Down"]);
+    tmux.wait_for(&["attention to \"depicting</w>\" · step 1 / 10"]);
+    tmux.keys(&["a"]);
+    tmux.wait_for(&["x_t (latent preview)"]);
+    tmux.keys(&["q"]);
+}
+
 /// Talk mode on a replayed session, as a speaker with a clicker would present it:
 /// PageDown only, from the first slide to the decoded image, every slide showing its
 /// title and its stage function's code; a recording that stops early ends its denoise

@@ -56,7 +56,7 @@ impl Lab {
         let model = model::open(&spec.model, None, spec.runtime.clone(), &Progress::Quiet).unwrap();
         let session = worker::session_for(model, &spec).unwrap();
         let (tx, events) = channel();
-        let worker = Worker { session, events: tx };
+        let worker = Worker::new(session, tx);
         let mut app = App::new(&spec.prompt, &spec.negative_prompt, spec.seed, spec.guidance_scale);
         app.update(Message::Worker(Event::Loaded(Box::new(worker::model_info(&worker.session)))));
         Lab { app, worker, events, images: Images::new(picker_without_query(ProtocolType::Halfblocks, None)) }
@@ -109,6 +109,12 @@ impl Lab {
         terminal.draw(|frame| ui::draw(frame, &self.app, &mut self.images)).unwrap();
         terminal.backend().buffer().clone()
     }
+}
+
+/// The screen's text with borders and line breaks as single spaces, to find a sentence
+/// that a narrow panel wrapped.
+fn flat(screen: &str) -> String {
+    screen.replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn assert_all(screen: &str, needles: &[&str]) {
@@ -561,6 +567,272 @@ fn talk_high_contrast_theme_and_toggles() {
         lab.app.screen = screen;
         for (w, h) in [(1, 1), (10, 5), (80, 24), (20, 80)] {
             lab.render(w, h);
+        }
+    }
+}
+
+/// The sd2-tiny UNet's table as its `unet/config.json` implies it, for a `(2, C, h, w)`
+/// input: each top-level part's name and output shape (the down blocks halve the grid
+/// but the last; the up blocks double it but the last).
+fn expected_blocks(h: usize, w: usize) -> Vec<(String, Vec<usize>)> {
+    let path = fixture("sd2-tiny").join("model/unet/config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let number = |key: &str| config[key].as_u64().unwrap() as usize;
+    let channels: Vec<usize> =
+        config["block_out_channels"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize).collect();
+    let n = channels.len();
+    let at = |level: usize, c: usize| vec![2, c, h >> level, w >> level];
+    let mut rows = vec![("sample".to_string(), at(0, number("in_channels"))), ("conv_in".into(), at(0, channels[0]))];
+    for (i, &c) in channels.iter().enumerate() {
+        rows.push((format!("down_blocks.{i}"), at((i + 1).min(n - 1), c)));
+    }
+    rows.push(("mid_block".into(), at(n - 1, channels[n - 1])));
+    for i in 0..n {
+        rows.push((format!("up_blocks.{i}"), at(if i + 1 < n { n - 2 - i } else { 0 }, channels[n - 1 - i])));
+    }
+    rows.push(("conv_out".into(), at(0, number("out_channels"))));
+    rows
+}
+
+/// Where `name`, followed by `shape` as the talk prints it, is on the screen: (row, column).
+fn find_block(screen: &str, name: &str, shape: &[usize]) -> (usize, usize) {
+    let shape = format!("{shape:?}");
+    for (row, line) in screen.lines().enumerate() {
+        for (col, _) in line.match_indices(name) {
+            let after = &line[col + name.len()..];
+            if after.starts_with(' ') && after.trim_start().starts_with(&shape) {
+                return (row, line[..col].chars().count());
+            }
+        }
+    }
+    panic!("no {name} {shape} on the screen:\n{screen}");
+}
+
+/// The numbers after a block's shape: its mean and std.
+fn block_stats(screen: &str, name: &str, shape: &[usize]) -> (f64, f64) {
+    let (row, _) = find_block(screen, name, shape);
+    let line = screen.lines().nth(row).unwrap();
+    let shape = format!("{shape:?}");
+    let after = &line[line.find(&format!("{name} ")).unwrap()..];
+    // the U labels them (`mean -0.0011 std 0.9960`), the list has a header instead
+    let mut numbers =
+        after[after.find(&shape).unwrap() + shape.len()..].split_whitespace().filter_map(|t| t.parse().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+/// `u`: every block of the step's UNet pass, in order, with the shape the config implies,
+/// as a list at 80x24 and as a U at 200x60; the input's statistics are the latent's.
+#[test]
+fn unet_view_shows_the_tensors_path_block_by_block() {
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('u'));
+    assert_all(&lab.render(80, 24), &["no step taken yet: n takes one"]);
+    lab.key(KeyCode::Char('n'));
+    let latent = lab.app.latent.as_ref().unwrap().shape.clone();
+    let blocks = expected_blocks(latent[2], latent[3]);
+    let split = blocks.iter().position(|(name, _)| name == "mid_block").unwrap();
+    for (w, h) in SIZES {
+        let screen = lab.render(w, h);
+        assert_all(&screen, &["the UNet at step 1 / 10 · t = ", "u the UNet", "batch 2 = negative prompt + prompt"]);
+        let at: Vec<(usize, usize)> = blocks.iter().map(|(name, shape)| find_block(&screen, name, shape)).collect();
+        if w == 80 {
+            // one list in the order the blocks run, indented by depth: in, then back out
+            assert!(at.windows(2).all(|p| p[0].0 < p[1].0), "not in order at {w}x{h}: {at:?}\n{screen}");
+            assert!(at[2].1 > at[1].1 && at[split].1 > at[2].1, "the down path is not indented:\n{screen}");
+            assert_eq!(at[blocks.len() - 1].1, at[0].1, "conv_out is not back at the left:\n{screen}");
+        } else {
+            // a U: down the left arm, the mid block below both arms, up the right arm
+            let (down, up) = (&at[..split], &at[split + 1..]);
+            assert!(down.windows(2).all(|p| p[0].0 < p[1].0), "left arm at {w}x{h}: {at:?}\n{screen}");
+            assert!(up.windows(2).all(|p| p[0].0 > p[1].0), "right arm at {w}x{h}: {at:?}\n{screen}");
+            assert!(up.iter().all(|u| down.iter().all(|d| u.1 > d.1 + 20)), "arms side by side:\n{screen}");
+            assert!(at.iter().all(|b| b.0 <= at[split].0), "mid block at the bottom:\n{screen}");
+        }
+        // step 1's input is the initial latent twice over: the same mean and std
+        let (mean, std) = block_stats(&screen, "sample", &blocks[0].1);
+        let noise = lab.app.latent.as_ref().unwrap().channel_stats.clone();
+        let noise_mean = noise.iter().map(|s| s.mean).sum::<f64>() / noise.len() as f64;
+        assert!((mean - noise_mean).abs() < 1e-3, "sample mean {mean} vs the latent's {noise_mean}");
+        assert!(std > 0.5 && std < 2.0, "sample std {std}");
+    }
+    // browsing the history shows that step's pass; u again closes the view
+    lab.key(KeyCode::Char('n'));
+    assert_all(&lab.render(80, 24), &["the UNet at step 2 / 10"]);
+    lab.key(KeyCode::Left);
+    assert_all(&lab.render(80, 24), &["the UNet at step 1 / 10"]);
+    lab.key(KeyCode::Char('u'));
+    assert_all(&lab.render(80, 24), &["x_t (latent preview)", "step 1 / 10"]);
+}
+
+/// The cells of the image in the part of the screen right of column `from`: their
+/// colours, which is what half-blocks draw.
+fn picture_cells(buffer: &Buffer, from: u16) -> Vec<(u16, u16, Color, Color)> {
+    let area = buffer.area;
+    let mut cells = Vec::new();
+    for y in 0..area.height {
+        for x in from..area.width {
+            let cell = &buffer[(x, y)];
+            if matches!(cell.bg, Color::Rgb(..)) {
+                cells.push((x, y, cell.fg, cell.bg));
+            }
+        }
+    }
+    cells
+}
+
+/// `a`: the prompt's tokens, Up/Down picking one, and its map over x0 changing with it;
+/// which layers were averaged, counted from the config.
+#[test]
+fn attention_view_picks_a_token_and_shows_its_map() {
+    let path = fixture("sd2-tiny").join("model/unet/config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let layers_per_block = config["layers_per_block"].as_u64().unwrap() as usize;
+    let cross =
+        |key: &str, kind: &str| config[key].as_array().unwrap().iter().filter(|t| t.as_str() == Some(kind)).count();
+    // one transformer layer per block (transformer_layers_per_block 1): each resnet of
+    // a cross-attention block has one, up blocks one more resnet, the mid block one
+    assert_eq!(config["transformer_layers_per_block"], 1);
+    let layers = cross("down_block_types", "CrossAttnDownBlock2D") * layers_per_block
+        + cross("up_block_types", "CrossAttnUpBlock2D") * (layers_per_block + 1)
+        + 1;
+
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('n'));
+    lab.key(KeyCode::Char('a'));
+    let tokens = lab.app.encode.as_ref().unwrap().prompt.tokens.clone();
+    let words = tokens.iter().filter(|t| t.kind != sdlab::model::tokenizer::TokenKind::Pad).count();
+    let title = |i: usize| format!("attention to \"{}\" · step 1 / 10", tokens[i].text);
+    assert_eq!(tokens[1].text, "painting</w>");
+    for (w, h) in SIZES {
+        let screen = lab.render(w, h);
+        assert_all(&screen, &["tokens ↑↓", &title(1), "<|startoftext|> BOS", &format!("{} padding", 77 - words)]);
+        assert!(screen.contains("Up/Down pick a token"), "the view's keys lead the footer:\n{screen}");
+        if w == 200 {
+            assert_all(&screen, &[&format!("the mean of {layers} cross-attention layers (DAAM)"), "<|endoftext|> EOS"]);
+        }
+    }
+    // each position's attention over the 77 tokens sums to 1, so the shares do too
+    let maps = lab.app.history[0].taps.as_ref().unwrap().attention.clone().unwrap();
+    let total: f32 =
+        (0..77).map(|i| maps.token(i).unwrap().iter().sum::<f32>() / (maps.height * maps.width) as f32).sum();
+    assert!((total - 1.0).abs() < 1e-4, "shares sum to {total}");
+    let share = maps.token(1).unwrap().iter().sum::<f32>() / (maps.height * maps.width) as f32;
+    assert_all(&lab.render(200, 60), &[&format!("token 1 \"painting</w>\": {:.1}% of the attention", 100.0 * share)]);
+
+    let list_width = 34;
+    let before = picture_cells(&lab.render_buffer(200, 60), list_width);
+    assert!(before.len() > 100, "no picture beside the list: {} cells", before.len());
+    lab.key(KeyCode::Down);
+    assert_eq!(lab.app.attention_token, 2);
+    assert_all(&lab.render(80, 24), &[&title(2)]);
+    let after = picture_cells(&lab.render_buffer(200, 60), list_width);
+    assert_eq!(before.len(), after.len(), "the picture moved");
+    assert_ne!(before, after, "the map did not change with the token");
+    // Up goes back past the first word to BOS, and stops there
+    for _ in 0..3 {
+        lab.key(KeyCode::Up);
+    }
+    assert_eq!(lab.app.attention_token, 0);
+    assert_all(&lab.render(80, 24), &[&title(0)]);
+    assert_eq!(picture_cells(&lab.render_buffer(200, 60), list_width).len(), before.len());
+    // Down stops at EOS: the padding is not listed
+    for _ in 0..80 {
+        lab.key(KeyCode::Down);
+    }
+    assert_eq!(lab.app.attention_token, words - 1);
+    assert_eq!(tokens[words - 1].kind, sdlab::model::tokenizer::TokenKind::Eos);
+    // Up and Down do nothing to the steps, Left/Right still browse them
+    lab.key(KeyCode::Char('n'));
+    lab.key(KeyCode::Left);
+    assert_all(&lab.render(80, 24), &["step 1 / 10", "<|endoftext|>"]);
+    lab.key(KeyCode::Char('a'));
+    assert_all(&lab.render(80, 24), &["x_t (latent preview)"]);
+}
+
+/// Steps that came from a saved session have no taps: both views say so, and what to do;
+/// a step taken after opening the session has them again.
+#[test]
+fn unet_views_say_when_the_steps_were_not_recorded() {
+    const NOT_RECORDED: &str =
+        "not recorded: steps replayed from a saved session carry no UNet taps; step again to see them";
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('n'));
+    let folder = lab.save(dir.path());
+
+    let mut opened = Lab::new();
+    opened.command(Command::OpenSession(folder.clone()));
+    assert!(opened.app.history[0].taps.is_none());
+    for key in ['u', 'a'] {
+        opened.key(KeyCode::Char(key));
+        for (w, h) in SIZES {
+            let screen = flat(&opened.render(w, h));
+            assert_all(
+                &screen,
+                &[NOT_RECORDED, "g rewinds to an earlier step, and n takes the steps from there again"],
+            );
+        }
+    }
+    opened.key(KeyCode::Char('u'));
+    opened.key(KeyCode::Char('n'));
+    let latent = opened.app.latent.as_ref().unwrap().shape.clone();
+    let blocks = expected_blocks(latent[2], latent[3]);
+    let screen = opened.render(80, 24);
+    assert!(!flat(&screen).contains(NOT_RECORDED), "{screen}");
+    find_block(&screen, "conv_out", &blocks.last().unwrap().1);
+    opened.key(KeyCode::Left);
+    assert_all(&flat(&opened.render(80, 24)), &[NOT_RECORDED]);
+
+    // a replay has no model to step with: it says where to go instead
+    let (tx, events) = channel();
+    let send = move |event| tx.send(event).unwrap();
+    let mut replay = Replay::load(&folder).unwrap();
+    let mut app = App::new("", "", 0, 1.0);
+    replay.start(&send).unwrap();
+    replay.handle(Command::Step, &send).unwrap();
+    for event in events.try_iter() {
+        app.update(Message::Worker(event));
+    }
+    app.screen = Screen::Denoise;
+    app.update(Message::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::NONE)));
+    let mut images = Images::new(picker_without_query(ProtocolType::Halfblocks, None));
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    terminal.draw(|frame| ui::draw(frame, &app, &mut images)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let screen: String =
+        (0..40).map(|y| (0..120).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>() + "\n").collect();
+    assert_all(
+        &flat(&screen),
+        &[NOT_RECORDED, "a replay has no model to step with: open the session without --replay"],
+    );
+}
+
+/// The key map lists both views and the token keys; no terminal size makes the views panic.
+#[test]
+fn unet_views_are_in_the_key_map_and_survive_tiny_terminals() {
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('?'));
+    assert_all(
+        &lab.render(120, 40),
+        &["the UNet: each block's output shape", "attention to each prompt token, over x0", "Up/Down"],
+    );
+    lab.key(KeyCode::Esc);
+    for taken in [false, true] {
+        if taken {
+            lab.key(KeyCode::Char('n'));
+        }
+        for key in ['u', 'a'] {
+            lab.key(KeyCode::Char(key));
+            for (w, h) in [(1, 1), (10, 5), (20, 80), (40, 12), (80, 24), (300, 8)] {
+                lab.render(w, h);
+            }
+            lab.key(KeyCode::Char('g'));
+            lab.render(80, 24);
+            lab.key(KeyCode::Esc);
         }
     }
 }

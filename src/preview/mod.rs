@@ -7,8 +7,10 @@
 //!
 //! Every function accepts f32 or f16 tensors on any device: values are copied
 //! to the host as f32 first, so a preview never keeps the GPU busy, and sums
-//! are accumulated in f64.
+//! are accumulated in f64. The exception is [`attention_overlay`], which blends
+//! maps that already arrived as plain data.
 
+mod attention;
 mod channels;
 mod heatmap;
 mod latent_rgb;
@@ -19,6 +21,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+pub use attention::{attention_overlay, HOT};
 pub use channels::channel_grey;
 pub use heatmap::{heatmap, stacked_heatmap};
 pub use latent_rgb::latent_to_rgb;

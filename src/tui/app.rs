@@ -10,7 +10,11 @@ use super::talk::{DenoiseAt, Talk};
 use super::text_field::{FieldAction, TextField};
 use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use super::worker::{Command, Event};
+use crate::model::tokenizer::TokenKind;
 use crate::session::Stage;
+
+/// The attention view starts on the prompt's first word, the position after BOS.
+const FIRST_WORD: usize = 1;
 
 /// The four stages of the talk, each a screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +46,28 @@ impl Screen {
     fn cycle(self, forward: bool) -> Screen {
         let n = Screen::ALL.len();
         Screen::ALL[(self.index() + if forward { 1 } else { n - 1 }) % n]
+    }
+}
+
+/// What the denoise screen shows of the step: its values and pictures, or a look
+/// inside the UNet's pass (`u`, `a`); each key toggles its view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DenoiseView {
+    #[default]
+    Pictures,
+    /// The tensor's path through the blocks, with each block's output shape.
+    UNet,
+    /// One prompt token's cross-attention map over the predicted x0.
+    Attention,
+}
+
+impl DenoiseView {
+    fn toggled(self, view: DenoiseView) -> DenoiseView {
+        if self == view {
+            DenoiseView::Pictures
+        } else {
+            view
+        }
     }
 }
 
@@ -100,6 +126,9 @@ pub struct App {
     pub target: Option<usize>,
     /// A step was asked for and has not come back yet.
     pub stepping: bool,
+    pub denoise_view: DenoiseView,
+    /// The prompt token (its position of the 77) whose attention map `a` shows.
+    pub attention_token: usize,
     pub decoded: Option<DecodedView>,
     pub decoded_x0: Option<DecodedView>,
     pub show_help: bool,
@@ -142,6 +171,8 @@ impl App {
             running: false,
             target: None,
             stepping: false,
+            denoise_view: DenoiseView::Pictures,
+            attention_token: FIRST_WORD,
             decoded: None,
             decoded_x0: None,
             show_help: false,
@@ -164,6 +195,29 @@ impl App {
         match self.selected {
             Some(i) => self.history.get(i),
             None => self.history.last(),
+        }
+    }
+
+    /// The prompt's token positions the attention view lists: BOS, the words and EOS.
+    /// The padding after EOS is left out: dozens of copies of one token, not the prompt.
+    pub fn attention_tokens(&self) -> Vec<usize> {
+        let Some(encode) = &self.encode else { return Vec::new() };
+        let tokens = encode.prompt.tokens.iter().enumerate();
+        tokens.filter(|(_, t)| t.kind != TokenKind::Pad).map(|(i, _)| i).collect()
+    }
+
+    /// The attention view's list ([`App::attention_tokens`]) and where its chosen token
+    /// is in it (the last one when a shorter prompt left the choice past its end).
+    pub fn attention_choice(&self) -> Option<(Vec<usize>, usize)> {
+        let listed = self.attention_tokens();
+        let at = listed.iter().position(|&i| i >= self.attention_token).or(listed.len().checked_sub(1))?;
+        Some((listed, at))
+    }
+
+    /// Moves the attention view's token `delta` places along [`App::attention_tokens`].
+    fn pick_token(&mut self, delta: isize) {
+        if let Some((listed, at)) = self.attention_choice() {
+            self.attention_token = listed[at.saturating_add_signed(delta).min(listed.len() - 1)];
         }
     }
 
@@ -297,6 +351,12 @@ impl App {
             }
             (Screen::Denoise, KeyCode::Char('+' | '=')) => return self.change_guidance(0.5),
             (Screen::Denoise, KeyCode::Char('-')) => return self.change_guidance(-0.5),
+            (Screen::Denoise, KeyCode::Char('u')) => self.denoise_view = self.denoise_view.toggled(DenoiseView::UNet),
+            (Screen::Denoise, KeyCode::Char('a')) => {
+                self.denoise_view = self.denoise_view.toggled(DenoiseView::Attention);
+            }
+            (Screen::Denoise, KeyCode::Up) if self.denoise_view == DenoiseView::Attention => self.pick_token(-1),
+            (Screen::Denoise, KeyCode::Down) if self.denoise_view == DenoiseView::Attention => self.pick_token(1),
             (Screen::Denoise, KeyCode::Left) => self.browse(-1),
             (Screen::Denoise, KeyCode::Right) => self.browse(1),
             (Screen::Denoise, KeyCode::Char('v')) => match self.shown_step() {
@@ -459,6 +519,7 @@ impl App {
             Event::Busy(text) => self.busy = Some(text),
             Event::Encoded(view) => {
                 self.encode = Some(*view);
+                self.attention_token = FIRST_WORD;
                 self.clear_denoise();
             }
             Event::Latent(view) => {

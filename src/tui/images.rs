@@ -8,8 +8,9 @@ use std::hash::{Hash, Hasher};
 use image::RgbImage;
 use ratatui_image::picker::{Picker, ProtocolType};
 
-use super::app::App;
+use super::app::{App, DenoiseView, Screen};
 use super::graphics::ImageSlot;
+use crate::preview;
 
 /// One pane, remembering what it was last given so that an unchanged picture is not
 /// encoded again on every frame.
@@ -47,6 +48,20 @@ fn fingerprint(image: &RgbImage) -> u64 {
     hasher.finish()
 }
 
+/// The chosen token's map over the shown step's x0 preview, while the attention view
+/// is on screen. Blending one latent-sized map costs about what hashing the result
+/// costs, which every pane does each frame anyway, so it is not kept between frames.
+fn attention_overlay(app: &App) -> Option<RgbImage> {
+    if app.talk.on || app.screen != Screen::Denoise || app.denoise_view != DenoiseView::Attention {
+        return None;
+    }
+    let step = app.shown_step()?;
+    let maps = step.taps.as_ref()?.attention.as_ref()?;
+    let (listed, at) = app.attention_choice()?;
+    let map = maps.token(listed[at])?;
+    preview::attention_overlay(&step.x0_rgb, map, maps.height, maps.width).ok()
+}
+
 /// Every pane the screens draw into.
 pub struct Images {
     pub protocol: ProtocolType,
@@ -56,6 +71,8 @@ pub struct Images {
     pub x_t: Pane,
     pub x0: Pane,
     pub x0_vae: Pane,
+    /// The attention view's token map over x0.
+    pub attention: Pane,
     pub image: Pane,
 }
 
@@ -69,6 +86,7 @@ impl Images {
             x_t: Pane::new(&picker),
             x0: Pane::new(&picker),
             x0_vae: Pane::new(&picker),
+            attention: Pane::new(&picker),
             image: Pane::new(&picker),
         }
     }
@@ -93,13 +111,22 @@ impl Images {
         self.x_t.show(x_t);
         self.x0.show(x0);
         self.x0_vae.show(app.decoded_x0.as_ref().map(|d| &d.image));
+        self.attention.show(attention_overlay(app).as_ref());
         self.image.show(app.decoded.as_ref().map(|d| &d.image));
     }
 
     fn panes(&mut self) -> impl Iterator<Item = &mut Pane> {
-        [&mut self.heatmap, &mut self.latent_rgb, &mut self.x_t, &mut self.x0, &mut self.x0_vae, &mut self.image]
-            .into_iter()
-            .chain(self.channels.iter_mut())
+        [
+            &mut self.heatmap,
+            &mut self.latent_rgb,
+            &mut self.x_t,
+            &mut self.x0,
+            &mut self.x0_vae,
+            &mut self.attention,
+            &mut self.image,
+        ]
+        .into_iter()
+        .chain(self.channels.iter_mut())
     }
 
     /// Waits (at most ten seconds) until every pane has the encoding of its current

@@ -20,6 +20,9 @@ const fn on(screen: Screen, keys: &'static str, action: &'static str) -> KeyHint
     KeyHint { keys, action, screen: Some(screen) }
 }
 
+/// The attention view's keys: they choose the token whose map is shown.
+pub const PICK_TOKEN: &str = "Up/Down";
+
 /// Every key sdlab's terminal lab answers to (outside a text field).
 pub const KEYMAP: &[KeyHint] = &[
     on(Screen::EncodePrompt, "e", "edit the prompt"),
@@ -30,9 +33,12 @@ pub const KEYMAP: &[KeyHint] = &[
     on(Screen::GetLatent, "Enter", "draw the latent"),
     on(Screen::Denoise, "Space", "run / pause"),
     on(Screen::Denoise, "n", "one step"),
+    on(Screen::Denoise, "u", "the UNet: each block's output shape"),
+    on(Screen::Denoise, "a", "attention to each prompt token, over x0"),
     on(Screen::Denoise, "g", "go to step (type it, Enter)"),
     on(Screen::Denoise, "+/-", "guidance scale"),
     on(Screen::Denoise, "Left/Right", "browse the steps taken"),
+    on(Screen::Denoise, PICK_TOKEN, "pick a token (in the a view)"),
     on(Screen::Denoise, "v", "decode this x0 with the VAE"),
     on(Screen::VaeDecode, "d", "decode the latent"),
     on(Screen::VaeDecode, "s", "save as PNG"),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use image::RgbImage;
 
 use crate::model::tokenizer::TokenizedPrompt;
+use crate::model::unet::StepTaps;
 use crate::preview::{Stats, TokenStats};
 use crate::session::Settings;
 
@@ -76,6 +77,10 @@ pub struct StepView {
     pub latent_stats: Stats,
     pub x0_stats: Stats,
     pub elapsed: Duration,
+    /// The UNet's pass at this step, as plain numbers: each block's output shape and
+    /// statistics, and every prompt token's attention map (the `u` and `a` views).
+    /// `None` for steps that came from a saved session, which does not keep them.
+    pub taps: Option<StepTaps>,
 }
 
 /// A picture decoded by the VAE.

@@ -150,7 +150,7 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
             }
             match open_session(&spec, &progress) {
                 Ok((session, warnings)) => {
-                    let worker = Worker { session, events: event_tx };
+                    let worker = Worker::new(session, event_tx);
                     worker.send(Event::Loaded(Box::new(model_info(&worker.session))));
                     if spec.session.is_some() {
                         if let Err(err) = worker.send_everything(warnings) {
@@ -211,6 +211,12 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The lab shows every step's UNet taps, so its session records them.
+    pub fn new(mut session: Session, events: Sender<Event>) -> Self {
+        session.set_record_taps(true);
+        Self { session, events }
+    }
+
     fn run(mut self, commands: Receiver<Command>) {
         for command in commands {
             if let Err(err) = self.handle(command) {
@@ -319,6 +325,8 @@ impl Worker {
                 let opened = Session::from_record(model, record, OpenOptions::default())
                     .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
                 self.session = opened.session;
+                // its saved steps have no taps; the steps taken from here on do
+                self.session.set_record_taps(true);
                 self.send(Event::Loaded(Box::new(model_info(&self.session))));
                 self.send_everything(opened.warnings)?;
             }
@@ -475,5 +483,6 @@ pub fn step_view(record: &StepRecord, elapsed: Duration) -> Result<StepView> {
         latent_stats: preview::stats(latent)?,
         x0_stats: preview::stats(&s.pred_original_sample)?,
         elapsed,
+        taps: record.taps.clone(),
     })
 }

@@ -1,6 +1,7 @@
 //! Screen 3, denoise: the current step's scheduler values (signal vs noise), x_t and
 //! the predicted x0 side by side, alpha_prod_t over the whole schedule, and the
-//! steps taken so far.
+//! steps taken so far; or, in their place, a view inside the step's UNet pass
+//! (`u`: [`unet`], `a`: [`attention`]).
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -8,32 +9,52 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
-use super::{block, has_focus, num, spark};
-use crate::tui::app::{App, Focus};
+use super::{attention, block, has_focus, num, spark, unet};
+use crate::tui::app::{App, DenoiseView, Focus};
 use crate::tui::images::Images;
 use crate::tui::text_field;
 
 pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
-    let [top, chart, strip] =
-        Layout::vertical([Constraint::Min(0), Constraint::Length(4), Constraint::Length(3)]).areas(area);
-    let [values, pictures] = Layout::horizontal([Constraint::Length(36), Constraint::Min(0)]).areas(top);
-    draw_values(frame, app, values);
-    draw_pictures(frame, app, images, pictures);
-    draw_schedule(frame, app, chart);
+    let [main, strip] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(area);
+    match app.denoise_view {
+        DenoiseView::Pictures => {
+            let [top, chart] = Layout::vertical([Constraint::Min(0), Constraint::Length(4)]).areas(main);
+            let [values, pictures] = Layout::horizontal([Constraint::Length(36), Constraint::Min(0)]).areas(top);
+            draw_values(frame, app, values);
+            draw_pictures(frame, app, images, pictures);
+            draw_schedule(frame, app, chart);
+        }
+        // the views inside the UNet take the pictures' and the chart's room; the step
+        // they show is in their titles and in the history strip
+        DenoiseView::UNet => {
+            let view = draw_goto(frame, app, main);
+            unet::draw(frame, app, view);
+        }
+        DenoiseView::Attention => {
+            let view = draw_goto(frame, app, main);
+            attention::draw(frame, app, images, view);
+        }
+    }
     draw_history(frame, app, strip);
 }
 
-fn draw_values(frame: &mut Frame, app: &App, area: Rect) {
-    let total = app.total_steps();
+/// `g`'s field at the bottom of `area` while it has the keyboard; the rest of `area`.
+fn draw_goto(frame: &mut Frame, app: &App, area: Rect) -> Rect {
     let going_to = has_focus(app, Focus::GoToStep);
-    let [facts, goto] =
+    let [rest, goto] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(if going_to { 3 } else { 0 })]).areas(area);
     if going_to {
-        let b = block(format!("go to step (0-{total}), Enter"), true);
+        let b = block(format!("go to step (0-{}), Enter", app.total_steps()), true);
         let inner = b.inner(goto);
         frame.render_widget(b, goto);
         text_field::render(&app.goto_field, true, frame, inner);
     }
+    rest
+}
+
+fn draw_values(frame: &mut Frame, app: &App, area: Rect) {
+    let total = app.total_steps();
+    let facts = draw_goto(frame, app, area);
     let Some(step) = app.shown_step() else {
         let text = vec![
             Line::from(format!("0 / {total} steps taken")),

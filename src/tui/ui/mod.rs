@@ -1,12 +1,14 @@
 //! Drawing: a header that says where the run is, the current stage's screen, and a
 //! footer with the keys that work here. One file per screen.
 
+mod attention;
 mod decode;
 mod denoise;
 mod encode;
 mod help;
 mod latent;
 mod talk;
+mod unet;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -14,9 +16,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use super::app::{App, Focus, Level, Screen};
+use super::app::{App, DenoiseView, Focus, Level, Screen};
 use super::images::Images;
-use super::keys::{hints_for, FIELD_KEYS};
+use super::keys::{hints_for, FIELD_KEYS, PICK_TOKEN};
+use super::views::StepView;
+use crate::model::unet::StepTaps;
 
 /// Draws the whole UI: the lab's screens, or in talk mode the slides.
 pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
@@ -114,7 +118,12 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     let pairs: Vec<(&str, &str)> = if app.focus.is_some() {
         FIELD_KEYS.to_vec()
     } else {
-        hints_for(app.screen).map(|k| (k.keys, k.action)).collect()
+        let mut hints: Vec<_> = hints_for(app.screen).map(|k| (k.keys, k.action)).collect();
+        if app.screen == Screen::Denoise && app.denoise_view == DenoiseView::Attention {
+            // the open view's own keys first: the footer is cut at the terminal's edge
+            hints.sort_by_key(|(keys, _)| *keys != PICK_TOKEN);
+        }
+        hints
     };
     let mut spans = Vec::new();
     for (keys, action) in pairs {
@@ -137,6 +146,34 @@ pub(super) fn block(title: impl Into<String>, focused: bool) -> ratatui::widgets
 /// Whether `focus` is the app's current one.
 pub(super) fn has_focus(app: &App, focus: Focus) -> bool {
     app.focus == Some(focus)
+}
+
+/// The step on the denoise screen and its UNet taps, for the views inside the UNet;
+/// or, when there are none to show, the lines that say why and what to do.
+pub(super) fn shown_taps(app: &App) -> Result<(&StepView, &StepTaps), Vec<Line<'static>>> {
+    let Some(step) = app.shown_step() else {
+        return Err(vec![Line::from("no step taken yet: n takes one, and the UNet's pass shows here")]);
+    };
+    let Some(taps) = &step.taps else {
+        let how = if app.replay {
+            "a replay has no model to step with: open the session without --replay, then g and n"
+        } else {
+            "g rewinds to an earlier step, and n takes the steps from there again"
+        };
+        return Err(vec![
+            Line::from(Span::styled(
+                "not recorded: steps replayed from a saved session carry no UNet taps; step again to see them",
+                Style::new().fg(Color::Yellow),
+            )),
+            Line::from(how),
+        ]);
+    };
+    Ok((step, taps))
+}
+
+/// Which step a view inside the UNet shows, for its title.
+pub(super) fn step_label(app: &App, step: &StepView) -> String {
+    format!("step {} / {} · t = {}", step.index + 1, app.total_steps(), step.timestep)
 }
 
 /// A compact number for the panels: 4 significant digits, scientific when tiny or huge.
