@@ -291,8 +291,8 @@ def table(s, d, args, vae_dtype_s, vae_dtype_d):
     print("² 2 x UNet (batch of 2) + classifier-free guidance (7.5) + DDIM step. Each tool first runs one untimed "
           "warm-up step on the first timestep; every one of the STEPS steps after it is timed and counted "
           "(none dropped).")
-    print(f"³ sdlab decodes in float32 when the VAE config says force_upcast (a missing key counts as false "
-          f"for sdlab); diffusers' StableDiffusionPipeline decodes in the pipeline dtype. "
+    print(f"³ sdlab decodes in float32 when the VAE config says force_upcast (a missing key counts as true, "
+          f"as in diffusers' AutoencoderKL); diffusers' StableDiffusionPipeline decodes in the pipeline dtype. "
           + ("Here diffusers was told to do what sdlab does." if not args.vae_as_pipeline
              else "Here diffusers decodes as its pipeline does (--vae-as-pipeline)."))
     if args.device == "cuda":
@@ -341,7 +341,7 @@ def main():
         env[var] = str(args.threads)
 
     config = json.loads(read(Path(args.model) / "vae" / "config.json") or "{}")
-    sdlab_upcasts = args.dtype == "f16" and bool(config.get("force_upcast", False))
+    sdlab_upcasts = args.dtype == "f16" and bool(config.get("force_upcast", True))
     vae_dtype_s = "f32" if args.dtype == "f32" or sdlab_upcasts else "f16"
     vae_flag = "f32" if sdlab_upcasts and not args.vae_as_pipeline else "model"
 

@@ -114,12 +114,12 @@ impl Session {
         }
     }
 
-    /// Every step taken so far, in order.
     /// Whether the next steps record the UNet's taps (block table, attention maps).
     pub fn set_record_taps(&mut self, on: bool) {
         self.record_taps = on;
     }
 
+    /// Every step taken so far, in order.
     pub fn history(&self) -> &[StepRecord] {
         &self.history
     }
