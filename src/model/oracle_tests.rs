@@ -181,3 +181,38 @@ fn taps_follow_the_config_and_leave_the_output_bit_identical() {
         }
     }
 }
+
+/// VAE checkpoints saved before diffusers 0.14 name the mid-block attention's
+/// projections `query`/`key`/`value`/`proj_attn`, some as 1x1 convolutions: the
+/// same weights under those names must decode to the same image.
+#[test]
+fn vae_loads_the_old_attention_names_and_conv_shapes() {
+    let model = load("sd2-tiny");
+    let tensors = candle_core::safetensors::load(&model.files.vae_weights, &Device::Cpu).unwrap();
+    let renamed: std::collections::HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let old =
+                [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")]
+                    .iter()
+                    .find(|(new, _)| name.contains("attentions") && name.contains(new));
+            match old {
+                Some((new, old)) => {
+                    let t = if name.ends_with("weight") { t.unsqueeze(2).unwrap().unsqueeze(3).unwrap() } else { t };
+                    (name.replace(new, old), t)
+                }
+                None => (name, t),
+            }
+        })
+        .collect();
+    assert!(renamed.keys().any(|k| k.ends_with("attentions.0.proj_attn.weight")));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.safetensors");
+    candle_core::safetensors::save(&renamed, &path).unwrap();
+    let old =
+        weights::load(&path, DType::F32, &Device::Cpu, |vb| super::vae::AutoencoderKL::new(vb, &model.vae_config))
+            .unwrap();
+    let latents = reference_tensor("sd2-tiny", "init_latents");
+    let expected = model.vae.decode(&latents).unwrap();
+    assert_eq!(max_diff(&old.decode(&latents).unwrap(), &expected), 0.0);
+}
