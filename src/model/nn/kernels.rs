@@ -263,6 +263,115 @@ impl CustomOp1 for Geglu {
     }
 }
 
+/// softmax(q k^T) v for `(batch*heads, tokens, d)` float32 tensors (q already scaled),
+/// in blocks of query rows that each keep their scores in a per-thread buffer: a
+/// block's scores (64 rows x 4096 keys at 512x512, 1 MiB) stay in cache between the
+/// two gemms and the softmax, where the chunked tensor version writes and re-reads
+/// tens of fresh megabytes per chunk (measured 1.7 s against torch's 0.4 s for the
+/// UNet's first self-attention at 512x512).
+pub struct FusedAttention;
+
+/// Query rows per block.
+const ATTENTION_ROWS: usize = 64;
+
+impl candle_core::CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "sdlab-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (
+            contiguous_f32(qs, ql, self.name())?,
+            contiguous_f32(ks, kl, self.name())?,
+            contiguous_f32(vs, vl, self.name())?,
+        );
+        let (bh, nq, d) = ql.shape().dims3()?;
+        let (_, nk, dv) = vl.shape().dims3()?;
+        if kl.shape().dims3()? != (bh, nk, d) || vl.shape().dims3()?.0 != bh {
+            candle_core::bail!(
+                "{}: q {:?}, k {:?}, v {:?} do not fit",
+                self.name(),
+                ql.shape(),
+                kl.shape(),
+                vl.shape()
+            );
+        }
+        let mut out = vec![0f32; bh * nq * dv];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let tasks: Vec<(usize, usize)> =
+            (0..bh).flat_map(|h| (0..nq).step_by(ATTENTION_ROWS).map(move |r0| (h, r0))).collect();
+        tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(h, r0)| {
+            let rows = ATTENTION_ROWS.min(nq - r0);
+            scores.resize(rows * nk, 0.0);
+            // SAFETY: q block (rows x d, row stride d), k read transposed (d x nk: row
+            // stride 1, column stride d) and v (nk x dv) lie within their inputs; the
+            // scores buffer holds rows x nk; the output block (rows x dv) of head h is
+            // this task's alone. Both products overwrite their destination.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    nk,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    nk as isize,
+                    false,
+                    q.as_ptr().add((h * nq + r0) * d),
+                    1,
+                    d as isize,
+                    k.as_ptr().add(h * nk * d),
+                    d as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in scores.chunks_mut(nk) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                row.iter_mut().for_each(|x| *x = exp(*x - max));
+                let inv = 1.0 / row.iter().sum::<f32>();
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    dv,
+                    nk,
+                    out_ptr.at((h * nq + r0) * dv),
+                    1,
+                    dv as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    nk as isize,
+                    v.as_ptr().add(h * nk * dv),
+                    1,
+                    dv as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((bh, nq, dv))))
+    }
+}
+
 /// Softmax over the last dimension, one row per task, with a vectorisable exp.
 /// candle's CPU softmax calls the scalar libm `expf` (about 5 ns per element); at
 /// 512x512 the UNet's first self-attention exponentiates 168 million scores per pass.
