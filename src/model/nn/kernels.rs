@@ -338,12 +338,7 @@ impl candle_core::CustomOp3 for FusedAttention {
                     gemm::Parallelism::None,
                 );
             }
-            for row in scores.chunks_mut(nk) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                row.iter_mut().for_each(|x| *x = exp(*x - max));
-                let inv = 1.0 / row.iter().sum::<f32>();
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
+            scores.chunks_mut(nk).for_each(softmax_in_place);
             unsafe {
                 gemm::gemm(
                     rows,
@@ -385,17 +380,18 @@ impl CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, self.name())?;
         let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(width).zip(x.par_chunks(width)).for_each(|(out, row)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = exp(v - max);
-            }
-            let inv = 1.0 / out.iter().sum::<f32>();
-            out.iter_mut().for_each(|o| *o *= inv);
-        });
+        let mut y = x.to_vec();
+        y.par_chunks_mut(width).for_each(softmax_in_place);
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
+}
+
+/// One row's softmax, shared by the softmax and attention kernels.
+fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let inv = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|x| *x *= inv);
 }
 
 /// `e^x` for x <= 0 (softmax's range), branch-free so loops over it vectorise:
