@@ -116,7 +116,7 @@ fn unknown_talk_language_or_theme() {
     assert_clear_error(&out, "--lang xx: expected en (English) or ja (Japanese)");
     assert_eq!(out.status.code(), Some(2));
     let out = sdlab(&["tui", "--talk", "--theme", "neon"]);
-    assert_clear_error(&out, "--theme neon: expected default or high-contrast");
+    assert_clear_error(&out, "--theme neon: expected auto, light, dark or high-contrast");
 }
 
 #[test]

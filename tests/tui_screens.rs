@@ -11,10 +11,9 @@ use ratatui::backend::TestBackend;
 use ratatui::buffer::{Buffer, CellWidth};
 use ratatui::style::Color;
 use ratatui::Terminal;
-use ratatui_image::picker::ProtocolType;
 use sdlab::model::{self, Progress, Runtime};
 use sdlab::tui::app::{App, Message, Screen};
-use sdlab::tui::graphics::picker_without_query;
+use sdlab::tui::graphics::Graphics;
 use sdlab::tui::i18n::Lang;
 use sdlab::tui::images::Images;
 use sdlab::tui::replay::Replay;
@@ -59,7 +58,7 @@ impl Lab {
         let worker = Worker::new(session, tx);
         let mut app = App::new(&spec.prompt, &spec.negative_prompt, spec.seed, spec.guidance_scale);
         app.update(Message::Worker(Event::Loaded(Box::new(worker::model_info(&worker.session)))));
-        Lab { app, worker, events, images: Images::new(picker_without_query(ProtocolType::Halfblocks, None)) }
+        Lab { app, worker, events, images: Images::new(Graphics::halfblocks()) }
     }
 
     /// Runs commands through the worker until the app asks for nothing more.
@@ -248,7 +247,7 @@ fn replay_walks_a_saved_session_without_the_model() {
     feed(&mut app, &mut replay, &events);
     assert!(app.replay);
     assert_eq!(app.prompt.text(), run_json("sd2-tiny").prompt);
-    let mut images = Images::new(picker_without_query(ProtocolType::Halfblocks, None));
+    let mut images = Images::new(Graphics::halfblocks());
     let mut render = |app: &App| {
         let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
         images.sync(app);
@@ -533,8 +532,9 @@ fn talk_high_contrast_theme_and_toggles() {
     lab.key(KeyCode::Char('c'));
     assert_eq!(lab.app.talk.theme, Theme::HighContrast);
     let buffer = lab.render_buffer(120, 40);
-    assert_eq!((buffer[(3, 0)].fg, buffer[(3, 0)].bg), (Color::Black, Color::White), "title band");
-    assert_eq!(buffer[(119, 39)].bg, Color::Black, "page");
+    let (black, white) = (Color::Indexed(16), Color::Indexed(231));
+    assert_eq!((buffer[(3, 0)].fg, buffer[(3, 0)].bg), (black, white), "title band");
+    assert_eq!(buffer[(119, 39)].bg, black, "page");
     let slide = read_slide(&buffer, "src/stages/denoise.rs");
     assert_eq!(slide.highlighted.len(), 1);
 
@@ -557,7 +557,7 @@ fn talk_high_contrast_theme_and_toggles() {
     assert_eq!(marked, ["        None => noise_pred_text.clone(),"]);
 
     lab.key(KeyCode::Char('c'));
-    assert_eq!(lab.app.talk.theme, Theme::Default);
+    assert_eq!(lab.app.talk.theme, Theme::Dark, "back to the theme the terminal's background calls for");
     lab.key(KeyCode::Char('t'));
     assert!(!lab.app.talk.on);
     assert_all(&lab.render(120, 40), &["[3 denoise 2/10]"]);
@@ -798,7 +798,7 @@ fn unet_views_say_when_the_steps_were_not_recorded() {
     }
     app.screen = Screen::Denoise;
     app.update(Message::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::NONE)));
-    let mut images = Images::new(picker_without_query(ProtocolType::Halfblocks, None));
+    let mut images = Images::new(Graphics::halfblocks());
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     terminal.draw(|frame| ui::draw(frame, &app, &mut images)).unwrap();
     let buffer = terminal.backend().buffer();

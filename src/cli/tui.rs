@@ -10,7 +10,7 @@ use sdlab::png_meta::{read_text_chunks, SDLAB_KEY};
 use sdlab::session::store::ImageSettings;
 use sdlab::tui::graphics::GraphicsMode;
 use sdlab::tui::i18n::Lang;
-use sdlab::tui::talk::Theme;
+use sdlab::tui::talk::ThemeChoice;
 use sdlab::tui::worker::LoadSpec;
 use sdlab::tui::{self, Options};
 
@@ -80,9 +80,10 @@ pub struct TuiArgs {
     /// LANG starts with ja, else en)
     #[arg(long)]
     lang: Option<Lang>,
-    /// Talk mode's look: default, or high-contrast for a projector in a lit room (c toggles it).
-    #[arg(long, default_value = "default")]
-    theme: Theme,
+    /// Talk mode's look: auto (light or dark by the terminal's background), light, dark, or
+    /// high-contrast for a projector in a lit room (c toggles it).
+    #[arg(long, default_value = "auto")]
+    theme: ThemeChoice,
 }
 
 pub fn run(mut args: TuiArgs) -> Result<()> {

@@ -142,6 +142,10 @@ pub struct App {
     pub replay: bool,
     /// Talk mode: slides with the code, and where the walk through them is.
     pub talk: Talk,
+    /// How this terminal draws images, for the key map.
+    pub terminal_summary: String,
+    /// The worker failed: what happened, and where it saved the run (or why it could not).
+    pub crashed: Option<(String, Result<Option<PathBuf>, String>)>,
     pub quit: bool,
 }
 
@@ -181,8 +185,16 @@ impl App {
             quitting: false,
             replay: false,
             talk: Talk::default(),
+            terminal_summary: String::new(),
+            crashed: None,
             quit: false,
         }
+    }
+
+    /// Whether quitting now would lose something computed: a prompt encoded or a latent
+    /// drawn, in a run that is not a replay.
+    pub fn has_work_to_keep(&self) -> bool {
+        !self.replay && self.info.is_some() && (self.encode.is_some() || self.latent.is_some())
     }
 
     /// Steps in the schedule (known once the model is loaded).
@@ -289,7 +301,7 @@ impl App {
                     return Vec::new();
                 }
                 KeyCode::Char('c') => {
-                    self.talk.theme = self.talk.theme.toggled();
+                    self.talk.theme = self.talk.theme.toggled(self.talk.plain);
                     return Vec::new();
                 }
                 _ => {}
@@ -477,8 +489,7 @@ impl App {
     /// `q` / Ctrl-C: autosave first when there is something to keep (the worker answers
     /// after the step in progress); pressed again while that runs, quit at once.
     fn ask_to_quit(&mut self) -> Vec<Command> {
-        let nothing_to_keep = self.replay || (self.encode.is_none() && self.latent.is_none());
-        if self.quitting || nothing_to_keep || self.info.is_none() {
+        if self.quitting || !self.has_work_to_keep() {
             self.quit = true;
             return Vec::new();
         }
@@ -593,6 +604,10 @@ impl App {
                 };
                 let text = if warnings.is_empty() { "opened the session".to_string() } else { warnings.join("; ") };
                 self.info(text);
+            }
+            Event::Crashed { what, saved } => {
+                self.crashed = Some((what, saved));
+                self.quit = true;
             }
             Event::Error(text) => {
                 if self.quitting {

@@ -1,27 +1,41 @@
 //! The image panes of every screen, and keeping them in step with the app: when the
 //! picture a pane should show changes (a new step, browsing the history), its slot gets
 //! the new image and encodes it off the UI thread.
+//!
+//! Each frame also tracks where placed images (sixel, iTerm2, kitty placed by id) are
+//! ([`Images::begin_frame`], [`Images::end_frame`]): the terminal keeps their pixels until
+//! something erases them, so one that left the screen, moved, or went under a popup has to
+//! be erased, by id (kitty) or by redrawing the screen (sixel, iTerm2).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use image::RgbImage;
-use ratatui_image::picker::{Picker, ProtocolType};
+use ratatui::layout::Rect;
 
 use super::app::{App, DenoiseView, Screen};
-use super::graphics::ImageSlot;
+use super::graphics::{kitty_delete, Frame, Graphics, ImageSlot, Protocol, Route};
 use crate::preview;
 
 /// One pane, remembering what it was last given so that an unchanged picture is not
-/// encoded again on every frame.
+/// encoded again on every frame, and where its placed image is.
 pub struct Pane {
     slot: ImageSlot,
     shown: Option<u64>,
+    frame: Frame,
+    placed: Option<Rect>,
+    placed_before: Option<Rect>,
 }
 
 impl Pane {
-    fn new(picker: &Picker) -> Self {
-        Self { slot: ImageSlot::new(picker), shown: None }
+    fn new(graphics: Graphics) -> Self {
+        Self {
+            slot: ImageSlot::new(graphics),
+            shown: None,
+            frame: Frame::plain(graphics.route),
+            placed: None,
+            placed_before: None,
+        }
     }
 
     /// Gives the pane `image` unless it already has exactly that picture.
@@ -34,8 +48,8 @@ impl Pane {
         }
     }
 
-    pub fn render(&mut self, area: ratatui::layout::Rect, buf: &mut ratatui::buffer::Buffer) {
-        self.slot.render(area, buf);
+    pub fn render(&mut self, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+        self.placed = self.slot.render(area, buf, &self.frame);
     }
 }
 
@@ -62,9 +76,18 @@ fn attention_overlay(app: &App) -> Option<RgbImage> {
     preview::attention_overlay(&step.x0_rgb, map, maps.height, maps.width).ok()
 }
 
+/// What the terminal must be told after a frame, for the placed images it keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Clear the screen and draw every cell again: a sixel or iTerm2 image left its place.
+    pub redraw: bool,
+    /// Sequences that delete kitty images no longer on screen.
+    pub erase: String,
+}
+
 /// Every pane the screens draw into.
 pub struct Images {
-    pub protocol: ProtocolType,
+    pub graphics: Graphics,
     pub heatmap: Pane,
     pub channels: Vec<Pane>,
     pub latent_rgb: Pane,
@@ -77,17 +100,68 @@ pub struct Images {
 }
 
 impl Images {
-    pub fn new(picker: Picker) -> Self {
+    pub fn new(graphics: Graphics) -> Self {
         Self {
-            protocol: picker.protocol_type(),
-            heatmap: Pane::new(&picker),
-            channels: (0..4).map(|_| Pane::new(&picker)).collect(),
-            latent_rgb: Pane::new(&picker),
-            x_t: Pane::new(&picker),
-            x0: Pane::new(&picker),
-            x0_vae: Pane::new(&picker),
-            attention: Pane::new(&picker),
-            image: Pane::new(&picker),
+            graphics,
+            heatmap: Pane::new(graphics),
+            channels: (0..4).map(|_| Pane::new(graphics)).collect(),
+            latent_rgb: Pane::new(graphics),
+            x_t: Pane::new(graphics),
+            x0: Pane::new(graphics),
+            x0_vae: Pane::new(graphics),
+            attention: Pane::new(graphics),
+            image: Pane::new(graphics),
+        }
+    }
+
+    /// tmux moved the pane on the outer screen (a resize, a new split): placed images go
+    /// to the new place.
+    pub fn set_route(&mut self, route: Route) {
+        self.graphics.route = route;
+    }
+
+    /// Starts a frame in which popups, fields and dialogs take `hidden_under`.
+    pub fn begin_frame(&mut self, hidden_under: &[Rect]) {
+        let frame = Frame { hidden_under: hidden_under.to_vec(), route: self.graphics.route };
+        for pane in self.panes() {
+            pane.frame = frame.clone();
+            pane.placed_before = pane.placed.take();
+        }
+    }
+
+    /// Ends the frame: what must be erased of the placed images that left their place.
+    pub fn end_frame(&mut self) -> Cleanup {
+        let kitty_by_id = self.graphics.protocol == Protocol::Kitty { placeholders: false };
+        let mut cleanup = Cleanup::default();
+        for pane in self.panes() {
+            let Some(before) = pane.placed_before else { continue };
+            if pane.placed == Some(before) {
+                continue;
+            }
+            if kitty_by_id {
+                // a kitty image that moved was replaced by its new placement already
+                if pane.placed.is_none() {
+                    cleanup.erase.push_str(&kitty_delete(pane.slot.kitty_id()));
+                }
+            } else {
+                cleanup.redraw = true;
+            }
+        }
+        if let (false, Route::Tmux { .. }) = (cleanup.erase.is_empty(), self.graphics.route) {
+            cleanup.erase = crate::tui::terminal::mux::passthrough(&cleanup.erase);
+        }
+        cleanup
+    }
+
+    /// What frees every kitty image of the lab's when it quits.
+    pub fn release(&mut self) -> String {
+        if !matches!(self.graphics.protocol, Protocol::Kitty { .. }) {
+            return String::new();
+        }
+        let sequences: String = self.panes().map(|pane| kitty_delete(pane.slot.kitty_id())).collect();
+        match self.graphics.route {
+            Route::Direct => sequences,
+            Route::Tmux { .. } => crate::tui::terminal::mux::passthrough(&sequences),
         }
     }
 

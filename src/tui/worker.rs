@@ -4,6 +4,7 @@
 //! Commands are handled in order, so a pause lands between two steps: the UI simply
 //! stops asking for the next one. A stage that needs an earlier one runs it first.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -56,6 +57,12 @@ pub enum Command {
     OpenSession(PathBuf),
     /// Saves the run under a new name in `sessions/`, if anything was computed (on quit).
     Autosave,
+    /// The process is ending (a signal): save as [`Command::Autosave`] does, put the
+    /// terminal back, say why and where the run is, and exit with `code`.
+    ExitSaving {
+        why: String,
+        code: i32,
+    },
 }
 
 /// What the worker tells the UI.
@@ -91,6 +98,12 @@ pub enum Event {
         warnings: Vec<String>,
     },
     Error(String),
+    /// The worker panicked and stopped: what happened, and where it saved the run (none
+    /// when nothing was computed) or why saving failed too. The lab ends with it.
+    Crashed {
+        what: String,
+        saved: Result<Option<PathBuf>, String>,
+    },
 }
 
 /// How to load the model, as the command line said.
@@ -131,41 +144,73 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
     let thread = std::thread::Builder::new()
         .name("sdlab-worker".into())
         .spawn(move || {
-            let _ = event_tx.send(Event::Loading(format!("loading {} ...", spec.model)));
-            let loading = event_tx.clone();
-            let progress = Progress::Report(Arc::new(move |line| {
-                let _ = loading.send(Event::Loading(line));
-            }));
-            if spec.replay {
-                match spec.session.as_deref().map(Replay::load) {
-                    Some(Ok(replay)) => replay.run(command_rx, &event_tx),
-                    Some(Err(err)) => {
-                        let _ = event_tx.send(Event::Error(format!("{err:#}")));
-                    }
-                    None => {
-                        let _ = event_tx.send(Event::Error("--replay needs --session DIR".into()));
-                    }
-                }
-                return;
-            }
-            match open_session(&spec, &progress) {
-                Ok((session, warnings)) => {
-                    let worker = Worker::new(session, event_tx);
-                    worker.send(Event::Loaded(Box::new(model_info(&worker.session))));
-                    if spec.session.is_some() {
-                        if let Err(err) = worker.send_everything(warnings) {
-                            worker.send(Event::Error(format!("{err:#}")));
-                        }
-                    }
-                    worker.run(command_rx)
-                }
-                Err(err) => {
-                    let _ = event_tx.send(Event::Error(format!("{err:#}")));
-                }
+            let crash_tx = event_tx.clone();
+            let ran = catch_unwind(AssertUnwindSafe(|| work(spec, command_rx, event_tx)));
+            if ran.is_err() {
+                // a panic while loading: nothing was computed yet
+                let _ = crash_tx.send(Event::Crashed { what: panic_report(), saved: Ok(None) });
             }
         })
         .expect("spawning the worker thread");
     WorkerHandle { commands, events, thread }
+}
+
+/// Ends the process after a signal: the terminal put back, then what happened and where
+/// the run is saved.
+pub fn exit_saving(why: &str, saved: Result<Option<PathBuf>, String>, code: i32) -> ! {
+    crate::tui::terminal::restore();
+    eprintln!("error: the lab stopped: {why}; {}", saved_sentence(saved));
+    std::process::exit(code)
+}
+
+/// Where the run went, for the message the lab ends with.
+pub fn saved_sentence(saved: Result<Option<PathBuf>, String>) -> String {
+    match saved {
+        Ok(Some(dir)) => format!("the run is saved in {0} (sdlab tui --session {0})", dir.display()),
+        Ok(None) => "nothing was computed, so nothing was saved".into(),
+        Err(err) => format!("saving the run failed too: {err}"),
+    }
+}
+
+/// What the last panic said, and where.
+fn panic_report() -> String {
+    crate::tui::terminal::take_panic_report().unwrap_or_else(|| "a panic".into())
+}
+
+/// The worker thread's life: load, then answer commands until the UI hangs up.
+fn work(spec: LoadSpec, command_rx: Receiver<Command>, event_tx: Sender<Event>) {
+    let _ = event_tx.send(Event::Loading(format!("loading {} ...", spec.model)));
+    let loading = event_tx.clone();
+    let progress = Progress::Report(Arc::new(move |line| {
+        let _ = loading.send(Event::Loading(line));
+    }));
+    if spec.replay {
+        match spec.session.as_deref().map(Replay::load) {
+            Some(Ok(replay)) => replay.run(command_rx, &event_tx),
+            Some(Err(err)) => {
+                let _ = event_tx.send(Event::Error(format!("{err:#}")));
+            }
+            None => {
+                let _ = event_tx.send(Event::Error("--replay needs --session DIR".into()));
+            }
+        }
+        return;
+    }
+    match open_session(&spec, &progress) {
+        Ok((session, warnings)) => {
+            let worker = Worker::new(session, event_tx);
+            worker.send(Event::Loaded(Box::new(model_info(&worker.session))));
+            if spec.session.is_some() {
+                if let Err(err) = worker.send_everything(warnings) {
+                    worker.send(Event::Error(format!("{err:#}")));
+                }
+            }
+            worker.run(command_rx)
+        }
+        Err(err) => {
+            let _ = event_tx.send(Event::Error(format!("{err:#}")));
+        }
+    }
 }
 
 /// The session to start with: a saved one (on its own model unless another was named),
@@ -217,12 +262,42 @@ impl Worker {
         Self { session, events }
     }
 
+    /// Answers commands until the UI hangs up. A panic in a command ends the worker, after
+    /// saving the run as it stands (the steps before the failing one) so nothing is lost.
     fn run(mut self, commands: Receiver<Command>) {
         for command in commands {
-            if let Err(err) = self.handle(command) {
-                self.send(Event::Error(format!("{err:#}")));
+            match catch_unwind(AssertUnwindSafe(|| self.handle(command))) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => self.send(Event::Error(format!("{err:#}"))),
+                Err(_) => {
+                    let what = panic_report();
+                    let saved = self.save_after_panic();
+                    self.send(Event::Crashed { what, saved });
+                    return;
+                }
             }
         }
+    }
+
+    /// Saves the run under a new autosave name, if anything was computed.
+    fn save_after_panic(&mut self) -> Result<Option<PathBuf>, String> {
+        if self.session.stage() == Stage::Start {
+            return Ok(None);
+        }
+        let saved = catch_unwind(AssertUnwindSafe(|| self.autosave()));
+        match saved {
+            Ok(Ok(dir)) => Ok(Some(dir)),
+            Ok(Err(err)) => Err(format!("{err:#}")),
+            Err(_) => Err(panic_report()),
+        }
+    }
+
+    /// Saves the session in a new `sessions/autosave-<time>` folder.
+    fn autosave(&mut self) -> Result<PathBuf> {
+        let name = format!("autosave-{}", store::now_rfc3339().replace(':', "-"));
+        let dir = store::session_dir(Path::new(store::DEFAULT_ROOT), &name)?;
+        self.session.save(&dir, SaveOptions::default())?;
+        Ok(dir)
     }
 
     fn send(&self, event: Event) {
@@ -330,11 +405,17 @@ impl Worker {
                 self.send(Event::Loaded(Box::new(model_info(&self.session))));
                 self.send_everything(opened.warnings)?;
             }
+            Command::ExitSaving { why, code } => {
+                let saved = if self.session.stage() == Stage::Start {
+                    Ok(None)
+                } else {
+                    self.autosave().map(Some).map_err(|err| format!("{err:#}"))
+                };
+                exit_saving(&why, saved, code);
+            }
             Command::Autosave => {
                 if self.session.stage() != Stage::Start {
-                    let name = format!("autosave-{}", store::now_rfc3339().replace(':', "-"));
-                    let dir = store::session_dir(Path::new(store::DEFAULT_ROOT), &name)?;
-                    self.session.save(&dir, SaveOptions::default())?;
+                    let dir = self.autosave()?;
                     self.send(Event::SessionSaved(dir));
                 } else {
                     self.send(Event::SessionSaved(PathBuf::new()));

@@ -1,96 +1,61 @@
-//! Images in the terminal: sixel, kitty, iTerm2 or unicode halfblocks, chosen once at startup.
+//! Images in the terminal: sixel, kitty, iTerm2 or unicode half-blocks, chosen once at startup.
 //!
 //! The lab shows latents, predicted x0 and decoded images while they change every step, over SSH
-//! and inside tmux, so the layer is built around three constraints.
+//! and inside tmux, so the layer is built around four constraints.
 //!
-//! **One query, bounded.** [`make_picker`] asks the terminal once, before the UI owns stdin, for its
-//! graphics protocol and its cell size in pixels (what maps image pixels onto cells). The query
-//! gives up after [`QUERY_TIMEOUT`], so a terminal that never answers (a pipe, some tmux or SSH
-//! setups) costs a second, not a hang. `--graphics` ([`GraphicsMode`]) overrides the detected
-//! protocol; a failed query falls back to halfblocks with a measured or assumed cell size and
-//! returns a note for the caller to show instead of failing.
+//! **One question, asked inside the lab's own terminal state.** [`crate::tui::terminal`] enters
+//! raw mode and the alternate screen, then asks the terminal what it draws ([`detect`] turns the
+//! answers into a [`Graphics`]). Fallbacks to half-blocks say why, once, on the status line.
 //!
 //! **Encoding off the UI thread, without blinking.** An [`ImageSlot`] is one image pane.
 //! [`ImageSlot::set`] replaces its image; [`ImageSlot::render`] draws the newest finished encoding
 //! centred in the pane and, when the image or the pane size changed, hands a resize+encode job to
-//! the slot's worker thread (a full-pane sixel takes tens of milliseconds to encode). The app calls
-//! [`ImageSlot::poll`] each loop turn to pick finished encodings up; the waker given to
-//! [`ImageSlot::with_waker`] wakes an app that blocks on its own event channel. The previous
+//! the slot's worker thread (a full-pane sixel takes tens of milliseconds to encode). The previous
 //! encoding stays on screen until the next is ready, so a preview replaced every denoising step
-//! never blinks: that is why the slot drives ratatui-image's [`StatefulProtocol`] itself rather
-//! than through `ratatui_image::thread::ThreadProtocol`, which shows nothing while a job is out.
-//! Images are scaled to fill the pane whatever their size (`Resize::Scale`), so a 64x64 latent
-//! grows with the pane like the 512x512 decode does.
+//! never blinks. Images are scaled to fill the pane whatever their size, so a 64x64 latent grows
+//! with the pane like the 512x512 decode does.
 //!
-//! ```no_run
-//! # fn demo(terminal: &mut ratatui::DefaultTerminal, image: image::RgbImage) -> anyhow::Result<()> {
-//! use sdlab::tui::graphics::{make_picker, GraphicsMode, ImageSlot};
-//! let (picker, note) = make_picker(GraphicsMode::Auto); // before entering raw mode / the alternate screen
-//! let mut slot = ImageSlot::new(&picker);
-//! slot.set(image); // whenever the pipeline sends a new image
-//! loop {
-//!     slot.poll(); // pick up finished encodings (returns true when one arrived: redraw)
-//!     terminal.draw(|frame| slot.render(frame.area(), frame.buffer_mut()))?;
-//!     # break;
-//! }
-//! # Ok(()) }
-//! ```
+//! **Placed images never cover text that should win.** Sixel, iTerm2 and directly placed kitty
+//! images are pixels the terminal keeps apart from the cells ([`encode`]): re-sent every step,
+//! they would paint over a popup. So a frame first names the areas that popups, fields and
+//! dialogs take ([`Frame::hidden_under`]); a placed image that touches one is not drawn, and
+//! when an image leaves the screen or a popup closes, the slot's owner clears what the terminal
+//! kept ([`crate::tui::images`]). Half-blocks and kitty's unicode placeholders are cells, which
+//! the popup simply replaces.
 //!
-//! **Stale cells.** ratatui-image puts the whole escape sequence into the symbol of the image's
-//! top-left buffer cell and marks every other cell of the image as skipped by ratatui's diff. With
-//! sixel and iTerm2 the image is then pixels the terminal drew, not cells ratatui knows: a popup
-//! drawn over part of it and then closed leaves its text behind, unless the popup happened to
-//! cover that top-left cell (which makes ratatui re-send the image). Kitty (unicode placeholders)
-//! and halfblocks are ordinary cells and need nothing. So when an overlay closes the app calls
-//! `terminal.clear()` before the next draw if [`needs_clear_after_overlay`] says so; ratatui's own
-//! resize handling already clears, and an image that shrinks or moves is fine because the cells it
-//! leaves are no longer skipped and get rewritten.
-//!
-//! **tmux and SSH.** ratatui-image decides it is inside tmux from `TERM` (`tmux*`) or
-//! `TERM_PROGRAM=tmux`, runs `tmux set -p allow-passthrough on` for the pane, and wraps the query
-//! and every image sequence in `ESC Ptmux; … ESC \` with the inner escapes doubled. Kitty images
-//! are sent with direct transmission (`t=d`, base64 in the escape sequence), never as a file or
-//! shared memory, so they work over SSH; over SSH the startup query also probes for zlib-compressed
-//! transmission, which cuts the bytes sent per image.
+//! **tmux and SSH.** Inside tmux (3.3 or later, `allow-passthrough` on) every image sequence goes
+//! through tmux's passthrough envelope with its escapes doubled and its own absolute position
+//! ([`Route::Tmux`]), since tmux forwards it without moving the outer cursor. Kitty images are
+//! always sent within the escape sequence (`t=d`), never as a file or shared memory, so they work
+//! over SSH, and zlib-compressed where the terminal inflates them.
 //!
 //! [`print_image`] draws one image below the shell prompt for `sdlab generate --show`.
 
+pub mod detect;
+mod encode;
 mod slot;
 
-use std::env;
 use std::fmt;
 use std::io::{self, IsTerminal};
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
-use image::{imageops::FilterType, DynamicImage, RgbImage};
+use image::{DynamicImage, RgbImage};
 use ratatui::backend::{Backend, CrosstermBackend};
-use ratatui::buffer::Buffer;
 use ratatui::layout::{Position, Rect, Size};
 use ratatui::{Terminal, TerminalOptions, Viewport};
-use ratatui_image::picker::{cap_parser::QueryStdioOptions, Capability, Picker, ProtocolType};
-use ratatui_image::protocol::halfblocks::Halfblocks;
-use ratatui_image::protocol::iterm2::Iterm2;
-use ratatui_image::protocol::kitty::StatefulKitty;
-use ratatui_image::protocol::sixel::Sixel;
-use ratatui_image::protocol::{StatefulProtocol, StatefulProtocolType};
-use ratatui_image::{FontSize, Resize, ResizeEncodeRender};
+use ratatui_image::FontSize;
 
-pub use slot::ImageSlot;
+pub use encode::kitty_delete;
+pub use slot::{Frame, ImageSlot};
 
-/// How long the startup query waits. Every terminal answers the status report that ends the query
-/// within one round trip, so this only bounds the wait on terminals (or pipes) that answer nothing.
-pub const QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// The cell size assumed when neither the terminal nor the window size tells one: a common font
-/// with the 1:2 shape halfblocks rely on to keep the aspect ratio.
-const FALLBACK_FONT_SIZE: FontSize = FontSize::new(8, 16);
+use super::terminal::{self, TerminalInfo};
+use encode::{EncodeJob, Encoded};
 
 /// `--graphics`: how images reach the terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GraphicsMode {
-    /// Whatever the terminal answers to the startup query; halfblocks if it answers nothing.
+    /// Whatever the terminal answers to the startup query; half-blocks if it answers nothing.
     Auto,
     Sixel,
     Kitty,
@@ -107,14 +72,15 @@ impl GraphicsMode {
         (GraphicsMode::Halfblocks, "halfblocks"),
     ];
 
-    /// The protocol this mode forces, or `None` to keep the detected one.
-    fn forced_protocol(self) -> Option<ProtocolType> {
+    /// The protocol this mode forces, or `None` to keep the detected one (kitty's
+    /// placeholders are decided by its version, see [`detect`]).
+    fn forced(self) -> Option<Protocol> {
         match self {
             GraphicsMode::Auto => None,
-            GraphicsMode::Sixel => Some(ProtocolType::Sixel),
-            GraphicsMode::Kitty => Some(ProtocolType::Kitty),
-            GraphicsMode::Iterm2 => Some(ProtocolType::Iterm2),
-            GraphicsMode::Halfblocks => Some(ProtocolType::Halfblocks),
+            GraphicsMode::Sixel => Some(Protocol::Sixel),
+            GraphicsMode::Kitty => Some(Protocol::Kitty { placeholders: false }),
+            GraphicsMode::Iterm2 => Some(Protocol::Iterm2),
+            GraphicsMode::Halfblocks => Some(Protocol::Halfblocks),
         }
     }
 }
@@ -136,109 +102,120 @@ impl FromStr for GraphicsMode {
     }
 }
 
-/// The lower-case name `--graphics` uses for a protocol, for messages.
-fn protocol_name(protocol: ProtocolType) -> &'static str {
-    match protocol {
-        ProtocolType::Halfblocks => "halfblocks",
-        ProtocolType::Sixel => "sixel",
-        ProtocolType::Kitty => "kitty",
-        ProtocolType::Iterm2 => "iterm2",
+/// The image protocols sdlab draws with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Halfblocks,
+    Sixel,
+    /// kitty's graphics protocol: with unicode placeholders (kitty 0.28 and later), or
+    /// placed at the cursor and deleted by id.
+    Kitty {
+        placeholders: bool,
+    },
+    Iterm2,
+}
+
+impl Protocol {
+    /// The name `--graphics` uses, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Halfblocks => "halfblocks",
+            Protocol::Sixel => "sixel",
+            Protocol::Kitty { placeholders: true } => "kitty (unicode placeholders)",
+            Protocol::Kitty { placeholders: false } => "kitty (placed by id)",
+            Protocol::Iterm2 => "iterm2",
+        }
     }
 }
 
-/// Queries the terminal once for its graphics protocol and cell size, then applies `--graphics`.
-///
-/// Call it before entering raw mode and before anything reads terminal events: the query reads the
-/// answers from stdin. Never fails: when the terminal does not answer it falls back (see the
-/// module doc) and the second value says so, for the caller to show.
-pub fn make_picker(mode: GraphicsMode) -> (Picker, Option<String>) {
-    if mode == GraphicsMode::Halfblocks {
-        // Halfblocks only need the cell's shape, near 1:2 in every usual font, so skip a query that
-        // could time out on exactly the terminals people pick halfblocks for.
-        return (picker_without_query(ProtocolType::Halfblocks, font_size_from_window()), None);
-    }
-    resolve_picker(mode, query_terminal(), font_size_from_window)
+/// How an image sequence reaches the terminal that draws it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    /// Through tmux's passthrough; `origin` is the pane's top-left cell on the outer screen.
+    Tmux {
+        origin: (u16, u16),
+    },
 }
 
-/// The terminal's own answer, or why there is none.
-fn query_terminal() -> Result<Picker, String> {
-    if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
-        return Err("stdin or stdout is not a terminal".into());
-    }
-    let options = QueryStdioOptions {
-        timeout: QUERY_TIMEOUT,
-        kitty_compression: env::var_os("SSH_CONNECTION").is_some() || env::var_os("SSH_TTY").is_some(),
-        ..QueryStdioOptions::default()
-    };
-    let outcome = match Picker::from_query_stdio_with_options(options) {
-        // Without an answer ratatui-image returns a guessed picker rather than an error; its empty
-        // capability list is the only sign of that.
-        Ok(picker) if picker.capabilities().is_empty() => Err("the terminal did not answer the graphics query".into()),
-        Ok(picker) => Ok(picker),
-        Err(err) => Err(format!("the graphics query failed ({err})")),
-    };
-    if outcome.is_err() {
-        release_query_reader();
-    }
-    outcome
+/// Where the cell size came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellSource {
+    /// The terminal's answer to `CSI 16 t`.
+    Terminal,
+    /// The window's size in pixels over its size in cells (`TIOCGWINSZ`).
+    Window,
+    Assumed,
 }
 
-/// After a timed-out query, ratatui-image's reader thread is still blocked reading stdin and
-/// would swallow the user's first keystroke (seen in tmux without an outer client to answer the
-/// passthrough query). A plain Device Status Report, which every terminal and tmux itself
-/// answers, gives that thread the bytes it waits for; it then finds its receiver gone and ends.
-fn release_query_reader() {
-    use std::io::Write;
-    let mut out = io::stdout();
-    if out.write_all(b"\x1b[5n").and_then(|()| out.flush()).is_ok() {
-        std::thread::sleep(Duration::from_millis(150));
-    }
+/// How images are drawn, as decided at startup.
+#[derive(Clone, Copy, Debug)]
+pub struct Graphics {
+    pub protocol: Protocol,
+    /// A cell's size in pixels: what maps image pixels onto cells.
+    pub font_size: FontSize,
+    pub cell_source: CellSource,
+    pub route: Route,
+    /// The terminal inflates zlib-compressed kitty images (`o=z`).
+    pub kitty_zlib: bool,
 }
 
-/// Applies `--graphics` to a query's outcome; split from [`make_picker`] so tests need no terminal.
-fn resolve_picker(
-    mode: GraphicsMode,
-    queried: Result<Picker, String>,
-    window_font_size: impl FnOnce() -> Option<FontSize>,
-) -> (Picker, Option<String>) {
-    match queried {
-        Ok(mut picker) => {
-            if let Some(protocol) = mode.forced_protocol() {
-                picker.set_protocol_type(protocol);
+impl Graphics {
+    /// Drawing with `protocol` straight to a terminal whose cells are `font_size`.
+    pub fn new(protocol: Protocol, font_size: FontSize) -> Self {
+        Self { protocol, font_size, cell_source: CellSource::Assumed, route: Route::Direct, kitty_zlib: false }
+    }
+
+    /// One line on how images are drawn and why, for the key map (`?`): the first thing
+    /// to read when images look wrong.
+    pub fn describe(&self, info: &TerminalInfo) -> String {
+        let cell = match self.cell_source {
+            CellSource::Terminal => "told",
+            CellSource::Window => "from the window",
+            CellSource::Assumed => "assumed",
+        };
+        let via = match (&self.route, &info.tmux) {
+            (Route::Tmux { .. }, Some(tmux)) => {
+                format!(" via tmux {}", tmux.version.as_ref().map_or("", |v| v.version.as_str()))
             }
-            (picker, None)
+            _ => String::new(),
+        };
+        let terminal = match info.replies.as_ref() {
+            None => "no terminal".to_string(),
+            Some(r) if !r.complete => "no answer".to_string(),
+            Some(r) => r.version.as_ref().map_or("no version".into(), |v| format!("{}({})", v.name, v.version)),
+        };
+        let (w, h) = (self.font_size.width, self.font_size.height);
+        format!("images: {}{via} · cell {w}x{h} px ({cell}) · {terminal}", self.protocol.name())
+    }
+
+    /// Half-blocks with the assumed 8x16 px cell: what needs no terminal at all.
+    pub fn halfblocks() -> Self {
+        Self::new(Protocol::Halfblocks, detect::FALLBACK_FONT_SIZE)
+    }
+
+    /// What to send once before the UI draws: sixel display mode off (`CSI ? 80 l`), so every
+    /// image lands at the cursor, in its pane, rather than in the screen's top-left corner
+    /// (xterm's `sixelScrolling: false` turns that mode on).
+    pub fn prepare(&self) -> String {
+        if self.protocol != Protocol::Sixel {
+            return String::new();
         }
-        Err(reason) => {
-            let measured = window_font_size();
-            let protocol = mode.forced_protocol().unwrap_or(ProtocolType::Halfblocks);
-            let picker = picker_without_query(protocol, measured);
-            let font = picker.font_size();
-            let source = if measured.is_some() { "from the window size" } else { "assumed" };
-            let advice = if mode == GraphicsMode::Auto { "; choose one with --graphics" } else { "" };
-            let note = format!(
-                "graphics: {reason}; drawing images with {} and a {}x{} px cell ({source}){advice}",
-                protocol_name(protocol),
-                font.width,
-                font.height
-            );
-            (picker, Some(note))
+        match self.route {
+            Route::Direct => "\x1b[?80l".into(),
+            Route::Tmux { .. } => terminal::mux::passthrough("\x1b[?80l"),
         }
     }
 }
 
-/// A picker that asks the terminal nothing: for a failed query, for `--graphics halfblocks`,
-/// and for tests that render into a buffer.
-pub fn picker_without_query(protocol: ProtocolType, font_size: Option<FontSize>) -> Picker {
-    // `from_fontsize` is deprecated in favour of the query, but it is the only way to give a picker
-    // the cell size we measured or assumed when the query has nothing to say.
-    #[allow(deprecated)]
-    let mut picker = Picker::from_fontsize(font_size.unwrap_or(FALLBACK_FONT_SIZE));
-    picker.set_protocol_type(protocol);
-    picker
+/// Decides how images are drawn from what the terminal told and `--graphics`; the note,
+/// if any, says why images fall back or what was assumed.
+pub fn setup(mode: GraphicsMode, info: &TerminalInfo) -> (Graphics, Option<String>) {
+    detect::choose(mode, info, |key| std::env::var(key).ok(), font_size_from_window)
 }
 
 /// The cell size from the window's size in pixels (`TIOCGWINSZ`), which many terminals fill in
-/// even when they ignore the escape-sequence query.
+/// even when they ignore the escape-sequence query (tmux fills it in for its panes).
 fn font_size_from_window() -> Option<FontSize> {
     let size = crossterm::terminal::window_size().ok()?;
     if size.columns == 0 || size.rows == 0 {
@@ -248,166 +225,64 @@ fn font_size_from_window() -> Option<FontSize> {
     (font.width > 0 && font.height > 0).then_some(font)
 }
 
-/// Puts the terminal in the mode images need, once before the UI starts. For sixel that is
-/// DEC's sixel scrolling mode (`CSI ? 80 l`): with sixel display mode on (xterm's
-/// `sixelScrolling: false` turns it on) every image lands in the screen's top-left corner
-/// instead of at the cursor, i.e. in its pane. Terminals already in that mode ignore it.
-pub fn prepare_terminal(protocol: ProtocolType, out: &mut impl io::Write) -> io::Result<()> {
-    if protocol == ProtocolType::Sixel {
-        out.write_all(b"\x1b[?80l")?;
-        out.flush()?;
-    }
-    Ok(())
-}
-
-/// Whether text drawn over an image with this protocol stays on screen after it is gone, so that
-/// closing an overlay (the help popup) must be followed by `terminal.clear()` before the next draw.
-pub fn needs_clear_after_overlay(protocol: ProtocolType) -> bool {
-    matches!(protocol, ProtocolType::Sixel | ProtocolType::Iterm2)
-}
-
-/// What every encoding made for one pane shares: protocol, cell size and tmux wrapping.
-#[derive(Clone, Debug)]
-struct Encoding {
-    protocol: ProtocolType,
-    font_size: FontSize,
-    tmux: bool,
-    kitty_compression: bool,
-    /// Kitty keeps transmitted images in terminal memory by id; one id per pane makes each new
-    /// image replace the last instead of piling up a denoising run's worth of frames.
-    kitty_id: u32,
-}
-
-impl Encoding {
-    fn new(picker: &Picker) -> Self {
-        Self {
-            protocol: picker.protocol_type(),
-            font_size: picker.font_size(),
-            tmux: picker.tmux_detected(),
-            kitty_compression: picker.capabilities().contains(&Capability::KittyCompression),
-            kitty_id: random_kitty_id(),
-        }
-    }
-
-    /// Prepares `image` for encoding to fill (keeping its aspect ratio) `target` cells.
-    fn job(&self, image: &DynamicImage, target: Size) -> EncodeJob {
-        let kind = match self.protocol {
-            ProtocolType::Halfblocks => StatefulProtocolType::Halfblocks(Halfblocks::default()),
-            ProtocolType::Sixel => StatefulProtocolType::Sixel(Sixel { is_tmux: self.tmux, ..Sixel::default() }),
-            ProtocolType::Kitty => {
-                StatefulProtocolType::Kitty(StatefulKitty::new(self.kitty_id, self.tmux, self.kitty_compression))
-            }
-            ProtocolType::Iterm2 => StatefulProtocolType::ITerm2(Iterm2 { is_tmux: self.tmux, ..Iterm2::default() }),
-        };
-        // Growing a latent shows its real pixels as crisp blocks; shrinking a decode needs smoothing
-        // or it aliases.
-        let target_px = (
-            u32::from(target.width) * u32::from(self.font_size.width),
-            u32::from(target.height) * u32::from(self.font_size.height),
-        );
-        let filter = if image.width() <= target_px.0 && image.height() <= target_px.1 {
-            FilterType::Nearest
-        } else {
-            FilterType::Triangle
-        };
-        EncodeJob {
-            protocol: StatefulProtocol::new(image.clone(), self.font_size, None, kind),
-            resize: Resize::Scale(Some(filter)),
-            target,
-        }
-    }
-}
-
 /// A random id, so that two programs showing kitty images in one terminal do not overwrite each
 /// other's; std's hasher keys are the randomness at hand.
 fn random_kitty_id() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let bits = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    // Id 0 means "no id" to kitty.
+    // Id 0 means "no id" to kitty; placeholders carry the id in a 24-bit colour plus one byte.
     (bits as u32).max(1)
-}
-
-/// One resize+encode, runnable on any thread.
-struct EncodeJob {
-    protocol: StatefulProtocol,
-    resize: Resize,
-    target: Size,
-}
-
-impl EncodeJob {
-    fn run(mut self) -> Result<Encoded, String> {
-        if self.target.width == 0 || self.target.height == 0 {
-            return Err("no room to draw the image".into());
-        }
-        let size = self.protocol.size_for(self.resize.clone(), self.target);
-        self.protocol.resize_encode(&self.resize, size);
-        match self.protocol.last_encoding_result() {
-            Some(Err(err)) => Err(format!("could not encode the image: {err}")),
-            _ => Ok(Encoded { protocol: self.protocol, size }),
-        }
-    }
-}
-
-/// An image encoded for a terminal, `size` cells large.
-struct Encoded {
-    protocol: StatefulProtocol,
-    size: Size,
-}
-
-impl Encoded {
-    /// Draws the image at the top-left of `area` or, with `centre`, in its middle; clipped to `area`.
-    fn render(&mut self, area: Rect, buf: &mut Buffer, centre: bool) {
-        let area = area.intersection(buf.area);
-        let width = self.size.width.min(area.width);
-        let height = self.size.height.min(area.height);
-        if width == 0 || height == 0 {
-            return;
-        }
-        let (x, y) = if centre {
-            (area.x + (area.width - width) / 2, area.y + (area.height - height) / 2)
-        } else {
-            (area.x, area.y)
-        };
-        self.protocol.render(Rect::new(x, y, width, height), buf);
-    }
 }
 
 /// Prints one image below the cursor, outside any full-screen UI (`sdlab generate --show`), at
 /// most `max_cols` x `max_rows` cells and never larger than the terminal.
 ///
-/// Queries the terminal like [`make_picker`] and prints its note, if any, to stderr.
+/// Asks the terminal like the lab does and prints its note, if any, to stderr.
 pub fn print_image(image: &RgbImage, mode: GraphicsMode, max_cols: u16, max_rows: u16) -> anyhow::Result<()> {
     let stdout = io::stdout();
     if !stdout.is_terminal() {
         bail!("--show needs a terminal on stdout");
     }
-    let (picker, note) = make_picker(mode);
+    let info = terminal::ask_outside_ui().context("asking the terminal what it draws")?;
+    let (graphics, note) = setup(mode, &info);
     if let Some(note) = note {
         eprintln!("{note}");
     }
-    let (cols, rows) = crossterm::terminal::size().context("reading the terminal size")?;
-    // One row stays free under the image for the cursor (see `draw_inline`).
-    let bounds = Size::new(max_cols.min(cols), max_rows.min(rows.saturating_sub(1)));
-    let encoded = Encoding::new(&picker)
-        .job(&DynamicImage::ImageRgb8(image.clone()), bounds)
-        .run()
-        .map_err(anyhow::Error::msg)?;
-    let options = TerminalOptions { viewport: Viewport::Inline(encoded.size.height + 1) };
-    let mut terminal = Terminal::with_options(CrosstermBackend::new(stdout), options)?;
-    draw_inline(&mut terminal, encoded)
+    let printed = (|| {
+        let (cols, rows) = crossterm::terminal::size().context("reading the terminal size")?;
+        // One row stays free under the image for the cursor (see `draw_inline`).
+        let bounds = Size::new(max_cols.min(cols), max_rows.min(rows.saturating_sub(1)));
+        let job = EncodeJob {
+            image: DynamicImage::ImageRgb8(image.clone()),
+            target: bounds,
+            graphics,
+            kitty_id: random_kitty_id(),
+        };
+        let encoded = job.run().map_err(anyhow::Error::msg)?;
+        let options = TerminalOptions { viewport: Viewport::Inline(encoded.size().height + 1) };
+        let mut terminal = Terminal::with_options(CrosstermBackend::new(io::stdout()), options)?;
+        io::Write::write_all(terminal.backend_mut(), graphics.prepare().as_bytes())?;
+        draw_inline(&mut terminal, encoded, graphics.route)
+    })();
+    if let Some(tmux) = &info.tmux {
+        tmux.restore();
+    }
+    printed
 }
 
 /// Draws `encoded` at the top of an inline viewport one row taller than the image and leaves the
 /// cursor on that last row, so the shell continues below the image and a sixel that ends on the
 /// screen's last row cannot scroll it out from under ratatui.
-fn draw_inline<B: Backend>(terminal: &mut Terminal<B>, mut encoded: Encoded) -> anyhow::Result<()>
+fn draw_inline<B: Backend>(terminal: &mut Terminal<B>, mut encoded: Encoded, route: Route) -> anyhow::Result<()>
 where
     B::Error: Send + Sync + 'static,
 {
     terminal.draw(|frame| {
         let area = frame.area();
-        encoded.render(area, frame.buffer_mut(), false);
-        let below = area.y + encoded.size.height.min(area.height.saturating_sub(1));
+        let size = encoded.size();
+        let rect = Rect::new(area.x, area.y, size.width.min(area.width), size.height.min(area.height));
+        encoded.render(rect, frame.buffer_mut(), route);
+        let below = area.y + size.height.min(area.height.saturating_sub(1));
         frame.set_cursor_position(Position::new(area.x, below));
     })?;
     Ok(())
@@ -417,15 +292,16 @@ where
 mod tests {
     use super::*;
     use ratatui::backend::TestBackend;
+    use ratatui::buffer::Buffer;
 
-    /// Every cell's symbol in order: where ratatui-image puts its escape sequences.
+    /// Every cell's symbol in order: where the escape sequences are.
     pub(super) fn symbols(buf: &Buffer) -> String {
         buf.content().iter().map(|cell| cell.symbol()).collect()
     }
 
-    /// A picker as the query would build it, without a terminal.
-    pub(super) fn picker(protocol: ProtocolType) -> Picker {
-        picker_without_query(protocol, Some(FontSize::new(8, 16)))
+    /// Drawing with `protocol` on 8x16 px cells.
+    pub(super) fn graphics(protocol: Protocol) -> Graphics {
+        Graphics::new(protocol, FontSize::new(8, 16))
     }
 
     /// A 32x32 gradient, red growing rightwards and green downwards, like a small latent preview.
@@ -433,16 +309,17 @@ mod tests {
         RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 128]))
     }
 
-    fn encode(encoding: &Encoding, area: Rect) -> Buffer {
-        let mut buf = Buffer::empty(area);
-        let mut encoded =
-            encoding.job(&DynamicImage::ImageRgb8(gradient()), area.as_size()).run().expect("encoding succeeds");
-        encoded.render(area, &mut buf, true);
-        buf
+    fn encoded(graphics: Graphics, target: Size) -> Encoded {
+        let job = EncodeJob { image: DynamicImage::ImageRgb8(gradient()), target, graphics, kitty_id: 42 };
+        job.run().expect("encoding succeeds")
     }
 
-    fn encoding(protocol: ProtocolType, tmux: bool) -> Encoding {
-        Encoding { tmux, ..Encoding::new(&picker(protocol)) }
+    fn draw(graphics: Graphics, area: Rect) -> Buffer {
+        let mut buf = Buffer::empty(area);
+        let mut image = encoded(graphics, area.as_size());
+        let size = image.size();
+        image.render(Rect::new(area.x, area.y, size.width, size.height), &mut buf, graphics.route);
+        buf
     }
 
     /// The text between the first `start` and the next `end` after it.
@@ -466,8 +343,7 @@ mod tests {
     #[test]
     fn graphics_halfblocks_fill_the_pane_with_half_blocks_in_the_image_colours() {
         // 32x32 px into 20x10 cells of 8x16 px: scaled up to 160x160 px, exactly the pane.
-        let area = Rect::new(0, 0, 20, 10);
-        let buf = encode(&encoding(ProtocolType::Halfblocks, false), area);
+        let buf = draw(graphics(Protocol::Halfblocks), Rect::new(0, 0, 20, 10));
         let half_blocks = buf.content().iter().filter(|c| matches!(c.symbol(), "▀" | "▄")).count();
         assert!(half_blocks >= 150, "only {half_blocks} of 200 cells are half blocks");
         let rgb = |c: ratatui::style::Color| match c {
@@ -482,108 +358,133 @@ mod tests {
 
     #[test]
     fn graphics_sixel_is_one_dcs_sequence_in_the_top_left_cell() {
-        let area = Rect::new(0, 0, 20, 10);
-        let buf = encode(&encoding(ProtocolType::Sixel, false), area);
+        let buf = draw(graphics(Protocol::Sixel), Rect::new(0, 0, 20, 10));
         let text = symbols(&buf);
         let body = between(&text, "\x1bP", "\x1b\\").expect("a DCS sequence");
         assert!(body.contains('q'), "DCS is not a sixel: {:?}", &body[..body.len().min(40)]);
-        assert!(buf[(0, 0)].symbol().starts_with('\x1b'));
+        assert!(buf[(0, 0)].symbol().starts_with("\x1b7"), "the cursor is saved around the image");
+        assert!(buf[(0, 0)].symbol().ends_with("\x1b8\x1b[C"), "and put back one cell on");
         assert!(!text.contains("tmux"));
         // The rest of the image is left to the terminal.
         assert!(buf.content()[1..].iter().all(|c| c.diff_option == ratatui::buffer::CellDiffOption::Skip));
     }
 
     #[test]
-    fn graphics_kitty_transmits_directly_in_base64() {
-        let area = Rect::new(0, 0, 20, 10);
-        let buf = encode(&encoding(ProtocolType::Kitty, false), area);
+    fn graphics_kitty_placeholders_transmit_directly_in_base64() {
+        let buf = draw(graphics(Protocol::Kitty { placeholders: true }), Rect::new(0, 0, 20, 10));
         let text = symbols(&buf);
         let control = between(&text, "\x1b_G", ";").expect("a kitty graphics command");
         assert!(control.contains("t=d"), "not a direct transmission: {control}");
         assert!(control.contains("a=T") && control.contains("U=1"), "{control}");
         assert!(!text.contains("t=f") && !text.contains("t=s") && !text.contains("t=t"));
-        let payload = between(&text, "m=0;", "\x1b\\").expect("a final chunk");
-        assert!(!payload.is_empty());
-        assert!(payload.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)), "not base64");
         // Every cell of the pane is a unicode placeholder pointing at the image.
         let placeholders = buf.content().iter().filter(|c| c.symbol().contains('\u{10EEEE}')).count();
         assert_eq!(placeholders, 200);
     }
 
     #[test]
+    fn graphics_kitty_without_placeholders_places_one_image_at_the_top_left_cell() {
+        let buf = draw(graphics(Protocol::Kitty { placeholders: false }), Rect::new(0, 0, 20, 10));
+        let text = symbols(&buf);
+        assert!(!text.contains('\u{10EEEE}') && !text.contains("U=1"));
+        let control = between(&text, "\x1b_G", ";").expect("a kitty graphics command");
+        assert!(control.contains("a=T") && control.contains("i=42") && control.contains("c=20,r=10"), "{control}");
+        assert!(buf.content()[1..].iter().all(|c| c.diff_option == ratatui::buffer::CellDiffOption::Skip));
+    }
+
+    #[test]
     fn graphics_iterm2_sends_an_inline_file() {
-        let area = Rect::new(0, 0, 20, 10);
-        let text = symbols(&encode(&encoding(ProtocolType::Iterm2, false), area));
+        let text = symbols(&draw(graphics(Protocol::Iterm2), Rect::new(0, 0, 20, 10)));
         let args = between(&text, "\x1b]1337;File=", ":").expect("an iTerm2 file sequence");
         assert!(args.contains("inline=1"), "{args}");
         assert!(args.contains("width=160px") && args.contains("height=160px"), "{args}");
     }
 
+    /// What tmux forwards of the envelopes in `text`: their contents, escapes undoubled;
+    /// and what it keeps for the pane. An undoubled ESC inside ends an envelope early, and
+    /// the rest of the image then reaches the pane as text: the bug this layer fixes.
+    fn forwarded_by_tmux(text: &str) -> (String, String) {
+        let (mut forwarded, mut kept) = (String::new(), String::new());
+        let mut rest = text;
+        while let Some(start) = rest.find("\x1bPtmux;") {
+            kept.push_str(&rest[..start]);
+            let body = &rest[start + "\x1bPtmux;".len()..];
+            let mut chars = body.char_indices();
+            let mut end = body.len();
+            while let Some((i, c)) = chars.next() {
+                if c == '\x1b' {
+                    match chars.next() {
+                        Some((_, '\x1b')) => forwarded.push('\x1b'),
+                        _ => {
+                            end = i + 2;
+                            break;
+                        }
+                    }
+                } else {
+                    forwarded.push(c);
+                }
+            }
+            rest = &body[end.min(body.len())..];
+        }
+        kept.push_str(rest);
+        (forwarded, kept)
+    }
+
     #[test]
-    fn graphics_tmux_wraps_sequences_for_passthrough() {
-        let area = Rect::new(0, 0, 20, 10);
-        let sixel = symbols(&encode(&encoding(ProtocolType::Sixel, true), area));
-        assert!(sixel.starts_with("\x1bPtmux;"), "{:?}", &sixel[..20]);
-        assert!(sixel.contains("\x1b\x1bP"), "inner escapes are doubled");
-        assert!(sixel.trim_end_matches(' ').ends_with("\x1b\\"));
+    fn graphics_tmux_forwards_whole_images_at_the_pane_cell() {
+        let mut tmux = graphics(Protocol::Sixel);
+        tmux.route = Route::Tmux { origin: (3, 1) };
+        let buf = draw(tmux, Rect::new(5, 2, 20, 10));
+        let (forwarded, kept) = forwarded_by_tmux(buf[(5, 2)].symbol());
+        assert!(forwarded.starts_with("\x1b7\x1b[4;9H"), "placed at the pane's cell: {:?}", &forwarded[..12]);
+        assert!(forwarded.contains("\x1bP") && forwarded.ends_with("\x1b\\\x1b8"), "the sixel arrives whole");
+        assert_eq!(kept, "\x1b[C", "tmux itself only moves the cursor on");
 
-        let kitty = symbols(&encode(&encoding(ProtocolType::Kitty, true), area));
-        assert!(kitty.starts_with("\x1bPtmux;\x1b\x1b_G"), "{:?}", &kitty[..20]);
-        assert_eq!(kitty.matches("\x1bPtmux;").count(), kitty.matches("\x1b\x1b\\\x1b\\").count());
-
-        let iterm2 = symbols(&encode(&encoding(ProtocolType::Iterm2, true), area));
-        assert!(iterm2.starts_with("\x1bPtmux;") && iterm2.contains("\x1b\x1b]1337;File="));
+        let mut tmux = graphics(Protocol::Kitty { placeholders: true });
+        tmux.route = Route::Tmux { origin: (0, 0) };
+        let text = symbols(&draw(tmux, Rect::new(0, 0, 20, 10)));
+        assert!(text.starts_with("\x1bPtmux;\x1b\x1b_G"), "{:?}", &text[..20]);
+        let (forwarded, _) = forwarded_by_tmux(&text);
+        assert!(forwarded.contains("a=T") && forwarded.ends_with("\x1b\\"));
     }
 
     #[test]
     fn graphics_tiny_areas_draw_nothing_and_do_not_panic() {
-        let job = encoding(ProtocolType::Sixel, false).job(&DynamicImage::ImageRgb8(gradient()), Size::new(0, 0));
+        let job = EncodeJob {
+            image: DynamicImage::ImageRgb8(gradient()),
+            target: Size::new(0, 0),
+            graphics: graphics(Protocol::Sixel),
+            kitty_id: 1,
+        };
         assert!(job.run().is_err());
-        for protocol in [ProtocolType::Halfblocks, ProtocolType::Sixel, ProtocolType::Kitty, ProtocolType::Iterm2] {
-            let buf = encode(&encoding(protocol, false), Rect::new(0, 0, 1, 1));
+        for protocol in
+            [Protocol::Halfblocks, Protocol::Sixel, Protocol::Kitty { placeholders: true }, Protocol::Iterm2]
+        {
+            let buf = draw(graphics(protocol), Rect::new(0, 0, 1, 1));
             assert_ne!(buf[(0, 0)].symbol(), " ", "{protocol:?} draws into one cell");
         }
     }
 
     #[test]
-    fn graphics_make_picker_keeps_a_forced_protocol_without_a_terminal() {
+    fn graphics_setup_keeps_a_forced_protocol_without_a_terminal() {
         for (mode, protocol) in [
-            (GraphicsMode::Sixel, ProtocolType::Sixel),
-            (GraphicsMode::Kitty, ProtocolType::Kitty),
-            (GraphicsMode::Iterm2, ProtocolType::Iterm2),
-            (GraphicsMode::Halfblocks, ProtocolType::Halfblocks),
+            (GraphicsMode::Sixel, Protocol::Sixel),
+            (GraphicsMode::Kitty, Protocol::Kitty { placeholders: false }),
+            (GraphicsMode::Iterm2, Protocol::Iterm2),
+            (GraphicsMode::Halfblocks, Protocol::Halfblocks),
         ] {
-            assert_eq!(make_picker(mode).0.protocol_type(), protocol, "{mode}");
+            assert_eq!(setup(mode, &TerminalInfo::default()).0.protocol, protocol, "{mode}");
         }
-        assert_eq!(make_picker(GraphicsMode::Halfblocks).1, None);
+        assert_eq!(setup(GraphicsMode::Halfblocks, &TerminalInfo::default()).1, None);
     }
 
     #[test]
-    fn graphics_failed_query_falls_back_to_halfblocks_and_says_so() {
-        let failed = || Err("the terminal did not answer the graphics query".to_string());
-        let (picker, note) = resolve_picker(GraphicsMode::Auto, failed(), || None);
-        assert_eq!(picker.protocol_type(), ProtocolType::Halfblocks);
-        assert_eq!((picker.font_size().width, picker.font_size().height), (8, 16));
-        let note = note.expect("a note for the user");
-        assert!(note.contains("did not answer") && note.contains("halfblocks") && note.contains("8x16"), "{note}");
-        assert!(note.contains("--graphics"), "{note}");
-
-        let (picker, note) = resolve_picker(GraphicsMode::Sixel, failed(), || Some(FontSize::new(10, 21)));
-        assert_eq!(picker.protocol_type(), ProtocolType::Sixel);
-        assert_eq!((picker.font_size().width, picker.font_size().height), (10, 21));
-        assert!(note.unwrap().contains("sixel and a 10x21 px cell (from the window size)"));
-
-        let (picker, note) = resolve_picker(GraphicsMode::Kitty, Ok(picker), || None);
-        assert_eq!(picker.protocol_type(), ProtocolType::Kitty);
-        assert_eq!(note, None);
-    }
-
-    #[test]
-    fn graphics_only_sixel_and_iterm2_need_a_clear_after_an_overlay() {
-        assert!(needs_clear_after_overlay(ProtocolType::Sixel));
-        assert!(needs_clear_after_overlay(ProtocolType::Iterm2));
-        assert!(!needs_clear_after_overlay(ProtocolType::Kitty));
-        assert!(!needs_clear_after_overlay(ProtocolType::Halfblocks));
+    fn graphics_prepare_turns_sixel_display_mode_off_through_tmux_too() {
+        assert_eq!(graphics(Protocol::Sixel).prepare(), "\x1b[?80l");
+        assert_eq!(graphics(Protocol::Halfblocks).prepare(), "");
+        let mut tmux = graphics(Protocol::Sixel);
+        tmux.route = Route::Tmux { origin: (0, 0) };
+        assert_eq!(tmux.prepare(), "\x1bPtmux;\x1b\x1b[?80l\x1b\\");
     }
 
     #[test]
@@ -591,12 +492,9 @@ mod tests {
         let mut terminal =
             Terminal::with_options(TestBackend::new(40, 20), TerminalOptions { viewport: Viewport::Inline(11) })
                 .unwrap();
-        let encoded = encoding(ProtocolType::Kitty, false)
-            .job(&DynamicImage::ImageRgb8(gradient()), Size::new(40, 10))
-            .run()
-            .unwrap();
-        assert_eq!(encoded.size, Size::new(20, 10));
-        draw_inline(&mut terminal, encoded).unwrap();
+        let image = encoded(graphics(Protocol::Kitty { placeholders: true }), Size::new(40, 10));
+        assert_eq!(image.size(), Size::new(20, 10));
+        draw_inline(&mut terminal, image, Route::Direct).unwrap();
         let buf = terminal.backend().buffer().clone();
         assert!(symbols(&buf).contains("\x1b_G"));
         let placeholders = buf.content().iter().filter(|c| c.symbol().contains('\u{10EEEE}')).count();

@@ -1,19 +1,38 @@
 //! [`ImageSlot`]: one image pane whose resize+encode runs on a worker thread.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 
 use image::{DynamicImage, RgbImage};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Rect, Size};
-use ratatui_image::picker::Picker;
 
-use super::{EncodeJob, Encoded, Encoding};
+use super::{random_kitty_id, EncodeJob, Encoded, Graphics, Route};
+
+/// What one frame tells every pane before they draw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The areas that popups, fields and dialogs take this frame: a placed image that
+    /// touches one is not drawn.
+    pub hidden_under: Vec<Rect>,
+    pub route: Route,
+}
+
+impl Frame {
+    /// A frame with nothing over the panes.
+    pub fn plain(route: Route) -> Self {
+        Self { hidden_under: Vec::new(), route }
+    }
+}
 
 /// One image pane: holds the current image, keeps the newest finished encoding on screen, and has
 /// a worker thread encode the image whenever it or the pane's size changes (see the module doc).
 pub struct ImageSlot {
-    encoding: Encoding,
+    graphics: Graphics,
+    /// kitty keeps images by id; one per pane makes each new image replace the last
+    /// instead of piling up a denoising run's worth of frames.
+    kitty_id: u32,
     image: Option<DynamicImage>,
     /// Bumped by every [`ImageSlot::set`], so a job can tell which image it encodes.
     generation: u64,
@@ -35,13 +54,13 @@ pub struct ImageSlot {
 impl ImageSlot {
     /// A slot for an app that redraws on a timer or after every event: it finds finished encodings
     /// by calling [`ImageSlot::poll`].
-    pub fn new(picker: &Picker) -> Self {
-        Self::with_waker(picker, || {})
+    pub fn new(graphics: Graphics) -> Self {
+        Self::with_waker(graphics, || {})
     }
 
     /// A slot whose worker calls `waker` after each finished encoding, for an app that sleeps on
     /// its own event channel until something happens (send it a redraw event from the waker).
-    pub fn with_waker(picker: &Picker, waker: impl Fn() + Send + 'static) -> Self {
+    pub fn with_waker(graphics: Graphics, waker: impl Fn() + Send + 'static) -> Self {
         let (jobs, job_rx) = mpsc::channel();
         let (done_tx, finished) = mpsc::channel();
         thread::Builder::new()
@@ -49,7 +68,8 @@ impl ImageSlot {
             .spawn(move || encode_jobs(job_rx, done_tx, waker))
             .expect("spawning the image encoding thread");
         Self {
-            encoding: Encoding::new(picker),
+            graphics,
+            kitty_id: random_kitty_id(),
             image: None,
             generation: 0,
             last_target: None,
@@ -104,26 +124,40 @@ impl ImageSlot {
         self.error.as_deref()
     }
 
+    /// The kitty image id this pane's pictures use.
+    pub fn kitty_id(&self) -> u32 {
+        self.kitty_id
+    }
+
     /// Draws the newest finished encoding centred in `area`, and asks for a new one when the image
     /// or `area`'s size changed. Does not block; an empty area draws nothing.
-    pub fn render(&mut self, area: Rect, buf: &mut Buffer) {
+    ///
+    /// Returns where a placed image (one the terminal keeps apart from the cells) now is; a
+    /// placed image under one of `frame`'s hidden areas is not drawn.
+    pub fn render(&mut self, area: Rect, buf: &mut Buffer, frame: &Frame) -> Option<Rect> {
         let area = area.intersection(buf.area);
         if area.is_empty() {
-            return;
+            return None;
         }
         let target = area.as_size();
         self.last_target = Some(target);
         if self.image.is_some() && self.requested != Some((self.generation, target)) {
             self.request(target);
         }
-        if let Some((_, encoded)) = &mut self.shown {
-            encoded.render(area, buf, true);
+        let (_, encoded) = self.shown.as_mut()?;
+        let size = encoded.size();
+        let (width, height) = (size.width.min(area.width), size.height.min(area.height));
+        let rect = Rect::new(area.x + (area.width - width) / 2, area.y + (area.height - height) / 2, width, height);
+        if encoded.is_placed() && frame.hidden_under.iter().any(|hidden| hidden.intersects(rect)) {
+            return None;
         }
+        encoded.render(rect, buf, frame.route);
+        (encoded.is_placed() && rect.as_size() == size).then_some(rect)
     }
 
     fn request(&mut self, target: Size) {
         let Some(image) = &self.image else { return };
-        let job = self.encoding.job(image, target);
+        let job = EncodeJob { image: image.clone(), target, graphics: self.graphics, kitty_id: self.kitty_id };
         self.next_job += 1;
         self.requested = Some((self.generation, target));
         // The worker only stops when this slot is dropped, so a failed send cannot happen while
@@ -140,7 +174,10 @@ fn encode_jobs(jobs: Receiver<(u64, EncodeJob)>, finished: Sender<(u64, Result<E
             newest = newer;
         }
         let (id, job) = newest;
-        if finished.send((id, job.run())).is_err() {
+        // A panic in an encoder is one picture that failed, not a pane that stops for good.
+        let result = catch_unwind(AssertUnwindSafe(|| job.run()))
+            .unwrap_or_else(|_| Err("the image encoder failed (see the message after quitting)".into()));
+        if finished.send((id, result)).is_err() {
             return;
         }
         waker();
@@ -152,15 +189,15 @@ mod tests {
     use std::time::Duration;
 
     use ratatui::style::Color;
-    use ratatui_image::picker::ProtocolType;
 
-    use super::super::tests::{gradient, picker, symbols};
+    use super::super::tests::{gradient, graphics, symbols};
+    use super::super::Protocol;
     use super::*;
 
     /// A slot whose finished encodings can be waited for, and the way to wait.
-    fn slot(protocol: ProtocolType) -> (ImageSlot, impl Fn()) {
+    fn slot(protocol: Protocol) -> (ImageSlot, impl Fn()) {
         let (tx, rx) = mpsc::channel();
-        let slot = ImageSlot::with_waker(&picker(protocol), move || {
+        let slot = ImageSlot::with_waker(graphics(protocol), move || {
             let _ = tx.send(());
         });
         // Generous: only guards against a hang, the encodings take milliseconds.
@@ -174,13 +211,13 @@ mod tests {
 
     fn render(slot: &mut ImageSlot, area: Rect) -> Buffer {
         let mut buf = Buffer::empty(Rect::new(0, 0, 40, 20));
-        slot.render(area, &mut buf);
+        slot.render(area, &mut buf, &Frame::plain(Route::Direct));
         buf
     }
 
     #[test]
     fn graphics_slot_encodes_off_thread_then_shows_the_image() {
-        let (mut slot, wait) = slot(ProtocolType::Sixel);
+        let (mut slot, wait) = slot(Protocol::Sixel);
         let area = Rect::new(0, 0, 40, 20);
         slot.set(gradient());
         // The first render only sends the job: nothing to show yet.
@@ -196,7 +233,7 @@ mod tests {
 
     #[test]
     fn graphics_slot_replaces_the_image_and_keeps_the_old_one_until_then() {
-        let (mut slot, wait) = slot(ProtocolType::Halfblocks);
+        let (mut slot, wait) = slot(Protocol::Halfblocks);
         let area = Rect::new(0, 0, 20, 10);
         slot.set(solid([200, 0, 0]));
         render(&mut slot, area);
@@ -216,7 +253,7 @@ mod tests {
 
     #[test]
     fn graphics_slot_grows_with_the_pane_and_centres_the_image() {
-        let (mut slot, wait) = slot(ProtocolType::Halfblocks);
+        let (mut slot, wait) = slot(Protocol::Halfblocks);
         slot.set(solid([0, 150, 0]));
         render(&mut slot, Rect::new(0, 0, 10, 5));
         wait();
@@ -240,7 +277,7 @@ mod tests {
 
     #[test]
     fn graphics_slot_survives_empty_tiny_and_offscreen_areas() {
-        let (mut slot, wait) = slot(ProtocolType::Kitty);
+        let (mut slot, wait) = slot(Protocol::Kitty { placeholders: true });
         slot.set(gradient());
         for area in [Rect::new(0, 0, 0, 0), Rect::new(5, 5, 0, 3), Rect::new(100, 100, 10, 10)] {
             assert_eq!(symbols(&render(&mut slot, area)).trim(), "");
@@ -257,5 +294,37 @@ mod tests {
         let buf = render(&mut slot, Rect::new(30, 15, 20, 20));
         let placeholders = buf.content().iter().filter(|c| c.symbol().contains('\u{10EEEE}')).count();
         assert_eq!(placeholders, 50, "a square image fills 10x5 cells of 8x16 px");
+    }
+
+    #[test]
+    fn graphics_slot_hides_a_placed_image_under_a_popup_and_reports_where_it_is() {
+        let area = Rect::new(0, 0, 40, 20);
+        let (mut sixel, wait) = slot(Protocol::Sixel);
+        sixel.set(gradient());
+        render(&mut sixel, area);
+        wait();
+        sixel.poll();
+        let mut buf = Buffer::empty(area);
+        // 32x32 px on 8x16 px cells, scaled to fill 40x20 cells: 40x20 cells, the whole pane
+        let placed = sixel.render(area, &mut buf, &Frame::plain(Route::Direct));
+        assert_eq!(placed, Some(area));
+        assert!(buf[(0, 0)].symbol().contains("\x1bP"));
+
+        let popup = Frame { hidden_under: vec![Rect::new(30, 15, 20, 3)], route: Route::Direct };
+        let mut buf = Buffer::empty(area);
+        assert_eq!(sixel.render(area, &mut buf, &popup), None, "under a popup, nowhere");
+        assert_eq!(symbols(&buf).trim(), "", "and nothing drawn");
+        let beside = Frame { hidden_under: vec![Rect::new(0, 25, 20, 3)], route: Route::Direct };
+        assert_eq!(sixel.render(area, &mut Buffer::empty(area), &beside), Some(area));
+
+        // half-blocks are cells: the popup drawn after them simply replaces them
+        let (mut cells, wait) = slot(Protocol::Halfblocks);
+        cells.set(gradient());
+        render(&mut cells, area);
+        wait();
+        cells.poll();
+        let mut buf = Buffer::empty(area);
+        assert_eq!(cells.render(area, &mut buf, &popup), None);
+        assert!(symbols(&buf).contains('▀') || symbols(&buf).contains('▄'));
     }
 }

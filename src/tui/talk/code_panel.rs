@@ -164,7 +164,7 @@ mod tests {
 
     fn lay(width: usize, highlighted: &[usize], values: &[(usize, String)]) -> (Vec<String>, Option<usize>) {
         let function = Function { first_line: 10, text: SOURCE };
-        let rows = layout(&function, highlighted, values, width, &Theme::Default.palette());
+        let rows = layout(&function, highlighted, values, width, &Theme::Dark.palette());
         (rows.lines.iter().map(text).collect(), rows.focus)
     }
 

@@ -13,7 +13,7 @@ pub mod source;
 pub mod theme;
 pub mod walk;
 
-pub use theme::Theme;
+pub use theme::{Theme, ThemeChoice};
 
 use super::i18n::Lang;
 
@@ -23,6 +23,9 @@ pub struct Talk {
     pub on: bool,
     pub lang: Lang,
     pub theme: Theme,
+    /// The light or dark theme the terminal's background calls for: where `c` goes back
+    /// to from high contrast.
+    pub plain: Theme,
     pub denoise: DenoiseAt,
 }
 

@@ -23,11 +23,15 @@ use super::views::StepView;
 use crate::model::unet::StepTaps;
 
 /// Draws the whole UI: the lab's screens, or in talk mode the slides.
+///
+/// Popups and fields drawn over the screens are known before anything is drawn, so that the
+/// images under them are left out of the frame rather than painted over them.
 pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
+    images.begin_frame(&overlays(app, frame.area()));
     if app.talk.on {
         talk::draw(frame, app, images);
         if app.show_help {
-            help::draw(frame, frame.area());
+            help::draw(frame, help::area(frame.area(), app), app);
         }
         return;
     }
@@ -49,8 +53,20 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
     draw_status(frame, app, status);
     draw_footer(frame, app, footer);
     if app.show_help {
-        help::draw(frame, frame.area());
+        help::draw(frame, help::area(frame.area(), app), app);
     }
+}
+
+/// The areas drawn over the screens this frame: the key map, and talk mode's text field.
+pub fn overlays(app: &App, screen: Rect) -> Vec<Rect> {
+    let mut areas = Vec::new();
+    if app.show_help {
+        areas.push(help::area(screen, app));
+    }
+    if app.talk.on && app.focus.is_some() {
+        areas.push(talk::field_area(screen));
+    }
+    areas
 }
 
 /// Where the run is: the four stages (the current one highlighted, with step i/N),

@@ -19,20 +19,32 @@ use crate::tui::talk::theme::Palette;
 use crate::tui::talk::{DenoiseAt, DenoiseOp};
 use crate::tui::text_field;
 
-pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
-    let area = frame.area();
-    let palette = app.talk.theme.palette();
-    let labels = app.talk.lang.labels();
-    frame.render_widget(Block::new().style(palette.base), area);
+/// A slide's rows: the title band, what the stage does, the keys, the body, and a last
+/// row left empty since projectors often cut it.
+fn rows(area: Rect) -> [Rect; 5] {
     let title_rows = if area.height >= 50 { 3 } else { 1 };
-    let [title, about, hints, body, _cut_by_projectors] = Layout::vertical([
+    Layout::vertical([
         Constraint::Length(title_rows),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(0),
         Constraint::Length(1),
     ])
-    .areas(area);
+    .areas(area)
+}
+
+/// Where a text field opened on a slide goes: over the top of the body.
+pub fn field_area(screen: Rect) -> Rect {
+    let body = rows(screen)[3];
+    Rect { height: 3.min(body.height), ..body }
+}
+
+pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
+    let area = frame.area();
+    let palette = app.talk.theme.palette();
+    let labels = app.talk.lang.labels();
+    frame.render_widget(Block::new().style(palette.base), area);
+    let [title, about, hints, body, _cut_by_projectors] = rows(area);
     draw_title(frame, app, &palette, title);
     let about_text = match app.screen {
         Screen::EncodePrompt => labels.encode_prompt_about,
@@ -63,7 +75,7 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
         }
     }
     if let Some(focus) = app.focus {
-        draw_field(frame, app, focus, body);
+        draw_field(frame, app, focus, field_area(area));
     }
 }
 
@@ -278,7 +290,7 @@ fn draw_denoise(frame: &mut Frame, app: &App, images: &mut Images, labels: &Labe
 
 /// A text field opened by a lab key (`e`, `g`, `s`, `w`, ...) works in talk mode too: it
 /// opens over the top of the slide.
-fn draw_field(frame: &mut Frame, app: &App, focus: Focus, body: Rect) {
+fn draw_field(frame: &mut Frame, app: &App, focus: Focus, area: Rect) {
     let (title, field) = match focus {
         Focus::Prompt => ("prompt (Enter encode, Esc cancel)", &app.prompt),
         Focus::Negative => ("negative prompt (Enter encode, Esc cancel)", &app.negative),
@@ -288,7 +300,6 @@ fn draw_field(frame: &mut Frame, app: &App, focus: Focus, body: Rect) {
         Focus::SessionSave => ("save session to (Enter, Esc cancel)", &app.session_field),
         Focus::SessionOpen => ("open session (Enter, Esc cancel)", &app.session_field),
     };
-    let area = Rect { height: 3.min(body.height), ..body };
     let block = super::block(title, true);
     let inner = block.inner(area);
     frame.render_widget(Clear, area);

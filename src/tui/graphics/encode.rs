@@ -1,0 +1,267 @@
+//! A picture made into what the terminal draws, for a pane of a given size.
+//!
+//! Two kinds come out. **Cells** (half-blocks, kitty's unicode placeholders) are
+//! ordinary buffer cells: whatever is drawn over them replaces them, like text.
+//! **Placed** images (sixel, iTerm2, kitty placed directly) are one escape sequence
+//! written at the image's top-left cell, and pixels the terminal keeps until something
+//! erases them; the other cells of the image are skipped by ratatui's diff. A placed
+//! image carries its own position when it goes through tmux (see [`Route`]).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use base64::Engine as _;
+use image::{imageops::FilterType, DynamicImage};
+use ratatui::buffer::{Buffer, CellDiffOption};
+use ratatui::layout::{Rect, Size};
+use ratatui::widgets::Widget;
+use ratatui_image::protocol::halfblocks::Halfblocks;
+use ratatui_image::protocol::iterm2::Iterm2;
+use ratatui_image::protocol::kitty::Kitty;
+use ratatui_image::protocol::sixel::Sixel;
+use ratatui_image::protocol::Protocol as CellProtocol;
+use ratatui_image::Resize;
+
+use super::{Graphics, Protocol, Route};
+use crate::tui::terminal::mux::passthrough;
+
+/// tmux (3.3a) drops a passthrough sequence past about a megabyte; a large image goes
+/// out as several consecutive envelopes, which reach the terminal as one stream.
+const PASSTHROUGH_PIECE: usize = 256 * 1024;
+
+/// kitty takes base64 payloads in chunks of at most 4096 bytes.
+const KITTY_CHUNK: usize = 4096;
+
+/// One resize+encode, runnable on any thread.
+pub(super) struct EncodeJob {
+    pub image: DynamicImage,
+    pub target: Size,
+    pub graphics: Graphics,
+    pub kitty_id: u32,
+}
+
+impl EncodeJob {
+    /// Scales the image to fill `target` cells (keeping its aspect ratio) and encodes it.
+    pub fn run(self) -> Result<Encoded, String> {
+        if self.target.width == 0 || self.target.height == 0 {
+            return Err("no room to draw the image".into());
+        }
+        let font = self.graphics.font_size;
+        let target_px = (
+            u32::from(self.target.width) * u32::from(font.width),
+            u32::from(self.target.height) * u32::from(font.height),
+        );
+        // Growing a latent shows its real pixels as crisp blocks; shrinking a decode needs
+        // smoothing or it aliases.
+        let filter = if self.image.width() <= target_px.0 && self.image.height() <= target_px.1 {
+            FilterType::Nearest
+        } else {
+            FilterType::Triangle
+        };
+        let resize = Resize::Scale(Some(filter));
+        let size = resize.size_for(&self.image, font, self.target);
+        let image = resize.resize(&self.image, font, size, None);
+        let tmux = matches!(self.graphics.route, Route::Tmux { .. });
+        let failed = |err: ratatui_image::errors::Errors| format!("could not encode the image: {err}");
+        Ok(match self.graphics.protocol {
+            Protocol::Halfblocks => {
+                Encoded::cells(CellProtocol::Halfblocks(Halfblocks::new(image, size).map_err(failed)?))
+            }
+            Protocol::Kitty { placeholders: true } => {
+                let kitty = Kitty::new(image, size, self.kitty_id, tmux, self.graphics.kitty_zlib).map_err(failed)?;
+                Encoded::cells(CellProtocol::Kitty(kitty))
+            }
+            Protocol::Sixel => Encoded::placed(Sixel::new(image, size, false).map_err(failed)?.data, size),
+            Protocol::Iterm2 => Encoded::placed(Iterm2::new(image, size, false).map_err(failed)?.data, size),
+            Protocol::Kitty { placeholders: false } => {
+                Encoded::placed(kitty_place(&image, size, self.kitty_id, self.graphics.kitty_zlib), size)
+            }
+        })
+    }
+}
+
+/// A kitty image transmitted and placed at the cursor in one command, `size` cells large,
+/// quietly (`q=2`: no replies to mistake for keys), without moving the cursor (`C=1`).
+/// Sending an image under an id already in use replaces that image and its placement,
+/// so a pane's new picture needs no separate deletion; [`kitty_delete`] removes one.
+pub fn kitty_place(image: &DynamicImage, size: Size, id: u32, zlib: bool) -> String {
+    let rgb = image.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let raw = rgb.into_raw();
+    let payload = if zlib {
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        // writing into a Vec cannot fail
+        encoder.write_all(&raw).expect("zlib into a Vec");
+        encoder.finish().expect("zlib into a Vec")
+    } else {
+        raw
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+    let compression = if zlib { "o=z," } else { "" };
+    let chunks: Vec<&[u8]> = encoded.as_bytes().chunks(KITTY_CHUNK).collect();
+    let mut out = String::with_capacity(encoded.len() + chunks.len() * 16 + 96);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let more = u8::from(i + 1 < chunks.len());
+        if i == 0 {
+            let (cols, rows) = (size.width, size.height);
+            let _ = write!(
+                out,
+                "\x1b_Ga=T,f=24,t=d,{compression}i={id},p=1,s={w},v={h},c={cols},r={rows},C=1,q=2,m={more};"
+            );
+        } else {
+            let _ = write!(out, "\x1b_Gm={more};");
+        }
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push_str("\x1b\\");
+    }
+    out
+}
+
+/// Deletes kitty image `id`: its placement and its data.
+pub fn kitty_delete(id: u32) -> String {
+    format!("\x1b_Ga=d,d=I,i={id},q=2\x1b\\")
+}
+
+/// An image encoded for the terminal, `size` cells large.
+pub(super) enum Encoded {
+    Cells { protocol: CellProtocol, size: Size },
+    Placed { payload: String, size: Size, written: Option<(Rect, Route, String)> },
+}
+
+impl Encoded {
+    fn cells(protocol: CellProtocol) -> Self {
+        let size = protocol.size();
+        Encoded::Cells { protocol, size }
+    }
+
+    fn placed(payload: String, size: Size) -> Self {
+        Encoded::Placed { payload, size, written: None }
+    }
+
+    pub fn size(&self) -> Size {
+        match self {
+            Encoded::Cells { size, .. } | Encoded::Placed { size, .. } => *size,
+        }
+    }
+
+    /// Whether the terminal keeps this image's pixels apart from the cells.
+    pub fn is_placed(&self) -> bool {
+        matches!(self, Encoded::Placed { .. })
+    }
+
+    /// Draws the image into `rect` (its own size, or less for cell images clipped by
+    /// the pane); a placed image that does not fit whole is not drawn.
+    pub fn render(&mut self, rect: Rect, buf: &mut Buffer, route: Route) {
+        match self {
+            Encoded::Cells { protocol, .. } => {
+                ratatui_image::Image::new(protocol).allow_clipping(true).render(rect, buf)
+            }
+            Encoded::Placed { payload, size, written } => {
+                if rect.width < size.width || rect.height < size.height {
+                    return;
+                }
+                if written.as_ref().is_none_or(|(at, via, _)| *at != rect || *via != route) {
+                    *written = Some((rect, route, place_at(payload, rect, route)));
+                }
+                let symbol = &written.as_ref().expect("just written").2;
+                for y in rect.top()..rect.bottom() {
+                    for x in rect.left()..rect.right() {
+                        if let Some(cell) = buf.cell_mut((x, y)) {
+                            cell.set_diff_option(CellDiffOption::Skip);
+                        }
+                    }
+                }
+                if let Some(cell) = buf.cell_mut(rect.as_position()) {
+                    cell.set_symbol(symbol).set_diff_option(CellDiffOption::ForcedWidth(1.try_into().expect("1")));
+                }
+            }
+        }
+    }
+}
+
+/// The sequence that draws `payload` with its top-left at `rect`'s, written at that cell.
+///
+/// The cursor is saved and restored around the image, then moved one cell on, which is
+/// where ratatui expects it after a one-cell symbol. Through tmux the image also moves
+/// the outer terminal's cursor to the pane's cell itself, since tmux forwards it as is.
+fn place_at(payload: &str, rect: Rect, route: Route) -> String {
+    match route {
+        Route::Direct => format!("\x1b7{payload}\x1b8\x1b[C"),
+        Route::Tmux { origin: (left, top) } => {
+            let (row, column) = (u32::from(top) + u32::from(rect.y) + 1, u32::from(left) + u32::from(rect.x) + 1);
+            let whole = format!("\x1b7\x1b[{row};{column}H{payload}\x1b8");
+            let mut out = String::with_capacity(whole.len() * 11 / 10 + 64);
+            let mut piece = String::new();
+            for c in whole.chars() {
+                piece.push(c);
+                if piece.len() >= PASSTHROUGH_PIECE {
+                    out.push_str(&passthrough(&piece));
+                    piece.clear();
+                }
+            }
+            if !piece.is_empty() {
+                out.push_str(&passthrough(&piece));
+            }
+            out.push_str("\x1b[C");
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_kitty_place_sends_rgb_in_chunks_quietly_without_moving_the_cursor() {
+        let image = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 48, image::Rgb([10, 200, 30])));
+        let text = kitty_place(&image, Size::new(8, 3), 7, false);
+        let first = &text[..text.find(';').unwrap()];
+        for key in ["a=T", "f=24", "t=d", "i=7", "p=1", "s=64", "v=48", "c=8", "r=3", "C=1", "q=2", "m=1"] {
+            assert!(first.split([',', 'G']).any(|k| k == key), "{key} missing from {first}");
+        }
+        assert!(!first.contains("U=1"), "no unicode placeholders: kitty < 0.28 rejects them");
+        let chunks: Vec<&str> = text.split("\x1b\\").filter(|c| !c.is_empty()).collect();
+        // 64 * 48 * 3 bytes = 9216, base64 12288: three chunks of 4096
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[1].starts_with("\x1b_Gm=1;") && chunks[2].starts_with("\x1b_Gm=0;"));
+        let payload: String = chunks.iter().map(|c| &c[c.find(';').unwrap() + 1..]).collect();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(payload).unwrap();
+        assert_eq!(&bytes[..3], &[10, 200, 30]);
+        assert_eq!(kitty_delete(7), "\x1b_Ga=d,d=I,i=7,q=2\x1b\\");
+    }
+
+    #[test]
+    fn encode_kitty_place_compresses_with_zlib_when_asked() {
+        let image = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 48, image::Rgb([10, 200, 30])));
+        let text = kitty_place(&image, Size::new(8, 3), 7, true);
+        assert!(text.starts_with("\x1b_Ga=T,f=24,t=d,o=z,"), "{}", &text[..40]);
+        let payload = &text[text.find(';').unwrap() + 1..text.find("\x1b\\").unwrap()];
+        let compressed = base64::engine::general_purpose::STANDARD.decode(payload).unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&compressed[..]), &mut raw).unwrap();
+        assert_eq!(raw.len(), 64 * 48 * 3);
+    }
+
+    #[test]
+    fn encode_placed_images_carry_their_position_through_tmux_in_pieces() {
+        let rect = Rect::new(10, 4, 5, 2);
+        let direct = place_at("IMAGE", rect, Route::Direct);
+        assert_eq!(direct, "\x1b7IMAGE\x1b8\x1b[C");
+        let through = place_at("\x1bPqIMAGE\x1b\\", rect, Route::Tmux { origin: (2, 1) });
+        assert_eq!(through, "\x1bPtmux;\x1b\x1b7\x1b\x1b[6;13H\x1b\x1bPqIMAGE\x1b\x1b\\\x1b\x1b8\x1b\\\x1b[C");
+
+        let big = "\x1bPq".to_string() + &"~".repeat(3 * PASSTHROUGH_PIECE) + "\x1b\\";
+        let through = place_at(&big, rect, Route::Tmux { origin: (0, 0) });
+        let pieces = through.matches("\x1bPtmux;").count();
+        assert_eq!(pieces, 4);
+        // every envelope is small enough for tmux, and together they hold the whole image
+        let inner: String = through
+            .split("\x1bPtmux;")
+            .skip(1)
+            .map(|p| p.strip_suffix("\x1b[C").unwrap_or(p).strip_suffix("\x1b\\").unwrap().replace("\x1b\x1b", "\x1b"))
+            .collect();
+        assert!(inner.ends_with(&(big.clone() + "\x1b8")));
+        assert!(through.split("\x1bPtmux;").all(|p| p.len() <= 2 * PASSTHROUGH_PIECE + 16));
+    }
+}
