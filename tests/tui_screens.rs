@@ -519,6 +519,56 @@ fn talk_slides_show_each_stage_with_its_own_code_in_both_languages() {
     }
 }
 
+/// At 150 and 120 columns, in both languages, every slide's titles and key line fit:
+/// no panel title runs into its corner, the title band's right end and the key line keep
+/// a blank column at the edge or end in an ellipsis.
+#[test]
+fn talk_titles_and_key_lines_shorten_instead_of_being_cut() {
+    for lang in [Lang::En, Lang::Ja] {
+        let mut lab = Lab::new();
+        lab.key(KeyCode::Char('t'));
+        lab.app.talk.lang = lang;
+        // a long state line: a status that the key line must share its row with
+        lab.app.status = Some((sdlab::tui::app::Level::Info, "graphics: the terminal did not answer the graphics query; images are drawn with half-blocks (choose with --graphics)".into()));
+        for slide in 0..12 {
+            for (w, h) in [(150, 45), (120, 40)] {
+                let buffer = lab.render_buffer(w, h);
+                let row = |y: u16| -> Vec<&str> {
+                    let mut symbols = Vec::new();
+                    let mut x = 0;
+                    while x < w {
+                        let symbol = buffer[(x, y)].symbol();
+                        symbols.push(symbol);
+                        x += symbol.cell_width().max(1);
+                    }
+                    symbols
+                };
+                let at = format!("{lang} {w}x{h} slide {slide}");
+                for y in 0..h {
+                    let symbols = row(y);
+                    for (i, s) in symbols.iter().enumerate() {
+                        // a title ends in a border line, or (shortened) in "… " at the corner
+                        if *s == "┐" && i > 1 {
+                            let fits = symbols[i - 1] == "─" || (symbols[i - 1] == " " && symbols[i - 2] == "…");
+                            assert!(fits, "{at}: a title runs into its corner on row {y}: {}", symbols.concat());
+                        }
+                    }
+                }
+                for y in [0, 2] {
+                    let symbols = row(y);
+                    let last = symbols.last().copied().unwrap_or(" ");
+                    assert!(
+                        last.trim().is_empty() || last == "…",
+                        "{at}: row {y} is cut at the edge: {}",
+                        symbols.concat()
+                    );
+                }
+            }
+            lab.key(KeyCode::PageDown);
+        }
+    }
+}
+
 /// The high-contrast theme paints the page black and the title band white, the highlight
 /// is marked in the gutter too, and `c` switches themes live; `t` goes back to the lab.
 #[test]

@@ -5,6 +5,7 @@ mod attention;
 mod decode;
 mod denoise;
 mod encode;
+mod fit;
 mod help;
 mod latent;
 mod talk;
@@ -130,21 +131,38 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
+/// The keys that work here; those that do not fit are left for `?`, which says so.
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     let pairs: Vec<(&str, &str)> = if app.focus.is_some() {
         FIELD_KEYS.to_vec()
     } else {
         let mut hints: Vec<_> = hints_for(app.screen).map(|k| (k.keys, k.action)).collect();
         if app.screen == Screen::Denoise && app.denoise_view == DenoiseView::Attention {
-            // the open view's own keys first: the footer is cut at the terminal's edge
+            // the open view's own keys first: those at the end may not fit
             hints.sort_by_key(|(keys, _)| *keys != PICK_TOKEN);
         }
         hints
     };
+    let key = |keys: &'static str| Span::styled(keys, Style::new().bold().fg(Color::Black).bg(Color::Gray));
+    let action = |text: &str| Span::raw(format!(" {text}  "));
+    let more = [key("?"), action("more keys")];
+    let room = usize::from(area.width).saturating_sub(Line::from(more.to_vec()).width());
     let mut spans = Vec::new();
-    for (keys, action) in pairs {
-        spans.push(Span::styled(keys, Style::new().bold().fg(Color::Black).bg(Color::Gray)));
-        spans.push(Span::raw(format!(" {action}  ")));
+    let mut used = 0;
+    for (keys, what) in pairs {
+        let one = [key(keys), action(what)];
+        let width = Line::from(one.to_vec()).width();
+        if used + width > room {
+            // the first that does not fit is shortened when enough of it shows, then `?`
+            let left = room.saturating_sub(used + keys.len() + 3);
+            if left >= 12 {
+                spans.extend([key(keys), action(&fit::ellipsis(what, left))]);
+            }
+            spans.extend(more);
+            break;
+        }
+        used += width;
+        spans.extend(one);
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }

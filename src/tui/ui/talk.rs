@@ -19,6 +19,8 @@ use crate::tui::talk::theme::Palette;
 use crate::tui::talk::{DenoiseAt, DenoiseOp};
 use crate::tui::text_field;
 
+use super::fit::{fit, keep_fitting};
+
 /// A slide's rows: the title band, what the stage does, the keys, the body, and a last
 /// row left empty since projectors often cut it.
 fn rows(area: Rect) -> [Rect; 5] {
@@ -58,7 +60,10 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
     let code_width = code_panel_width(app.screen, body.width);
     let [code, pictures] = Layout::horizontal([Constraint::Length(code_width), Constraint::Min(0)]).areas(body);
     draw_code(frame, app, &palette, code);
-    let b = |title: String| Block::bordered().title(format!(" {title} ")).border_style(palette.border);
+    let b = |title: String, width: u16| {
+        let title = fit(&title, usize::from(width.saturating_sub(4)));
+        Block::bordered().title(format!(" {title} ")).border_style(palette.border)
+    };
     match app.screen {
         Screen::EncodePrompt => draw_encode(frame, app, images, labels, &b, pictures),
         Screen::GetLatent => draw_latent(frame, app, images, labels, &b, pictures),
@@ -71,7 +76,7 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
                 None => labels.image.to_string(),
             };
             let shown = app.decoded.is_some();
-            draw_pane(frame, &mut images.image, shown, b(title), labels, pictures);
+            draw_pane(frame, &mut images.image, shown, b(title, pictures.width), labels, pictures);
         }
     }
     if let Some(focus) = app.focus {
@@ -106,33 +111,44 @@ fn draw_title(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     let [left, rest] =
         Layout::horizontal([Constraint::Length(Span::raw(&title).width() as u16 + 2), Constraint::Min(0)]).areas(row);
     frame.render_widget(Paragraph::new(format!(" {title}")).style(palette.title), left);
+    let right = fit(&right, usize::from(rest.width.saturating_sub(2)));
     let right = Paragraph::new(format!("{right} ")).style(palette.title).alignment(ratatui::layout::Alignment::Right);
     frame.render_widget(right, rest);
 }
 
 /// The talk keys on the left; on the right what the lab is doing, or what PageDown does next.
+/// When the row is narrow the least needed keys give way to the state first (PageDown,
+/// PageUp and `?` stay), and a state that still does not fit ends in an ellipsis.
 fn draw_hints(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     let labels = app.talk.lang.labels();
-    let mut spans = Vec::new();
-    for (key, action) in talk_hints(labels) {
-        spans.push(Span::styled(format!(" {key} "), palette.key));
-        spans.push(Span::styled(format!(" {action}  "), palette.base));
-    }
-    let keys_width = Line::from(spans.clone()).width() as u16;
-    let [keys, state] = Layout::horizontal([Constraint::Length(keys_width), Constraint::Min(0)]).areas(area);
-    frame.render_widget(Paragraph::new(Line::from(spans)), keys);
-    let state_line = match (&app.status, &app.busy) {
-        (Some((Level::Error, text)), _) => Span::styled(format!("{}: {text}", labels.error), palette.error),
-        (_, Some(busy)) => Span::styled(format!("{}: {busy}", labels.computing), palette.busy),
+    let (state_text, state_style) = match (&app.status, &app.busy) {
+        (Some((Level::Error, text)), _) => (format!("{}: {text}", labels.error), palette.error),
+        (_, Some(busy)) => (format!("{}: {busy}", labels.computing), palette.busy),
         _ => match next_action(app) {
-            Some(next) => Span::styled(next, palette.subtitle),
+            Some(next) => (next, palette.subtitle),
             None => match &app.status {
-                Some((Level::Info, text)) => Span::styled(text.clone(), palette.base),
-                _ => Span::raw(""),
+                Some((Level::Info, text)) => (text.clone(), palette.base),
+                _ => (String::new(), palette.base),
             },
         },
     };
-    frame.render_widget(Paragraph::new(state_line), state);
+    let pairs: Vec<Vec<Span>> = talk_hints(labels)
+        .iter()
+        .map(|(key, action)| {
+            vec![Span::styled(format!(" {key} "), palette.key), Span::styled(format!(" {action}  "), palette.base)]
+        })
+        .collect();
+    let widths: Vec<usize> = pairs.iter().map(|p| Line::from(p.clone()).width()).collect();
+    // one blank column stays at the edge: a line that ends there reads as cut
+    let wanted = (Span::raw(&state_text).width() + 1).min(usize::from(area.width) / 2);
+    // PageDown, PageUp, ?, then t, c, q (see `talk_hints`)
+    let kept = keep_fitting(&widths, &[0, 1, 4, 2, 3, 5], usize::from(area.width).saturating_sub(wanted));
+    let spans: Vec<Span> = kept.iter().flat_map(|&i| pairs[i].clone()).collect();
+    let keys_width = Line::from(spans.clone()).width() as u16;
+    let [keys, state] = Layout::horizontal([Constraint::Length(keys_width), Constraint::Min(0)]).areas(area);
+    frame.render_widget(Paragraph::new(Line::from(spans)), keys);
+    let room = usize::from(state.width).saturating_sub(1);
+    frame.render_widget(Paragraph::new(Span::styled(fit(&state_text, room), state_style)), state);
 }
 
 /// What PageDown will compute on this slide, when it computes something.
@@ -209,11 +225,12 @@ fn split(area: Rect, n: u16) -> std::rc::Rc<[Rect]> {
     layout(vec![Constraint::Ratio(1, n.into()); n.into()]).split(area)
 }
 
-type TitledBlock<'a> = dyn Fn(String) -> Block<'static> + 'a;
+/// A bordered block titled to fit the given width.
+type TitledBlock<'a> = dyn Fn(String, u16) -> Block<'static> + 'a;
 
 fn draw_encode(frame: &mut Frame, app: &App, images: &mut Images, labels: &Labels, b: &TitledBlock, area: Rect) {
     let Some(view) = &app.encode else {
-        draw_pane(frame, &mut images.heatmap, false, b(labels.tokens.into()), labels, area);
+        draw_pane(frame, &mut images.heatmap, false, b(labels.tokens.into(), area.width), labels, area);
         return;
     };
     let words: Vec<&str> =
@@ -225,9 +242,12 @@ fn draw_encode(frame: &mut Frame, app: &App, images: &mut Images, labels: &Label
     let [tokens, heatmap] =
         Layout::vertical([Constraint::Length((rows + 2).min(area.height / 2)), Constraint::Min(0)]).areas(area);
     let lines = vec![Line::from(text), Line::from(Span::styled(used, Style::new().italic()))];
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(b(labels.tokens.into())), tokens);
-    let title = format!("{} {:?}", labels.embeddings, view.shape);
-    draw_pane(frame, &mut images.heatmap, true, b(title), labels, heatmap);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(b(labels.tokens.into(), tokens.width)),
+        tokens,
+    );
+    let title = format!("{} · {:?}", labels.embeddings, view.shape);
+    draw_pane(frame, &mut images.heatmap, true, b(title, heatmap.width), labels, heatmap);
 }
 
 /// Rows `text` takes when word-wrapped to `width` cells (a word wider than a row takes
@@ -257,11 +277,11 @@ fn draw_latent(frame: &mut Frame, app: &App, images: &mut Images, labels: &Label
         Some(view) => format!("{} · seed {} · {:?}", labels.latent_colour, view.seed, view.shape),
         None => labels.latent_colour.into(),
     };
-    draw_pane(frame, &mut images.latent_rgb, shown, b(title), labels, cells[0]);
+    draw_pane(frame, &mut images.latent_rgb, shown, b(title, cells[0].width), labels, cells[0]);
     let rows = Layout::vertical([Constraint::Ratio(1, 2); 2]).split(cells[1]);
     let grid = rows.iter().flat_map(|row| Layout::horizontal([Constraint::Ratio(1, 2); 2]).split(*row).to_vec());
     for (c, (cell, pane)) in grid.zip(images.channels.iter_mut()).enumerate() {
-        draw_pane(frame, pane, shown, b(format!("{} {c}", labels.channel)), labels, cell);
+        draw_pane(frame, pane, shown, b(format!("{} {c}", labels.channel), cell.width), labels, cell);
     }
 }
 
@@ -280,12 +300,12 @@ fn draw_denoise(frame: &mut Frame, app: &App, images: &mut Images, labels: &Labe
         Some(t) => format!("{label} · t = {t}"),
         None => label.to_string(),
     };
-    draw_pane(frame, &mut images.x_t, pictures.latents.is_some(), b(title), labels, cells[0]);
+    draw_pane(frame, &mut images.x_t, pictures.latents.is_some(), b(title, cells[0].width), labels, cells[0]);
     let title = match pictures.x0_step {
         Some(i) => format!("{} · {}", labels.predicted_x0, app.talk.lang.step_of(i + 1, app.total_steps())),
         None => labels.predicted_x0.to_string(),
     };
-    draw_pane(frame, &mut images.x0, pictures.x0.is_some(), b(title), labels, cells[1]);
+    draw_pane(frame, &mut images.x0, pictures.x0.is_some(), b(title, cells[1].width), labels, cells[1]);
 }
 
 /// A text field opened by a lab key (`e`, `g`, `s`, `w`, ...) works in talk mode too: it
