@@ -327,7 +327,8 @@ fn a_speaker_walks_a_replayed_session_through_the_slides_with_pagedown() {
 
     // recorded up to step 2 of 4: the walk goes from step 2 to the last slide
     let tmux = replay("partial");
-    tmux.wait_for(&["Step 1: encode_prompt"]);
+    // the recording's encoding has arrived: PageDown moves on rather than running the stage
+    tmux.wait_for(&["Step 1: encode_prompt", "<- prompt_embeds: [2, 77, 32] f32"]);
     let next = |expect: &[&str]| {
         tmux.keys(&["PageDown"]);
         tmux.wait_for(expect)

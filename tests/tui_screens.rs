@@ -5,13 +5,13 @@ mod common;
 
 use std::sync::mpsc::{channel, Receiver};
 
+use common::lab::Lab;
 use common::*;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::{Buffer, CellWidth};
 use ratatui::style::Color;
 use ratatui::Terminal;
-use sdlab::model::{self, Progress, Runtime};
 use sdlab::tui::app::{App, Message, Screen};
 use sdlab::tui::graphics::Graphics;
 use sdlab::tui::i18n::Lang;
@@ -19,96 +19,9 @@ use sdlab::tui::images::Images;
 use sdlab::tui::replay::Replay;
 use sdlab::tui::talk::{DenoiseAt, DenoiseOp, Theme};
 use sdlab::tui::ui;
-use sdlab::tui::worker::{self, Command, Event, LoadSpec, Worker};
+use sdlab::tui::worker::{Command, Event};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (200, 60)];
-
-/// The app and an in-process worker on the sd2-tiny fixture (no thread: each
-/// command's events are fed to the app right away).
-struct Lab {
-    app: App,
-    worker: Worker,
-    events: Receiver<Event>,
-    images: Images,
-}
-
-impl Lab {
-    fn new() -> Self {
-        let run = run_json("sd2-tiny");
-        let spec = LoadSpec {
-            model: fixture("sd2-tiny").join("model").display().to_string(),
-            variant: None,
-            runtime: Runtime::cpu(),
-            prompt: run.prompt.clone(),
-            negative_prompt: run.negative_prompt.clone(),
-            seed: run.seed,
-            steps: run.steps,
-            guidance_scale: run.guidance_scale,
-            eta: 0.0,
-            width: Some(run.width),
-            height: Some(run.height),
-            session: None,
-            model_given: true,
-            replay: false,
-            force: false,
-        };
-        let model = model::open(&spec.model, None, spec.runtime.clone(), &Progress::Quiet).unwrap();
-        let session = worker::session_for(model, &spec).unwrap();
-        let (tx, events) = channel();
-        let worker = Worker::new(session, tx);
-        let mut app = App::new(&spec.prompt, &spec.negative_prompt, spec.seed, spec.guidance_scale);
-        app.update(Message::Worker(Event::Loaded(Box::new(worker::model_info(&worker.session)))));
-        Lab { app, worker, events, images: Images::new(Graphics::halfblocks()) }
-    }
-
-    /// Runs commands through the worker until the app asks for nothing more.
-    fn command(&mut self, command: Command) {
-        let mut pending = vec![command];
-        while let Some(command) = pending.pop() {
-            self.worker.handle(command).unwrap();
-            let events: Vec<Event> = self.events.try_iter().collect();
-            for event in events {
-                pending.extend(self.app.update(Message::Worker(event)));
-            }
-        }
-    }
-
-    /// Saves the run so far as a session folder under `dir`.
-    fn save(&mut self, dir: &std::path::Path) -> std::path::PathBuf {
-        let folder = dir.join("saved");
-        self.command(Command::SaveSession { dir: folder.clone(), force: false });
-        assert!(folder.join("session.json").is_file(), "{:?}", self.app.status);
-        folder
-    }
-
-    fn key(&mut self, code: KeyCode) {
-        for command in self.app.update(Message::Key(KeyEvent::new(code, KeyModifiers::NONE))) {
-            self.command(command);
-        }
-    }
-
-    fn render(&mut self, width: u16, height: u16) -> String {
-        let buffer = self.render_buffer(width, height);
-        let mut text = String::new();
-        for y in 0..height {
-            for x in 0..width {
-                text.push_str(buffer[(x, y)].symbol());
-            }
-            text.push('\n');
-        }
-        text
-    }
-
-    fn render_buffer(&mut self, width: u16, height: u16) -> Buffer {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-        self.images.sync(&self.app);
-        // the first draw sizes the panes and starts their encodings; the second shows them
-        terminal.draw(|frame| ui::draw(frame, &self.app, &mut self.images)).unwrap();
-        self.images.settle();
-        terminal.draw(|frame| ui::draw(frame, &self.app, &mut self.images)).unwrap();
-        terminal.backend().buffer().clone()
-    }
-}
 
 /// The screen's text with borders and line breaks as single spaces, to find a sentence
 /// that a narrow panel wrapped.

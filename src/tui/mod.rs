@@ -21,7 +21,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use crossterm::event::{self, Event as TermEvent, KeyEventKind};
+use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use app::{App, Message};
 use graphics::{GraphicsMode, Route};
@@ -70,8 +70,13 @@ pub fn run(options: Options) -> Result<()> {
     app.terminal_summary = graphics.describe(&session.info);
     let mut images = Images::new(graphics);
     exit_saving_on_signals(worker.commands.clone());
+    let typed = session.info.replies.as_ref().map(|r| r.typed.clone()).unwrap_or_default();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         session.write_raw(&graphics.prepare())?;
+        // keys typed while the terminal was being asked are the first keys
+        for command in typed.chars().filter_map(typed_key).flat_map(|key| app.update(Message::Key(key))) {
+            let _ = worker.commands.send(command);
+        }
         event_loop(&mut session, &mut app, &mut images, &worker)
     }));
     let _ = session.write_raw(&images.release());
@@ -85,6 +90,19 @@ pub fn run(options: Options) -> Result<()> {
     bail!("the lab stopped: {failure}; {}", saved_sentence(saved))
 }
 
+/// A character typed before the lab read keys, as the key event it stands for.
+fn typed_key(c: char) -> Option<KeyEvent> {
+    let code = match c {
+        '\r' | '\n' => KeyCode::Enter,
+        '\t' => KeyCode::Tab,
+        '\x7f' => KeyCode::Backspace,
+        '\x03' => return Some(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        c if !c.is_control() => KeyCode::Char(c),
+        _ => return None,
+    };
+    Some(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
 /// The worker's own failure, reported after it saved what it could.
 fn crashed_worker(app: &App) -> Result<()> {
     match &app.crashed {
@@ -95,7 +113,7 @@ fn crashed_worker(app: &App) -> Result<()> {
 
 /// Asks the worker to save the run, and waits for the answer.
 fn save_before_exit(worker: &WorkerHandle) -> Result<Option<PathBuf>, String> {
-    eprintln!("sdlab: saving the run before exiting (it finishes the step in progress first)");
+    terminal::tell("sdlab: saving the run before exiting (it finishes the step in progress first)");
     worker.commands.send(Command::Autosave).map_err(|_| "the worker had stopped".to_string())?;
     let deadline = Instant::now() + SAVE_BEFORE_EXIT;
     loop {
@@ -125,7 +143,7 @@ fn exit_saving_on_signals(commands: Sender<Command>) {
             std::thread::sleep(SAVE_BEFORE_EXIT);
         }
         terminal::restore();
-        eprintln!("error: the lab stopped: {why}; the run could not be saved in time");
+        terminal::tell(&format!("error: the lab stopped: {why}; the run could not be saved in time"));
         std::process::exit(code);
     });
 }

@@ -159,7 +159,7 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
 /// the run is saved.
 pub fn exit_saving(why: &str, saved: Result<Option<PathBuf>, String>, code: i32) -> ! {
     crate::tui::terminal::restore();
-    eprintln!("error: the lab stopped: {why}; {}", saved_sentence(saved));
+    crate::tui::terminal::tell(&format!("error: the lab stopped: {why}; {}", saved_sentence(saved)));
     std::process::exit(code)
 }
 

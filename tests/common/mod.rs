@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture paths, reference tensors, diffs.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod lab;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

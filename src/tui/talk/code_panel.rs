@@ -50,8 +50,8 @@ pub fn layout(
         let mut line_rows = wrap(&cells, code_width, continued);
         let notes: Vec<&str> = values.iter().filter(|(line, _)| *line == i).map(|(_, v)| v.as_str()).collect();
         if !notes.is_empty() {
-            let note: Vec<Cell> =
-                format!("{VALUE_MARK} {}", notes.join("; ")).chars().map(|c| (c, palette.value)).collect();
+            let style = if marked { palette.value_highlighted() } else { palette.value };
+            let note: Vec<Cell> = format!("{VALUE_MARK} {}", notes.join("; ")).chars().map(|c| (c, style)).collect();
             let last = line_rows.last_mut().expect("wrap gives a row at least");
             if cells_width(last) + 2 + cells_width(&note) <= code_width {
                 last.extend([(' ', Style::new()); 2]);
@@ -179,18 +179,28 @@ mod tests {
 
     #[test]
     fn a_highlighted_line_is_one_band_across_its_rows_and_gaps() {
-        let palette = Theme::HighContrast.palette();
-        let function = Function { first_line: 10, text: SOURCE };
-        let rows = layout(&function, &[1], &[(1, "a value that goes on the row below".into())], 50, &palette);
-        // line 11 wraps and its value takes a row of its own: three rows, all one band
-        let band: Vec<&Line> = rows.lines[1..].iter().take_while(|l| !text(l).starts_with("  12")).collect();
-        assert!(band.len() >= 3, "{:?}", rows.lines.iter().map(text).collect::<Vec<_>>());
-        for line in band {
-            let width: usize = line.spans.iter().map(|s| s.width()).sum();
-            assert_eq!(width, 50, "{:?}", text(line));
-            for span in &line.spans[1..] {
-                let expected = if span.content.starts_with(VALUE_MARK) { palette.value } else { palette.highlight };
-                assert_eq!(span.style.bg, expected.bg, "{:?} in {:?}", span.content, text(line));
+        for theme in [Theme::Light, Theme::Dark, Theme::HighContrast] {
+            let palette = theme.palette();
+            let function = Function { first_line: 10, text: SOURCE };
+            let rows = layout(&function, &[1], &[(1, "a value that goes on the row below".into())], 50, &palette);
+            // line 11 wraps and its value takes a row of its own: three rows, all one band
+            let band: Vec<&Line> = rows.lines[1..].iter().take_while(|l| !text(l).starts_with("  12")).collect();
+            assert!(band.len() >= 3, "{:?}", rows.lines.iter().map(text).collect::<Vec<_>>());
+            for line in band {
+                let width: usize = line.spans.iter().map(|s| s.width()).sum();
+                assert_eq!(width, 50, "{:?}", text(line));
+                for span in &line.spans[1..] {
+                    assert_eq!(
+                        span.style.bg,
+                        palette.highlight.bg,
+                        "{theme:?}: {:?} in {:?}",
+                        span.content,
+                        text(line)
+                    );
+                    if span.content.starts_with(VALUE_MARK) {
+                        assert_eq!(span.style.fg, palette.value.fg, "the value keeps its colour");
+                    }
+                }
             }
         }
     }

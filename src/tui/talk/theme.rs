@@ -105,7 +105,7 @@ impl Theme {
                 gutter: Style::new().fg(c(245)),                           // #8a8a8a
                 highlight: Style::new().fg(c(231)).bg(c(24)).add_modifier(bold), // on #005f87
                 highlight_gutter: Style::new().fg(c(16)).bg(c(220)).add_modifier(bold), // on #ffd700
-                value: Style::new().fg(c(117)).add_modifier(italic),       // #87d7ff
+                value: Style::new().fg(c(159)).add_modifier(italic),       // #afffff
                 busy: Style::new().fg(c(220)).add_modifier(bold),          // #ffd700
                 error: Style::new().fg(c(210)).add_modifier(bold),         // #ff8787
                 keyword: Style::new().fg(c(213)).add_modifier(bold),       // #ff87ff
@@ -167,6 +167,12 @@ pub struct Palette {
 }
 
 impl Palette {
+    /// A value on a highlighted line: its own colour on the highlight's band, which stays
+    /// unbroken.
+    pub fn value_highlighted(&self) -> Style {
+        Style { bg: self.highlight.bg.or(self.value.bg), ..self.value }
+    }
+
     pub fn code(&self, class: Class) -> Style {
         match class {
             Class::Plain => Style::new(),
@@ -311,6 +317,7 @@ mod tests {
                 ("highlight", p.highlight),
                 ("highlight_gutter", p.highlight_gutter),
                 ("value", p.value),
+                ("value highlighted", p.value_highlighted()),
                 ("busy", p.busy),
                 ("error", p.error),
             ]

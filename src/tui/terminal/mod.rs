@@ -164,6 +164,12 @@ pub fn restore() {
     }
 }
 
+/// Writes a line to stderr, if there still is one: after SIGHUP the terminal is gone, and
+/// `eprintln!` would panic on the failed write instead of letting the lab end.
+pub fn tell(line: &str) {
+    let _ = writeln!(io::stderr(), "{line}");
+}
+
 /// The message and place of the last panic on any thread, taken once.
 pub fn take_panic_report() -> Option<String> {
     lock(&LAST_PANIC).take()

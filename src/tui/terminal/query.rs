@@ -97,22 +97,30 @@ pub struct Replies {
     pub cell_px: Option<(u16, u16)>,
     /// Whether sixel display mode (DECSDM, `?80`) was set: `None` when not reported.
     pub sixel_display_mode: Option<bool>,
+    /// What the user typed while the lab was asking (plain characters; keys that send
+    /// escape sequences are lost): handed to the lab as its first keys.
+    pub typed: String,
 }
 
 impl Replies {
-    /// Reads every reply in `bytes`, ignoring what it does not know (keys typed meanwhile).
+    /// Reads every reply in `bytes`, keeping the plain characters typed in between.
     pub fn parse(bytes: &[u8]) -> Self {
         let mut replies = Replies::default();
+        let mut typed = Vec::new();
         let mut rest = bytes;
         while let Some(esc) = rest.iter().position(|&b| b == 0x1b) {
+            typed.extend_from_slice(&rest[..esc]);
             rest = &rest[esc..];
             let Some((kind, body, len)) = sequence(rest) else {
                 // unfinished: more bytes to come
+                rest = &[];
                 break;
             };
             replies.take(kind, body);
             rest = &rest[len..];
         }
+        typed.extend_from_slice(rest);
+        replies.typed = String::from_utf8_lossy(&typed).into_owned();
         replies
     }
 
@@ -308,9 +316,12 @@ mod tests {
     }
 
     #[test]
-    fn query_waits_for_unfinished_replies_and_skips_typed_keys() {
+    fn query_waits_for_unfinished_replies_and_keeps_typed_characters() {
         let r = Replies::parse(b"q\x1b[A\x1bP>|XTe");
         assert!(!r.complete && r.version.is_none());
+        assert_eq!(r.typed, "q");
+        let r = Replies::parse(b"3\x1b[?62;c n\x1b[0n\r");
+        assert_eq!(r.typed, "3 n\r");
         let r = Replies::parse(b"\x1b]11;rgb:1/22/333\x07\x1b[0n");
         assert_eq!(r.background, Some([17, 34, 51]));
         assert!(r.complete);
