@@ -431,3 +431,62 @@ fn kitty_mode_transmits_images_directly() {
         );
     }
 }
+
+/// Closing the key map over sixel images redraws the screen without asking the terminal
+/// anything: ratatui's `Terminal::clear` asked for the cursor position, and a late answer
+/// (tmux relaying a large image, a busy terminal) ended the lab with "The cursor position
+/// could not be read within a normal duration", in tmux without a message or a save.
+#[test]
+fn closing_the_key_map_never_asks_for_the_cursor_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw.out");
+    let model = fixture("sd2-tiny").join("model");
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let args = [bin, "tui", "--model", model.to_str().unwrap(), "--steps", "10", "--graphics", "sixel"];
+    let tmux = Tmux::start_in(dir.path(), &args, 120, 40);
+    tmux.run(&["pipe-pane", "-o", "-t", "lab", &format!("cat >> {}", raw.display())]);
+    tmux.wait_for(&["loaded"]);
+    tmux.keys(&["3", "n", "n"]);
+    tmux.wait_for(&["step 2 / 10"]);
+    for close in ["Enter", "Escape", "x"] {
+        tmux.keys(&["?"]);
+        tmux.wait_for(&["keys (any key closes)"]);
+        tmux.keys(&[close]);
+        let screen = tmux.wait_for(&["step 2 / 10", "x_t (latent preview)"]);
+        assert!(!screen.contains("keys (any key closes)"), "{close} did not close the key map:\n{screen}");
+    }
+    let out = String::from_utf8_lossy(&std::fs::read(&raw).unwrap()).into_owned();
+    assert!(sixel_images(&unwrap_tmux(&out)).len() >= 2, "no sixel images were drawn");
+    assert!(!out.contains("\x1b[6n"), "the lab asked for the cursor position");
+    tmux.keys(&["q"]);
+}
+
+/// The terminal going away (an SSH connection dropped: SIGHUP) ends the lab with the run
+/// saved, and says where.
+#[test]
+fn a_closed_terminal_saves_the_run_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("err.txt");
+    let model = fixture("sd2-tiny").join("model");
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let command =
+        format!("'{bin}' tui --model '{}' --steps 10 --graphics halfblocks 2>'{}'", model.display(), err.display());
+    let tmux = Tmux::start_in(dir.path(), &["sh", "-c", &command], 120, 40);
+    tmux.wait_for(&["loaded"]);
+    tmux.keys(&["3", "n", "n"]);
+    tmux.wait_for(&["step 2 / 10"]);
+    drop(tmux);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        let text = std::fs::read_to_string(&err).unwrap_or_default();
+        if text.contains("the lab stopped") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no message after the terminal closed: {text:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(message.contains("the terminal closed (SIGHUP); the run is saved in sessions/autosave-"), "{message}");
+    let saved = message.split("saved in ").nth(1).unwrap().split(' ').next().unwrap();
+    let record = sdlab::session::store::SessionRecord::load(&dir.path().join(saved)).unwrap();
+    assert_eq!(record.history.len(), 2, "both steps taken are in the saved run");
+}
