@@ -411,8 +411,16 @@ fn images_show_and_stay_under_popups(term: Term) {
         );
     }
 
+    // running: each step replaces both pictures, which never blink out meanwhile
     display.key("space");
-    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..8 {
+        let shot = display.screenshot();
+        for (title, pane) in PANES.iter().zip(panes) {
+            let during = variance(&shot, cells.pixels(pane));
+            let kept = display.keep(&shot, &format!("{name}-running-{i}"));
+            assert!(during > 500.0, "{name}: {title} blinked out during the run ({during:.0}): {}", kept.display());
+        }
+    }
     display.key("question");
     std::thread::sleep(Duration::from_millis(800));
     let opened = display.screenshot();

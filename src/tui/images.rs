@@ -49,7 +49,7 @@ impl Pane {
     }
 
     pub fn render(&mut self, area: Rect, buf: &mut ratatui::buffer::Buffer) {
-        self.placed = self.slot.render(area, buf, &self.frame);
+        self.placed = self.slot.render(area, buf, &self.frame, self.placed_before);
     }
 }
 

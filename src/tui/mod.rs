@@ -3,6 +3,7 @@
 //! while the model works. [`terminal`] owns the terminal itself.
 
 pub mod app;
+mod ending;
 pub mod graphics;
 pub mod i18n;
 pub mod images;
@@ -16,20 +17,19 @@ pub mod views;
 pub mod worker;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
-use std::sync::mpsc::Sender;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use app::{App, Message};
-use graphics::{GraphicsMode, Route};
+use ending::{crashed_worker, exit_saving_on_signals, save_before_exit, saved_sentence};
+use graphics::{Graphics, GraphicsMode, Route};
 use i18n::Lang;
 use images::Images;
 use talk::{Talk, Theme, ThemeChoice};
-use terminal::TerminalSession;
-use worker::{saved_sentence, Command, Event, LoadSpec, WorkerHandle};
+use terminal::{TerminalInfo, TerminalSession};
+use worker::{LoadSpec, WorkerHandle};
 
 /// What `sdlab tui` was asked for.
 pub struct Options {
@@ -41,39 +41,21 @@ pub struct Options {
     pub theme: ThemeChoice,
 }
 
-/// How long the lab waits, after a failure, for the worker to save the run (it finishes
-/// the step in progress first).
-const SAVE_BEFORE_EXIT: Duration = Duration::from_secs(300);
-
 /// Runs the lab until the user quits. The terminal is restored on every way out; when
 /// the lab stops on an error, a panic or a signal, the run is saved first (if anything
 /// was computed) and the message says what happened and where the run is.
 pub fn run(options: Options) -> Result<()> {
     terminal::install_panic_hook();
-    let mut app =
-        App::new(&options.load.prompt, &options.load.negative_prompt, options.load.seed, options.load.guidance_scale);
-    let worker = worker::spawn(options.load);
+    let load = &options.load;
+    let mut app = App::new(&load.prompt, &load.negative_prompt, load.seed, load.guidance_scale);
+    let worker = worker::spawn(options.load.clone());
     let mut session = TerminalSession::enter()?;
-    let (graphics, note) = graphics::setup(options.graphics, &session.info);
-    let background = session.info.replies.as_ref().and_then(|r| r.background);
-    let plain = Theme::matching(background);
-    app.talk = Talk {
-        on: options.talk,
-        lang: options.lang,
-        theme: options.theme.resolve(background),
-        plain,
-        ..Talk::default()
-    };
-    if let Some(note) = note {
-        app.status = Some((app::Level::Info, note));
-    }
-    app.terminal_summary = graphics.describe(&session.info);
-    let mut images = Images::new(graphics);
+    let mut images = Images::new(fit_to_terminal(&mut app, &options, &session.info));
     exit_saving_on_signals(worker.commands.clone());
-    let typed = session.info.replies.as_ref().map(|r| r.typed.clone()).unwrap_or_default();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        session.write_raw(&graphics.prepare())?;
+        session.write_raw(&images.graphics.prepare())?;
         // keys typed while the terminal was being asked are the first keys
+        let typed = session.info.replies.as_ref().map(|r| r.typed.clone()).unwrap_or_default();
         for command in typed.chars().filter_map(typed_key).flat_map(|key| app.update(Message::Key(key))) {
             let _ = worker.commands.send(command);
         }
@@ -90,6 +72,25 @@ pub fn run(options: Options) -> Result<()> {
     bail!("the lab stopped: {failure}; {}", saved_sentence(saved))
 }
 
+/// What the terminal told decides how images are drawn and how talk mode looks; a
+/// fallback's reason goes on the status line, the choice on the key map's last line.
+fn fit_to_terminal(app: &mut App, options: &Options, info: &TerminalInfo) -> Graphics {
+    let (graphics, note) = graphics::setup(options.graphics, info);
+    let background = info.replies.as_ref().and_then(|r| r.background);
+    app.talk = Talk {
+        on: options.talk,
+        lang: options.lang,
+        theme: options.theme.resolve(background),
+        plain: Theme::matching(background),
+        ..Talk::default()
+    };
+    if let Some(note) = note {
+        app.status = Some((app::Level::Info, note));
+    }
+    app.terminal_summary = graphics.describe(info);
+    graphics
+}
+
 /// A character typed before the lab read keys, as the key event it stands for.
 fn typed_key(c: char) -> Option<KeyEvent> {
     let code = match c {
@@ -101,51 +102,6 @@ fn typed_key(c: char) -> Option<KeyEvent> {
         _ => return None,
     };
     Some(KeyEvent::new(code, KeyModifiers::NONE))
-}
-
-/// The worker's own failure, reported after it saved what it could.
-fn crashed_worker(app: &App) -> Result<()> {
-    match &app.crashed {
-        None => Ok(()),
-        Some((what, saved)) => bail!("the lab stopped: the worker failed: {what}; {}", saved_sentence(saved.clone())),
-    }
-}
-
-/// Asks the worker to save the run, and waits for the answer.
-fn save_before_exit(worker: &WorkerHandle) -> Result<Option<PathBuf>, String> {
-    terminal::tell("sdlab: saving the run before exiting (it finishes the step in progress first)");
-    worker.commands.send(Command::Autosave).map_err(|_| "the worker had stopped".to_string())?;
-    let deadline = Instant::now() + SAVE_BEFORE_EXIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match worker.events.recv_timeout(left) {
-            Ok(Event::SessionSaved(dir)) => return Ok((!dir.as_os_str().is_empty()).then_some(dir)),
-            Ok(Event::Error(err)) => return Err(err),
-            Ok(Event::Crashed { what, .. }) => return Err(format!("the worker failed too: {what}")),
-            Ok(_) => {}
-            Err(_) => return Err("the worker did not answer in time".into()),
-        }
-    }
-}
-
-/// SIGHUP (the SSH connection or the terminal closed) and SIGTERM end the lab with the
-/// run saved: a thread of its own hands the worker the last command (save, then end the
-/// process), since the UI thread may never return from reading a terminal that is gone.
-/// Should the worker not answer in time, this thread ends the process itself.
-fn exit_saving_on_signals(commands: Sender<Command>) {
-    use signal_hook::consts::{SIGHUP, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM]) else { return };
-    std::thread::spawn(move || {
-        let Some(signal) = signals.forever().next() else { return };
-        let why = if signal == SIGHUP { "the terminal closed (SIGHUP)" } else { "asked to stop (SIGTERM)" };
-        let code = 128 + signal;
-        if commands.send(Command::ExitSaving { why: why.into(), code }).is_ok() {
-            std::thread::sleep(SAVE_BEFORE_EXIT);
-        }
-        terminal::restore();
-        terminal::tell(&format!("error: the lab stopped: {why}; the run could not be saved in time"));
-        std::process::exit(code);
-    });
 }
 
 fn event_loop(session: &mut TerminalSession, app: &mut App, images: &mut Images, worker: &WorkerHandle) -> Result<()> {

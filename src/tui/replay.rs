@@ -125,7 +125,7 @@ impl Replay {
             }
             // nothing new to keep
             Command::Autosave => send(Event::SessionSaved(PathBuf::new())),
-            Command::ExitSaving { why, code } => super::worker::exit_saving(&why, Ok(None), code),
+            Command::ExitSaving { why, code } => super::ending::exit_saving(&why, Ok(None), code),
         }
         Ok(())
     }

@@ -155,23 +155,6 @@ pub fn spawn(spec: LoadSpec) -> WorkerHandle {
     WorkerHandle { commands, events, thread }
 }
 
-/// Ends the process after a signal: the terminal put back, then what happened and where
-/// the run is saved.
-pub fn exit_saving(why: &str, saved: Result<Option<PathBuf>, String>, code: i32) -> ! {
-    crate::tui::terminal::restore();
-    crate::tui::terminal::tell(&format!("error: the lab stopped: {why}; {}", saved_sentence(saved)));
-    std::process::exit(code)
-}
-
-/// Where the run went, for the message the lab ends with.
-pub fn saved_sentence(saved: Result<Option<PathBuf>, String>) -> String {
-    match saved {
-        Ok(Some(dir)) => format!("the run is saved in {0} (sdlab tui --session {0})", dir.display()),
-        Ok(None) => "nothing was computed, so nothing was saved".into(),
-        Err(err) => format!("saving the run failed too: {err}"),
-    }
-}
-
 /// What the last panic said, and where.
 fn panic_report() -> String {
     crate::tui::terminal::take_panic_report().unwrap_or_else(|| "a panic".into())
@@ -411,7 +394,7 @@ impl Worker {
                 } else {
                     self.autosave().map(Some).map_err(|err| format!("{err:#}"))
                 };
-                exit_saving(&why, saved, code);
+                super::ending::exit_saving(&why, saved, code);
             }
             Command::Autosave => {
                 if self.session.stage() != Stage::Start {

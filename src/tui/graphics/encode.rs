@@ -71,13 +71,43 @@ impl EncodeJob {
                 let kitty = Kitty::new(image, size, self.kitty_id, tmux, self.graphics.kitty_zlib).map_err(failed)?;
                 Encoded::cells(CellProtocol::Kitty(kitty))
             }
-            Protocol::Sixel => Encoded::placed(Sixel::new(image, size, false).map_err(failed)?.data, size),
-            Protocol::Iterm2 => Encoded::placed(Iterm2::new(image, size, false).map_err(failed)?.data, size),
+            // ratatui-image puts an erasure of the image's cells before the image; sdlab
+            // erases only where the image was not before (see `Encoded::render`)
+            Protocol::Sixel => {
+                Encoded::placed(after(Sixel::new(image, size, false).map_err(failed)?.data, "\x1bP"), size, true)
+            }
+            Protocol::Iterm2 => {
+                Encoded::placed(after(Iterm2::new(image, size, false).map_err(failed)?.data, "\x1b]1337;"), size, true)
+            }
+            // kitty draws its images over the cells, opaque (f=24) and scaled to them whole
             Protocol::Kitty { placeholders: false } => {
-                Encoded::placed(kitty_place(&image, size, self.kitty_id, self.graphics.kitty_zlib), size)
+                Encoded::placed(kitty_place(&image, size, self.kitty_id, self.graphics.kitty_zlib), size, false)
             }
         })
     }
+}
+
+/// `data` from the first `start` on (all of it when `start` is not there).
+fn after(mut data: String, start: &str) -> String {
+    let at = data.find(start).unwrap_or(0);
+    data.drain(..at);
+    data
+}
+
+/// Erases `size` cells from the cursor down, leaving the cursor where it was: what is
+/// under an image's transparent edges must not show through.
+fn erase_cells(size: Size) -> String {
+    let mut out = String::new();
+    for row in 0..size.height {
+        let _ = write!(out, "\x1b[{}X", size.width);
+        if row + 1 < size.height {
+            out.push_str("\x1b[1B");
+        }
+    }
+    if size.height > 1 {
+        let _ = write!(out, "\x1b[{}A", size.height - 1);
+    }
+    out
 }
 
 /// A kitty image transmitted and placed at the cursor in one command, `size` cells large,
@@ -124,8 +154,18 @@ pub fn kitty_delete(id: u32) -> String {
 
 /// An image encoded for the terminal, `size` cells large.
 pub(super) enum Encoded {
-    Cells { protocol: CellProtocol, size: Size },
-    Placed { payload: String, size: Size, written: Option<(Rect, Route, String)> },
+    Cells {
+        protocol: CellProtocol,
+        size: Size,
+    },
+    Placed {
+        payload: String,
+        size: Size,
+        /// Whether cells under the image must be erased where it first appears.
+        erases: bool,
+        /// The last symbol made: where, by which route, whether it erases, and itself.
+        written: Option<(Rect, Route, bool, String)>,
+    },
 }
 
 impl Encoded {
@@ -134,14 +174,19 @@ impl Encoded {
         Encoded::Cells { protocol, size }
     }
 
-    fn placed(payload: String, size: Size) -> Self {
-        Encoded::Placed { payload, size, written: None }
+    fn placed(payload: String, size: Size, erases: bool) -> Self {
+        Encoded::Placed { payload, size, erases, written: None }
     }
 
     pub fn size(&self) -> Size {
         match self {
             Encoded::Cells { size, .. } | Encoded::Placed { size, .. } => *size,
         }
+    }
+
+    /// Whether this image is plain coloured cells, which whatever is drawn over replaces.
+    pub fn is_half_blocks(&self) -> bool {
+        matches!(self, Encoded::Cells { protocol: CellProtocol::Halfblocks(_), .. })
     }
 
     /// Whether the terminal keeps this image's pixels apart from the cells.
@@ -151,19 +196,25 @@ impl Encoded {
 
     /// Draws the image into `rect` (its own size, or less for cell images clipped by
     /// the pane); a placed image that does not fit whole is not drawn.
-    pub fn render(&mut self, rect: Rect, buf: &mut Buffer, route: Route) {
+    ///
+    /// `fresh`: the image appears where none was drawn the frame before, so the text under
+    /// it is erased first. An image replacing the one before it in the same place is drawn
+    /// straight over it: erasing first made every step's image blink.
+    pub fn render(&mut self, rect: Rect, buf: &mut Buffer, route: Route, fresh: bool) {
         match self {
             Encoded::Cells { protocol, .. } => {
                 ratatui_image::Image::new(protocol).allow_clipping(true).render(rect, buf)
             }
-            Encoded::Placed { payload, size, written } => {
+            Encoded::Placed { payload, size, erases, written } => {
                 if rect.width < size.width || rect.height < size.height {
                     return;
                 }
-                if written.as_ref().is_none_or(|(at, via, _)| *at != rect || *via != route) {
-                    *written = Some((rect, route, place_at(payload, rect, route)));
+                let erase = *erases && fresh;
+                if written.as_ref().is_none_or(|(at, via, erased, _)| (*at, *via, *erased) != (rect, route, erase)) {
+                    let image = if erase { erase_cells(*size) + payload } else { payload.clone() };
+                    *written = Some((rect, route, erase, place_at(&image, rect, route)));
                 }
-                let symbol = &written.as_ref().expect("just written").2;
+                let symbol = &written.as_ref().expect("just written").3;
                 for y in rect.top()..rect.bottom() {
                     for x in rect.left()..rect.right() {
                         if let Some(cell) = buf.cell_mut((x, y)) {
@@ -241,6 +292,24 @@ mod tests {
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&compressed[..]), &mut raw).unwrap();
         assert_eq!(raw.len(), 64 * 48 * 3);
+    }
+
+    #[test]
+    fn encode_erase_cells_clears_each_row_and_comes_back() {
+        assert_eq!(erase_cells(Size::new(5, 3)), "\x1b[5X\x1b[1B\x1b[5X\x1b[1B\x1b[5X\x1b[2A");
+        assert_eq!(erase_cells(Size::new(7, 1)), "\x1b[7X");
+        assert_eq!(after("\x1b[5X\x1bPq#0~\x1b\\".to_string(), "\x1bP"), "\x1bPq#0~\x1b\\");
+    }
+
+    #[test]
+    fn encode_a_placed_image_erases_its_cells_only_where_it_first_appears() {
+        let mut image = Encoded::placed("\x1bPqIMAGE\x1b\\".into(), Size::new(4, 2), true);
+        let rect = Rect::new(1, 1, 4, 2);
+        let mut buf = Buffer::empty(Rect::new(0, 0, 10, 5));
+        image.render(rect, &mut buf, Route::Direct, true);
+        assert_eq!(buf[(1, 1)].symbol(), "\x1b7\x1b[4X\x1b[1B\x1b[4X\x1b[1A\x1bPqIMAGE\x1b\\\x1b8\x1b[C");
+        image.render(rect, &mut buf, Route::Direct, false);
+        assert_eq!(buf[(1, 1)].symbol(), "\x1b7\x1bPqIMAGE\x1b\\\x1b8\x1b[C", "over itself: no erasing");
     }
 
     #[test]

@@ -281,7 +281,7 @@ where
         let area = frame.area();
         let size = encoded.size();
         let rect = Rect::new(area.x, area.y, size.width.min(area.width), size.height.min(area.height));
-        encoded.render(rect, frame.buffer_mut(), route);
+        encoded.render(rect, frame.buffer_mut(), route, true);
         let below = area.y + size.height.min(area.height.saturating_sub(1));
         frame.set_cursor_position(Position::new(area.x, below));
     })?;
@@ -318,7 +318,7 @@ mod tests {
         let mut buf = Buffer::empty(area);
         let mut image = encoded(graphics, area.as_size());
         let size = image.size();
-        image.render(Rect::new(area.x, area.y, size.width, size.height), &mut buf, graphics.route);
+        image.render(Rect::new(area.x, area.y, size.width, size.height), &mut buf, graphics.route, true);
         buf
     }
 

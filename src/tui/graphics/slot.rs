@@ -132,9 +132,14 @@ impl ImageSlot {
     /// Draws the newest finished encoding centred in `area`, and asks for a new one when the image
     /// or `area`'s size changed. Does not block; an empty area draws nothing.
     ///
-    /// Returns where a placed image (one the terminal keeps apart from the cells) now is; a
-    /// placed image under one of `frame`'s hidden areas is not drawn.
-    pub fn render(&mut self, area: Rect, buf: &mut Buffer, frame: &Frame) -> Option<Rect> {
+    /// `before` is where the previous frame placed this slot's image: drawn there again, a
+    /// new image goes straight over the old one.
+    ///
+    /// Returns where a placed image (one the terminal keeps apart from the cells) now is. An
+    /// image under one of `frame`'s hidden areas is not drawn, unless it is half-blocks:
+    /// a placed one would be painted over the popup, and kitty's placeholder image sends its
+    /// pixels from its top-left cell, which the popup would swallow.
+    pub fn render(&mut self, area: Rect, buf: &mut Buffer, frame: &Frame, before: Option<Rect>) -> Option<Rect> {
         let area = area.intersection(buf.area);
         if area.is_empty() {
             return None;
@@ -148,10 +153,10 @@ impl ImageSlot {
         let size = encoded.size();
         let (width, height) = (size.width.min(area.width), size.height.min(area.height));
         let rect = Rect::new(area.x + (area.width - width) / 2, area.y + (area.height - height) / 2, width, height);
-        if encoded.is_placed() && frame.hidden_under.iter().any(|hidden| hidden.intersects(rect)) {
+        if !encoded.is_half_blocks() && frame.hidden_under.iter().any(|hidden| hidden.intersects(rect)) {
             return None;
         }
-        encoded.render(rect, buf, frame.route);
+        encoded.render(rect, buf, frame.route, before != Some(rect));
         (encoded.is_placed() && rect.as_size() == size).then_some(rect)
     }
 
@@ -211,7 +216,7 @@ mod tests {
 
     fn render(slot: &mut ImageSlot, area: Rect) -> Buffer {
         let mut buf = Buffer::empty(Rect::new(0, 0, 40, 20));
-        slot.render(area, &mut buf, &Frame::plain(Route::Direct));
+        slot.render(area, &mut buf, &Frame::plain(Route::Direct), None);
         buf
     }
 
@@ -306,16 +311,26 @@ mod tests {
         sixel.poll();
         let mut buf = Buffer::empty(area);
         // 32x32 px on 8x16 px cells, scaled to fill 40x20 cells: 40x20 cells, the whole pane
-        let placed = sixel.render(area, &mut buf, &Frame::plain(Route::Direct));
+        let placed = sixel.render(area, &mut buf, &Frame::plain(Route::Direct), None);
         assert_eq!(placed, Some(area));
         assert!(buf[(0, 0)].symbol().contains("\x1bP"));
 
         let popup = Frame { hidden_under: vec![Rect::new(30, 15, 20, 3)], route: Route::Direct };
         let mut buf = Buffer::empty(area);
-        assert_eq!(sixel.render(area, &mut buf, &popup), None, "under a popup, nowhere");
+        assert_eq!(sixel.render(area, &mut buf, &popup, Some(area)), None, "under a popup, nowhere");
         assert_eq!(symbols(&buf).trim(), "", "and nothing drawn");
         let beside = Frame { hidden_under: vec![Rect::new(0, 25, 20, 3)], route: Route::Direct };
-        assert_eq!(sixel.render(area, &mut Buffer::empty(area), &beside), Some(area));
+        assert_eq!(sixel.render(area, &mut Buffer::empty(area), &beside, None), Some(area));
+
+        // kitty's placeholders carry the image's pixels in their top-left cell: hidden too
+        let (mut kitty, wait) = slot(Protocol::Kitty { placeholders: true });
+        kitty.set(gradient());
+        render(&mut kitty, area);
+        wait();
+        kitty.poll();
+        let mut buf = Buffer::empty(area);
+        assert_eq!(kitty.render(area, &mut buf, &popup, None), None);
+        assert!(!symbols(&buf).contains("\x1b_G") && !symbols(&buf).contains('\u{10EEEE}'));
 
         // half-blocks are cells: the popup drawn after them simply replaces them
         let (mut cells, wait) = slot(Protocol::Halfblocks);
@@ -324,7 +339,7 @@ mod tests {
         wait();
         cells.poll();
         let mut buf = Buffer::empty(area);
-        assert_eq!(cells.render(area, &mut buf, &popup), None);
+        assert_eq!(cells.render(area, &mut buf, &popup, None), None);
         assert!(symbols(&buf).contains('▀') || symbols(&buf).contains('▄'));
     }
 }

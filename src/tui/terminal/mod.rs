@@ -127,16 +127,19 @@ fn ask_terminal(mux: MuxKind, tmux: Option<&Tmux>) -> Option<Replies> {
         return None;
     }
     let through_tmux = mux == MuxKind::Tmux && tmux.is_some_and(|t| t.passthrough.is_ok());
+    let mut typed = String::new();
     if through_tmux {
         // tmux drops passthrough while a pane waits to be redrawn, as it does right after
         // switching to the alternate screen. Two status reports that tmux answers itself
         // are two turns of its loop, after which the redraw is done.
         for _ in 0..2 {
-            query::ask(&mut io::stdout(), &mut io::stdin(), query::STATUS, QUERY_TIMEOUT).ok()?;
+            typed += &query::ask(&mut io::stdout(), &mut io::stdin(), query::STATUS, QUERY_TIMEOUT).ok()?.typed;
         }
     }
     let request = if through_tmux { query::request(mux::passthrough) } else { query::request(str::to_string) };
-    query::ask(&mut io::stdout(), &mut io::stdin(), &request, QUERY_TIMEOUT).ok()
+    let mut replies = query::ask(&mut io::stdout(), &mut io::stdin(), &request, QUERY_TIMEOUT).ok()?;
+    replies.typed.insert_str(0, &typed);
+    Some(replies)
 }
 
 /// What puts back the modes the lab changes: sixel display mode, which images need off.
