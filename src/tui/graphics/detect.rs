@@ -80,6 +80,7 @@ fn blocked(info: &TerminalInfo) -> Option<String> {
     Some(format!("graphics: {why}; images are drawn with half-blocks"))
 }
 
+/// Why the terminal's own answers cannot decide, if so.
 fn unanswered(info: &TerminalInfo) -> Option<String> {
     let why = match &info.replies {
         None => "stdin or stdout is not a terminal",
