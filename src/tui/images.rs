@@ -141,7 +141,7 @@ impl Images {
             if kitty_by_id {
                 // a kitty image that moved was replaced by its new placement already
                 if pane.placed.is_none() {
-                    cleanup.erase.push_str(&kitty_delete(pane.slot.kitty_id()));
+                    cleanup.erase.extend(pane.slot.kitty_ids().map(kitty_delete));
                 }
             } else {
                 cleanup.redraw = true;
@@ -158,7 +158,7 @@ impl Images {
         if !matches!(self.graphics.protocol, Protocol::Kitty { .. }) {
             return String::new();
         }
-        let sequences: String = self.panes().map(|pane| kitty_delete(pane.slot.kitty_id())).collect();
+        let sequences: String = self.panes().flat_map(|pane| pane.slot.kitty_ids().map(kitty_delete)).collect();
         match self.graphics.route {
             Route::Direct => sequences,
             Route::Tmux { .. } => crate::tui::terminal::mux::passthrough(&sequences),

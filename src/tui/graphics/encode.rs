@@ -81,7 +81,8 @@ impl EncodeJob {
             }
             // kitty draws its images over the cells, opaque (f=24) and scaled to them whole
             Protocol::Kitty { placeholders: false } => {
-                Encoded::placed(kitty_place(&image, size, self.kitty_id, self.graphics.kitty_zlib), size, false)
+                let image = kitty_place(&image, size, self.graphics.kitty_zlib);
+                Encoded::Placed { payload: Payload::Kitty { image, ids: None }, size, erases: false, written: None }
             }
         })
     }
@@ -110,11 +111,10 @@ fn erase_cells(size: Size) -> String {
     out
 }
 
-/// A kitty image transmitted and placed at the cursor in one command, `size` cells large,
+/// A kitty image to transmit and place at the cursor in one command, `size` cells large,
 /// quietly (`q=2`: no replies to mistake for keys), without moving the cursor (`C=1`).
-/// Sending an image under an id already in use replaces that image and its placement,
-/// so a pane's new picture needs no separate deletion; [`kitty_delete`] removes one.
-pub fn kitty_place(image: &DynamicImage, size: Size, id: u32, zlib: bool) -> String {
+/// Its id is given when it is shown ([`KittyImage::placed_as`]).
+pub fn kitty_place(image: &DynamicImage, size: Size, zlib: bool) -> KittyImage {
     let rgb = image.to_rgb8();
     let (w, h) = rgb.dimensions();
     let raw = rgb.into_raw();
@@ -129,27 +129,49 @@ pub fn kitty_place(image: &DynamicImage, size: Size, id: u32, zlib: bool) -> Str
     let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
     let compression = if zlib { "o=z," } else { "" };
     let chunks: Vec<&[u8]> = encoded.as_bytes().chunks(KITTY_CHUNK).collect();
-    let mut out = String::with_capacity(encoded.len() + chunks.len() * 16 + 96);
+    let head = format!("\x1b_Ga=T,f=24,t=d,{compression}i=");
+    let mut tail = String::with_capacity(encoded.len() + chunks.len() * 16 + 96);
     for (i, chunk) in chunks.iter().enumerate() {
         let more = u8::from(i + 1 < chunks.len());
         if i == 0 {
             let (cols, rows) = (size.width, size.height);
-            let _ = write!(
-                out,
-                "\x1b_Ga=T,f=24,t=d,{compression}i={id},p=1,s={w},v={h},c={cols},r={rows},C=1,q=2,m={more};"
-            );
+            let _ = write!(tail, ",p=1,s={w},v={h},c={cols},r={rows},C=1,q=2,m={more};");
         } else {
-            let _ = write!(out, "\x1b_Gm={more};");
+            let _ = write!(tail, "\x1b_Gm={more};");
         }
-        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-        out.push_str("\x1b\\");
+        tail.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        tail.push_str("\x1b\\");
     }
-    out
+    KittyImage { head, tail }
+}
+
+/// A kitty transmission waiting for its image id.
+pub struct KittyImage {
+    head: String,
+    tail: String,
+}
+
+impl KittyImage {
+    /// The transmission under image id `id`.
+    pub fn placed_as(&self, id: u32) -> String {
+        format!("{}{id}{}", self.head, self.tail)
+    }
 }
 
 /// Deletes kitty image `id`: its placement and its data.
 pub fn kitty_delete(id: u32) -> String {
     format!("\x1b_Ga=d,d=I,i={id},q=2\x1b\\")
+}
+
+/// What a placed image sends.
+pub(super) enum Payload {
+    Sequence(String),
+    /// kitty, by id: `ids` are the image's own and the one of the image it replaces,
+    /// deleted right after it is shown (see [`Encoded::take_kitty_ids`]).
+    Kitty {
+        image: KittyImage,
+        ids: Option<(u32, Option<u32>)>,
+    },
 }
 
 /// An image encoded for the terminal, `size` cells large.
@@ -159,7 +181,7 @@ pub(super) enum Encoded {
         size: Size,
     },
     Placed {
-        payload: String,
+        payload: Payload,
         size: Size,
         /// Whether cells under the image must be erased where it first appears.
         erases: bool,
@@ -174,8 +196,25 @@ impl Encoded {
         Encoded::Cells { protocol, size }
     }
 
-    fn placed(payload: String, size: Size, erases: bool) -> Self {
-        Encoded::Placed { payload, size, erases, written: None }
+    fn placed(sequence: String, size: Size, erases: bool) -> Self {
+        Encoded::Placed { payload: Payload::Sequence(sequence), size, erases, written: None }
+    }
+
+    /// Whether this is a kitty image placed by id that has no id yet: one never shown.
+    pub fn wants_kitty_ids(&self) -> bool {
+        matches!(self, Encoded::Placed { payload: Payload::Kitty { ids: None, .. }, .. })
+    }
+
+    /// Gives a kitty image placed by id its id, `id`, and the id of the image it replaces.
+    ///
+    /// Sending an image under the id of the one on screen makes kitty drop the old image
+    /// at once and show the new one only once all of it has arrived: the pane blinks. So
+    /// a pane's images take turns between two ids, and each deletes the one before it
+    /// after it is shown.
+    pub fn take_kitty_ids(&mut self, id: u32, replaces: Option<u32>) {
+        if let Encoded::Placed { payload: Payload::Kitty { ids, .. }, .. } = self {
+            *ids = Some((id, replaces));
+        }
     }
 
     pub fn size(&self) -> Size {
@@ -211,7 +250,14 @@ impl Encoded {
                 }
                 let erase = *erases && fresh;
                 if written.as_ref().is_none_or(|(at, via, erased, _)| (*at, *via, *erased) != (rect, route, erase)) {
-                    let image = if erase { erase_cells(*size) + payload } else { payload.clone() };
+                    let image = match payload {
+                        Payload::Sequence(sequence) if erase => erase_cells(*size) + sequence,
+                        Payload::Sequence(sequence) => sequence.clone(),
+                        Payload::Kitty { ids: None, .. } => return,
+                        Payload::Kitty { image, ids: Some((id, replaces)) } => {
+                            image.placed_as(*id) + &replaces.map(kitty_delete).unwrap_or_default()
+                        }
+                    };
                     *written = Some((rect, route, erase, place_at(&image, rect, route)));
                 }
                 let symbol = &written.as_ref().expect("just written").3;
@@ -266,7 +312,7 @@ mod tests {
     #[test]
     fn encode_kitty_place_sends_rgb_in_chunks_quietly_without_moving_the_cursor() {
         let image = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 48, image::Rgb([10, 200, 30])));
-        let text = kitty_place(&image, Size::new(8, 3), 7, false);
+        let text = kitty_place(&image, Size::new(8, 3), false).placed_as(7);
         let first = &text[..text.find(';').unwrap()];
         for key in ["a=T", "f=24", "t=d", "i=7", "p=1", "s=64", "v=48", "c=8", "r=3", "C=1", "q=2", "m=1"] {
             assert!(first.split([',', 'G']).any(|k| k == key), "{key} missing from {first}");
@@ -285,13 +331,36 @@ mod tests {
     #[test]
     fn encode_kitty_place_compresses_with_zlib_when_asked() {
         let image = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 48, image::Rgb([10, 200, 30])));
-        let text = kitty_place(&image, Size::new(8, 3), 7, true);
+        let text = kitty_place(&image, Size::new(8, 3), true).placed_as(7);
         assert!(text.starts_with("\x1b_Ga=T,f=24,t=d,o=z,"), "{}", &text[..40]);
         let payload = &text[text.find(';').unwrap() + 1..text.find("\x1b\\").unwrap()];
         let compressed = base64::engine::general_purpose::STANDARD.decode(payload).unwrap();
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&compressed[..]), &mut raw).unwrap();
         assert_eq!(raw.len(), 64 * 48 * 3);
+    }
+
+    #[test]
+    fn encode_a_kitty_image_deletes_the_one_it_replaces_after_it_is_shown() {
+        let image = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])));
+        let mut encoded = EncodeJob {
+            image,
+            target: Size::new(4, 2),
+            graphics: super::super::tests::graphics(Protocol::Kitty { placeholders: false }),
+            kitty_id: 1,
+        }
+        .run()
+        .unwrap();
+        let rect = Rect::new(0, 0, 4, 2);
+        let mut buf = Buffer::empty(rect);
+        encoded.render(rect, &mut buf, Route::Direct, true);
+        assert_eq!(buf[(0, 0)].symbol(), " ", "no id yet: nothing to show");
+        encoded.take_kitty_ids(22, Some(11));
+        encoded.render(rect, &mut buf, Route::Direct, true);
+        let symbol = buf[(0, 0)].symbol();
+        let shown = symbol.find("a=T").unwrap();
+        let deleted = symbol.find(&kitty_delete(11)).expect("the old image deleted");
+        assert!(shown < deleted && symbol[shown..].starts_with("a=T,f=24,t=d,i=22,"), "{symbol:?}");
     }
 
     #[test]

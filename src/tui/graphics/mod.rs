@@ -258,7 +258,8 @@ pub fn print_image(image: &RgbImage, mode: GraphicsMode, max_cols: u16, max_rows
             graphics,
             kitty_id: random_kitty_id(),
         };
-        let encoded = job.run().map_err(anyhow::Error::msg)?;
+        let mut encoded = job.run().map_err(anyhow::Error::msg)?;
+        encoded.take_kitty_ids(random_kitty_id(), None);
         let options = TerminalOptions { viewport: Viewport::Inline(encoded.size().height + 1) };
         let mut terminal = Terminal::with_options(CrosstermBackend::new(io::stdout()), options)?;
         io::Write::write_all(terminal.backend_mut(), graphics.prepare().as_bytes())?;
@@ -317,6 +318,7 @@ mod tests {
     fn draw(graphics: Graphics, area: Rect) -> Buffer {
         let mut buf = Buffer::empty(area);
         let mut image = encoded(graphics, area.as_size());
+        image.take_kitty_ids(42, None);
         let size = image.size();
         image.render(Rect::new(area.x, area.y, size.width, size.height), &mut buf, graphics.route, true);
         buf

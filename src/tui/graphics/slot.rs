@@ -30,9 +30,11 @@ impl Frame {
 /// a worker thread encode the image whenever it or the pane's size changes (see the module doc).
 pub struct ImageSlot {
     graphics: Graphics,
-    /// kitty keeps images by id; one per pane makes each new image replace the last
-    /// instead of piling up a denoising run's worth of frames.
-    kitty_id: u32,
+    /// kitty keeps images by id; two per pane, taken in turns (see
+    /// [`Encoded::take_kitty_ids`]), keep a run's frames from piling up in kitty.
+    kitty_ids: [u32; 2],
+    /// Which of `kitty_ids` the image on screen has.
+    kitty_turn: usize,
     image: Option<DynamicImage>,
     /// Bumped by every [`ImageSlot::set`], so a job can tell which image it encodes.
     generation: u64,
@@ -69,7 +71,8 @@ impl ImageSlot {
             .expect("spawning the image encoding thread");
         Self {
             graphics,
-            kitty_id: random_kitty_id(),
+            kitty_ids: [random_kitty_id(), random_kitty_id()],
+            kitty_turn: 0,
             image: None,
             generation: 0,
             last_target: None,
@@ -124,9 +127,9 @@ impl ImageSlot {
         self.error.as_deref()
     }
 
-    /// The kitty image id this pane's pictures use.
-    pub fn kitty_id(&self) -> u32 {
-        self.kitty_id
+    /// The kitty image ids this pane's pictures use.
+    pub fn kitty_ids(&self) -> [u32; 2] {
+        self.kitty_ids
     }
 
     /// Draws the newest finished encoding centred in `area`, and asks for a new one when the image
@@ -156,13 +159,19 @@ impl ImageSlot {
         if !encoded.is_half_blocks() && frame.hidden_under.iter().any(|hidden| hidden.intersects(rect)) {
             return None;
         }
+        if encoded.wants_kitty_ids() {
+            // the id the image on screen does not have, that image's to delete
+            let on_screen = self.kitty_ids[self.kitty_turn];
+            self.kitty_turn = 1 - self.kitty_turn;
+            encoded.take_kitty_ids(self.kitty_ids[self.kitty_turn], Some(on_screen));
+        }
         encoded.render(rect, buf, frame.route, before != Some(rect));
         (encoded.is_placed() && rect.as_size() == size).then_some(rect)
     }
 
     fn request(&mut self, target: Size) {
         let Some(image) = &self.image else { return };
-        let job = EncodeJob { image: image.clone(), target, graphics: self.graphics, kitty_id: self.kitty_id };
+        let job = EncodeJob { image: image.clone(), target, graphics: self.graphics, kitty_id: self.kitty_ids[0] };
         self.next_job += 1;
         self.requested = Some((self.generation, target));
         // The worker only stops when this slot is dropped, so a failed send cannot happen while
