@@ -2,14 +2,21 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::de::DeserializeOwned;
+
+use crate::fsutil::{limits, read_text};
 
 /// Parses a config file; an error names the file and the field (`block_out_channels[1]`)
 /// because "invalid type at line 12" alone does not tell a user what to fix.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
-    let de = &mut serde_json::Deserializer::from_str(&text);
+    let text = read_text(path, limits::CONFIG)?;
+    parse_json(&text, path)
+}
+
+/// [`read_json`] on text already read; `path` only names it in errors.
+pub fn parse_json<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let field = err.path().to_string();
         let inner = err.into_inner();
@@ -47,6 +54,6 @@ mod tests {
 
         let missing = dir.path().join("nope.json");
         let msg = format!("{:#}", read_json::<Sample>(&missing).unwrap_err());
-        assert!(msg.contains("nope.json: cannot read the file"), "{msg}");
+        assert!(msg.contains("nope.json: cannot read"), "{msg}");
     }
 }

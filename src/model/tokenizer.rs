@@ -8,13 +8,14 @@
 //! pad with `!` (id 0) where SD 1.x pads with `<|endoftext|>` (id 49407), which
 //! only `special_tokens_map.json` says.
 
-use std::fs;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokenizers::{AddedToken, Tokenizer};
+
+use crate::fsutil::{limits, read_regular, read_text};
 
 /// CLIP's BPE tokenizer as diffusers' pipelines call it (pad/truncate to
 /// model_max_length, BOS/EOS).
@@ -104,7 +105,8 @@ impl ClipTokenizer {
 
         let json_path = dir.join("tokenizer.json");
         let mut tokenizer = if json_path.is_file() {
-            Tokenizer::from_file(&json_path)
+            let bytes = read_regular(&json_path, limits::TOKENIZER)?;
+            Tokenizer::from_bytes(bytes)
                 .map_err(|e| anyhow!("{}: not a tokenizers JSON file: {e}", json_path.display()))?
         } else {
             build_from_vocab_and_merges(dir, &specials.unk.content)?
@@ -236,7 +238,7 @@ fn added_token(o: &Map<String, Value>) -> Option<AddedToken> {
 }
 
 fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = read_text(path, limits::TOKENIZER)?;
     match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => bail!("{}: expected a JSON object", path.display()),
@@ -261,9 +263,8 @@ fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
     if let Some((token, _)) = vocab.iter().find(|(_, id)| !id.is_u64()) {
         bail!("{}: id of {token:?} is not a non-negative integer (expected {{token: id}})", vocab_path.display());
     }
-    let merges_text = fs::read_to_string(&merges_path).with_context(|| {
-        format!("reading {} (expected BPE merges, one \"left right\" pair a line)", merges_path.display())
-    })?;
+    let merges_text = read_text(&merges_path, limits::TOKENIZER)
+        .context("expected BPE merges, one \"left right\" pair a line")?;
     // The first line is a `#version: 0.2` header.
     let mut merges = Vec::new();
     for (n, line) in merges_text.lines().enumerate() {
@@ -305,6 +306,7 @@ fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::path::PathBuf;
 
     const TALK_PROMPT: &str = "painting depicting the sea, sunrise, ship, artstation, 4k, concept art";

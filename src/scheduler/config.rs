@@ -11,7 +11,7 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -148,8 +148,7 @@ impl SchedulerConfig {
     /// expected one of linear, scaled_linear, squaredcos_cap_v2, found "foo"`.
     pub fn from_file(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the scheduler config", path.display()))?;
+        let text = crate::fsutil::read_text(path, crate::fsutil::limits::CONFIG)?;
         Self::from_json_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 
