@@ -12,7 +12,17 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::json::read_json;
+use super::json::parse_json;
+use crate::fsutil::{limits, read_text};
+
+/// Bounds on the sizes, far above any CLIP text encoder (SD's largest, OpenCLIP
+/// ViT-bigG, has hidden_size 1280, 32 layers, 77 positions), so that nothing sized
+/// by them overflows: the causal mask alone is `positions^2` floats.
+const MAX_VOCAB: usize = 1 << 20;
+const MAX_HIDDEN: usize = 65536;
+const MAX_INTERMEDIATE: usize = 4 * MAX_HIDDEN;
+const MAX_LAYERS: usize = 256;
+const MAX_POSITIONS: usize = 4096;
 
 /// The MLP non-linearity, named as transformers names it in `hidden_act`.
 ///
@@ -69,19 +79,44 @@ impl ClipTextConfig {
     /// the offending field (`.../config.json: hidden_act: unknown variant ...`), because serde
     /// alone does not say which field had the wrong type or value.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let config: Self = read_json(path)?;
+        Self::parse(&read_text(path, limits::CONFIG)?, path)
+    }
+
+    /// [`Self::from_file`] on text already read; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        let config: Self = parse_json(text, path)?;
         config.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
-    /// What transformers itself refuses, checked before any tensor is built so that a bad
-    /// config fails with its field name instead of a reshape error deep in `forward`.
+    /// What transformers itself refuses, and sizes past the bounds above, checked before
+    /// any tensor is built so that a bad config fails with its field name instead of a
+    /// reshape error deep in `forward` or an allocation that cannot succeed.
     fn check(&self) -> std::result::Result<(), String> {
+        let sizes = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("intermediate_size", self.intermediate_size, MAX_INTERMEDIATE),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_HIDDEN),
+            ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS),
+        ];
+        if let Some((field, value, max)) = sizes.iter().find(|(_, value, max)| !(1..=*max).contains(value)) {
+            return Err(format!("{field}: expected 1 to {max}, found {value}"));
+        }
         let heads = self.num_attention_heads;
-        if heads == 0 || !self.hidden_size.is_multiple_of(heads) {
+        if !self.hidden_size.is_multiple_of(heads) {
             return Err(format!(
                 "hidden_size: {} is not a multiple of num_attention_heads ({heads})",
                 self.hidden_size
+            ));
+        }
+        // LayerNorm adds it in float32 before a square root and a division.
+        let eps = self.layer_norm_eps as f32;
+        if !(eps.is_normal() && eps.is_sign_positive()) {
+            return Err(format!(
+                "layer_norm_eps: expected a positive number float32 can hold (1.2e-38 or more), found {:?}",
+                self.layer_norm_eps
             ));
         }
         Ok(())
@@ -522,6 +557,41 @@ mod tests {
 
         let not_object = ClipTextConfig::from_file(&fixtures().join("README.md")).unwrap_err();
         assert!(not_object.to_string().contains("README.md: "), "{not_object}");
+    }
+
+    /// Zero heads used to be refused only as "not a multiple"; sizes past the bounds were not
+    /// refused at all, and the causal mask of a huge `max_position_embeddings` cannot be built.
+    #[test]
+    fn refuses_sizes_past_their_bounds() {
+        let path = Path::new("text_encoder/config.json");
+        let text = std::fs::read_to_string(text_encoder_dir("sd2-tiny").join("config.json")).unwrap();
+        assert_eq!(ClipTextConfig::parse(&text, path).unwrap(), config("sd2-tiny"));
+        let cases = [
+            ("num_attention_heads", "0", "num_attention_heads: expected 1 to 65536, found 0"),
+            (
+                "max_position_embeddings",
+                "1000000000000",
+                "max_position_embeddings: expected 1 to 4096, found 1000000000000",
+            ),
+            ("vocab_size", "0", "vocab_size: expected 1 to 1048576, found 0"),
+            ("num_hidden_layers", "100000", "num_hidden_layers: expected 1 to 256, found 100000"),
+            (
+                "layer_norm_eps",
+                "0",
+                "layer_norm_eps: expected a positive number float32 can hold (1.2e-38 or more), found 0.0",
+            ),
+            (
+                "layer_norm_eps",
+                "1e-300",
+                "layer_norm_eps: expected a positive number float32 can hold (1.2e-38 or more), found 1e-300",
+            ),
+        ];
+        for (field, value, expected) in cases {
+            let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            json[field] = serde_json::from_str(value).unwrap();
+            let msg = ClipTextConfig::parse(&json.to_string(), path).unwrap_err().to_string();
+            assert_eq!(msg, format!("text_encoder/config.json: {expected}"));
+        }
     }
 
     #[test]

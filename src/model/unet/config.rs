@@ -6,12 +6,23 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 #[cfg(test)]
 use candle_transformers::models::stable_diffusion::unet_2d::{BlockConfig, UNet2DConditionModelConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::model::json::read_json;
+use crate::fsutil::{limits, read_text};
+use crate::model::json::parse_json;
+
+/// Bounds that keep what sdlab derives from the config (`4 * block_out_channels[0]`
+/// time-embedding channels, `layers_per_block + 1` up-block layers, the default image
+/// size `sample_size * vae_scale_factor`, tensor shapes) far from overflow. SD uses
+/// 4 blocks of at most 1280 channels, sample_size 64 or 96, at most 10 transformer
+/// layers per block (SDXL).
+const MAX_BLOCKS: usize = 8;
+const MAX_CHANNELS: usize = 65536;
+const MAX_LAYERS: usize = 64;
+const MAX_SAMPLE_SIZE: usize = 1024;
 
 /// A config value diffusers accepts either once for all blocks or once per block.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,8 +157,13 @@ fn default_str() -> String {
 impl UNetConfig {
     /// Reads and checks `unet/config.json`: the result is one sdlab can build.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = read_json(path)?;
-        config.check().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Self::parse(&read_text(path, limits::CONFIG)?, path)
+    }
+
+    /// Parses and checks the text of a `unet/config.json`; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let config: Self = parse_json(text, path)?;
+        config.check().map_err(|err| anyhow!("{}: {err}", path.display()))?;
         Ok(config)
     }
 
@@ -167,9 +183,11 @@ impl UNetConfig {
     /// cannot: exotic conditioning (class or added embeddings), other block kinds.
     pub fn check(&self) -> Result<()> {
         let n = self.block_out_channels.len();
-        if n == 0 {
-            bail!("block_out_channels: expected at least one block, found none");
+        if !(1..=MAX_BLOCKS).contains(&n) {
+            bail!("block_out_channels: expected 1 to {MAX_BLOCKS} blocks, found {n}");
         }
+        self.check_sizes()?;
+        self.check_numbers()?;
         for (field, len) in
             [("down_block_types", self.down_block_types.len()), ("up_block_types", self.up_block_types.len())]
         {
@@ -200,7 +218,6 @@ impl UNetConfig {
         if let Some((field, _)) = unsupported.iter().find(|(_, bad)| *bad) {
             bail!("{field}: this value is not supported by sdlab's UNet");
         }
-        self.transformer_layers_per_block.for_blocks(n, "transformer_layers_per_block")?;
         for (i, kind) in self.down_block_types.iter().enumerate() {
             if !matches!(kind.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D") {
                 bail!("down_block_types[{i}]: expected CrossAttnDownBlock2D or DownBlock2D, found {kind:?}");
@@ -218,6 +235,55 @@ impl UNetConfig {
             if !channels.is_multiple_of(self.norm_num_groups) {
                 bail!("norm_num_groups: {} groups do not divide block {i}'s {channels} channels", self.norm_num_groups);
             }
+        }
+        Ok(())
+    }
+
+    /// Every count within its bound (so nothing derived from it overflows).
+    fn check_sizes(&self) -> Result<()> {
+        let n = self.block_out_channels.len();
+        let mut sizes = vec![
+            ("in_channels".to_owned(), self.in_channels, MAX_CHANNELS),
+            ("out_channels".to_owned(), self.out_channels, MAX_CHANNELS),
+            ("cross_attention_dim".to_owned(), self.cross_attention_dim, MAX_CHANNELS),
+            ("norm_num_groups".to_owned(), self.norm_num_groups, MAX_CHANNELS),
+            ("sample_size".to_owned(), self.sample_size, MAX_SAMPLE_SIZE),
+            ("layers_per_block".to_owned(), self.layers_per_block, MAX_LAYERS),
+        ];
+        let blocks = self.block_out_channels.iter().enumerate();
+        sizes.extend(blocks.map(|(i, &c)| (format!("block_out_channels[{i}]"), c, MAX_CHANNELS)));
+        let depths = self.transformer_layers_per_block.for_blocks(n, "transformer_layers_per_block")?;
+        sizes.extend(depths.iter().map(|&d| ("transformer_layers_per_block".to_owned(), d, MAX_LAYERS)));
+        if let Some((field, value, max)) = sizes.iter().find(|(_, value, max)| !(1..=*max).contains(value)) {
+            bail!("{field}: expected 1 to {max}, found {value}");
+        }
+        // diffusers pads 1 on each side, or with 0 only right and bottom; other values
+        // give skip connections of other sizes than the up blocks expect.
+        if self.downsample_padding > 1 {
+            bail!("downsample_padding: expected 0 or 1, found {}", self.downsample_padding);
+        }
+        Ok(())
+    }
+
+    /// The float settings, checked as the float32 values the UNet computes with.
+    fn check_numbers(&self) -> Result<()> {
+        let eps = self.norm_eps as f32;
+        if !(eps.is_normal() && eps.is_sign_positive()) {
+            bail!("norm_eps: expected a positive number float32 can hold (1.2e-38 or more), found {:?}", self.norm_eps);
+        }
+        // The mid block divides by it: the factor and its inverse must be float32 numbers.
+        let scale = self.mid_block_scale_factor;
+        if !((scale as f32).is_normal() && ((1.0 / scale) as f32).is_normal()) {
+            bail!("mid_block_scale_factor: expected a number whose size and inverse fit float32, found {scale:?}");
+        }
+        // The timestep features divide by `block_out_channels[0] / 2 - freq_shift`
+        // (embeddings.rs): zero or below gives NaN or inf features.
+        let (half, shift) = (self.block_out_channels[0] / 2, self.freq_shift as f32);
+        if !shift.is_finite() || (half > 0 && half as f32 - shift <= 0.0) {
+            bail!(
+                "freq_shift: expected a number below block_out_channels[0] / 2 ({half}), found {:?}",
+                self.freq_shift
+            );
         }
         Ok(())
     }
@@ -328,6 +394,80 @@ mod tests {
         let mut c = fixture("sd2-tiny");
         c.mid_block_type = Some("UNetMidBlock2D".into());
         assert!(c.check().unwrap_err().to_string().starts_with("mid_block_type"));
+    }
+
+    /// `check`'s message for the sd2-tiny config changed by `edit`.
+    fn error_of(edit: impl FnOnce(&mut UNetConfig)) -> String {
+        let mut c = fixture("sd2-tiny");
+        edit(&mut c);
+        let msg = c.check().unwrap_err().to_string();
+        println!("{msg}");
+        msg
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_and_the_field() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd2-tiny/model/unet/config.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed = UNetConfig::parse(&text, Path::new("unet/config.json")).unwrap();
+        assert_eq!(parsed.block_out_channels, vec![32, 64]);
+        let bad = text.replace(r#""norm_num_groups": 32"#, r#""norm_num_groups": 0"#);
+        let msg = UNetConfig::parse(&bad, Path::new("unet/config.json")).unwrap_err().to_string();
+        assert_eq!(msg, "unet/config.json: norm_num_groups: expected 1 to 65536, found 0");
+    }
+
+    /// Sizes whose derived values overflowed (`4 * block_out_channels[0]`,
+    /// `layers_per_block + 1`, `sample_size * vae_scale_factor`) in
+    /// `UNet2DConditionModel::new` or `default_size`, after `check` had passed.
+    #[test]
+    fn refuses_sizes_that_overflow_what_is_derived_from_them() {
+        assert_eq!(
+            error_of(|c| c.block_out_channels = vec![1 << 62, 1 << 62]),
+            format!("block_out_channels[0]: expected 1 to 65536, found {}", 1u64 << 62)
+        );
+        assert_eq!(
+            error_of(|c| c.layers_per_block = usize::MAX),
+            format!("layers_per_block: expected 1 to 64, found {}", usize::MAX)
+        );
+        assert_eq!(
+            error_of(|c| c.sample_size = usize::MAX / 4),
+            format!("sample_size: expected 1 to 1024, found {}", usize::MAX / 4)
+        );
+        assert_eq!(
+            error_of(|c| c.block_out_channels = vec![32; 9]),
+            "block_out_channels: expected 1 to 8 blocks, found 9"
+        );
+        assert_eq!(
+            error_of(|c| c.transformer_layers_per_block = PerBlock::Each(vec![1, 0])),
+            "transformer_layers_per_block: expected 1 to 64, found 0"
+        );
+        assert_eq!(
+            error_of(|c| c.downsample_padding = 1 << 40),
+            format!("downsample_padding: expected 0 or 1, found {}", 1u64 << 40)
+        );
+    }
+
+    /// freq_shift at `block_out_channels[0] / 2` divides by zero in the timestep features.
+    #[test]
+    fn refuses_floats_that_make_nan() {
+        let features =
+            crate::model::unet::embeddings::timestep_features(500.0, 32, true, 16.0, &candle_core::Device::Cpu);
+        let features = features.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(features[0].is_nan(), "the reason for the check: {features:?}");
+        assert_eq!(
+            error_of(|c| c.freq_shift = 16.0),
+            "freq_shift: expected a number below block_out_channels[0] / 2 (16), found 16.0"
+        );
+        assert!(error_of(|c| c.freq_shift = 1e39).starts_with("freq_shift: "));
+        let mut ok = fixture("sd2-tiny");
+        ok.freq_shift = 1.0;
+        ok.check().unwrap();
+        assert!(error_of(|c| c.norm_eps = 0.0).starts_with("norm_eps: expected a positive number"));
+        assert!(error_of(|c| c.norm_eps = 1e-50).starts_with("norm_eps: "));
+        for scale in [0.0, 1e-300, 1e300] {
+            let msg = error_of(|c| c.mid_block_scale_factor = scale);
+            assert!(msg.starts_with("mid_block_scale_factor: expected a number whose size"), "{msg}");
+        }
     }
 
     #[test]

@@ -2,10 +2,18 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::model::json::read_json;
+use crate::fsutil::{limits, read_text};
+use crate::model::json::parse_json;
+
+/// Bounds that keep what sdlab derives from the config (the scale factor
+/// `2^(blocks - 1)`, `2 * latent_channels`, tensor shapes) far from overflow:
+/// SD's VAE has 4 blocks of at most 512 channels and 2 layers per block.
+const MAX_BLOCKS: usize = 8;
+const MAX_CHANNELS: usize = 65536;
+const MAX_LAYERS: usize = 64;
 
 /// The fields of diffusers' `AutoencoderKL` config that decide its shape and how
 /// latents are scaled. Defaults are diffusers' own.
@@ -65,29 +73,63 @@ fn silu() -> String {
 impl VaeConfig {
     /// Reads and checks `vae/config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = read_json(path)?;
-        config.check().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Self::parse(&read_text(path, limits::CONFIG)?, path)
+    }
+
+    /// Parses and checks the text of a `vae/config.json`; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let config: Self = parse_json(text, path)?;
+        config.check().map_err(|err| anyhow!("{}: {err}", path.display()))?;
         Ok(config)
     }
 
     fn check(&self) -> Result<()> {
-        if self.block_out_channels.is_empty() {
-            bail!("block_out_channels: expected at least one block, found none");
+        let blocks = self.block_out_channels.len();
+        if !(1..=MAX_BLOCKS).contains(&blocks) {
+            bail!("block_out_channels: expected 1 to {MAX_BLOCKS} blocks, found {blocks}");
         }
+        self.check_sizes()?;
         if self.act_fn != "silu" {
             bail!("act_fn: expected \"silu\", found {:?}", self.act_fn);
         }
-        if self.scaling_factor == 0.0 || !self.scaling_factor.is_finite() {
-            bail!("scaling_factor: expected a non-zero number, found {}", self.scaling_factor);
+        // The decoder's input is `latents / scaling_factor` in float32: both the factor
+        // and its inverse must be ordinary float32 numbers, or latents become 0 or inf.
+        let factor = self.scaling_factor;
+        if !((factor as f32).is_normal() && ((1.0 / factor) as f32).is_normal()) {
+            bail!(
+                "scaling_factor: expected a number whose size and inverse fit float32 (1.2e-38 to 8.5e37), \
+                 found {factor:?}"
+            );
         }
-        if let Some(bad) = self.block_out_channels.iter().find(|c| *c % self.norm_num_groups != 0) {
+        if let Some(shift) = self.shift_factor.filter(|s| !(*s as f32).is_finite()) {
+            bail!("shift_factor: expected a finite number, found {shift:?}");
+        }
+        Ok(())
+    }
+
+    /// Every count within its bound, and the groups dividing every block's channels.
+    fn check_sizes(&self) -> Result<()> {
+        let mut sizes = vec![
+            ("in_channels".to_owned(), self.in_channels, MAX_CHANNELS),
+            ("out_channels".to_owned(), self.out_channels, MAX_CHANNELS),
+            ("latent_channels".to_owned(), self.latent_channels, MAX_CHANNELS),
+            ("norm_num_groups".to_owned(), self.norm_num_groups, MAX_CHANNELS),
+            ("layers_per_block".to_owned(), self.layers_per_block, MAX_LAYERS),
+        ];
+        let blocks = self.block_out_channels.iter().enumerate();
+        sizes.extend(blocks.map(|(i, &c)| (format!("block_out_channels[{i}]"), c, MAX_CHANNELS)));
+        if let Some((field, value, max)) = sizes.iter().find(|(_, value, max)| !(1..=*max).contains(value)) {
+            bail!("{field}: expected 1 to {max}, found {value}");
+        }
+        if let Some(bad) = self.block_out_channels.iter().find(|c| !c.is_multiple_of(self.norm_num_groups)) {
             bail!("norm_num_groups: {} groups do not divide {bad} channels", self.norm_num_groups);
         }
         Ok(())
     }
 
     /// The ratio between image and latent size: `2^(len(block_out_channels) - 1)`, as
-    /// diffusers' pipelines compute it (8 for SD, 2 for the tiny test models).
+    /// diffusers' pipelines compute it (8 for SD, 2 for the tiny test models); at most
+    /// 128 for a checked config.
     pub fn scale_factor(&self) -> usize {
         1 << (self.block_out_channels.len() - 1)
     }
@@ -115,9 +157,72 @@ mod tests {
         assert!(c.force_upcast, "diffusers' default");
     }
 
+    /// The error `parse` gives for a two-block config with the keys `edit` added.
+    fn error_of(edit: &str) -> String {
+        let text = format!(r#"{{"block_out_channels": [32, 64], {edit}}}"#);
+        let err = VaeConfig::parse(&text, Path::new("vae/config.json")).unwrap_err().to_string();
+        println!("{edit} -> {err}");
+        err
+    }
+
     #[test]
     fn refuses_a_zero_scaling_factor() {
         let c: VaeConfig = serde_json::from_str(r#"{"block_out_channels": [32], "scaling_factor": 0.0}"#).unwrap();
         assert!(c.check().unwrap_err().to_string().starts_with("scaling_factor"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_and_the_field() {
+        let err = VaeConfig::parse(r#"{"block_out_channels": "32"}"#, Path::new("vae/config.json")).unwrap_err();
+        assert!(err.to_string().starts_with("vae/config.json: "), "{err}");
+        assert!(err.to_string().contains("block_out_channels"), "{err}");
+        assert_eq!(error_of(r#""act_fn": "relu""#), r#"vae/config.json: act_fn: expected "silu", found "relu""#);
+    }
+
+    /// `0` groups used to panic (remainder by zero) instead of being an error.
+    #[test]
+    fn refuses_zero_groups() {
+        assert_eq!(
+            error_of(r#""norm_num_groups": 0"#),
+            "vae/config.json: norm_num_groups: expected 1 to 65536, found 0"
+        );
+        assert_eq!(
+            error_of(r#""norm_num_groups": 3"#),
+            "vae/config.json: norm_num_groups: 3 groups do not divide 32 channels"
+        );
+    }
+
+    /// 65 blocks used to overflow `scale_factor`'s shift.
+    #[test]
+    fn refuses_sizes_that_overflow_what_is_derived_from_them() {
+        let blocks = format!(r#""block_out_channels": [{}]"#, vec!["32"; 65].join(", "));
+        let text = format!("{{{blocks}}}");
+        let err = VaeConfig::parse(&text, Path::new("vae/config.json")).unwrap_err().to_string();
+        assert_eq!(err, "vae/config.json: block_out_channels: expected 1 to 8 blocks, found 65");
+        let err = VaeConfig::parse(r#"{"block_out_channels": []}"#, Path::new("c.json")).unwrap_err().to_string();
+        assert_eq!(err, "c.json: block_out_channels: expected 1 to 8 blocks, found 0");
+        let eight = VaeConfig::parse(r#"{"block_out_channels": [32, 32, 32, 32, 32, 32, 32, 32]}"#, Path::new("c"));
+        assert_eq!(eight.unwrap().scale_factor(), 128);
+        assert_eq!(
+            error_of(r#""latent_channels": 9223372036854775808"#),
+            "vae/config.json: latent_channels: expected 1 to 65536, found 9223372036854775808"
+        );
+        let err = VaeConfig::parse(r#"{"block_out_channels": [32, 0]}"#, Path::new("c")).unwrap_err().to_string();
+        assert_eq!(err, "c: block_out_channels[1]: expected 1 to 65536, found 0");
+    }
+
+    /// A factor whose inverse is not a float32 number turns every latent into inf or 0.
+    #[test]
+    fn refuses_factors_float32_cannot_hold() {
+        for factor in ["1e-300", "1e300", "-1e-39"] {
+            let err = error_of(&format!(r#""scaling_factor": {factor}"#));
+            assert!(err.starts_with("vae/config.json: scaling_factor: expected a number whose size"), "{err}");
+        }
+        let negative = VaeConfig::parse(r#"{"block_out_channels": [32], "scaling_factor": -0.5}"#, Path::new("c"));
+        assert_eq!(negative.unwrap().scaling_factor, -0.5, "a sign is no danger");
+        assert_eq!(
+            error_of(r#""shift_factor": 1e39"#),
+            "vae/config.json: shift_factor: expected a finite number, found 1e39"
+        );
     }
 }
