@@ -198,22 +198,69 @@ impl SchedulerConfig {
     }
 
     /// Refuses configs diffusers would only fail on later (index errors,
-    /// division by zero) with a message that says which key is wrong.
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.num_train_timesteps == 0 {
-            bail!("num_train_timesteps: expected at least 1, found 0");
+    /// division by zero), that would not fit in memory, or whose schedule
+    /// would make a DDIM step NaN, with a message that says which key is wrong.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let train = self.num_train_timesteps;
+        if !(1..=MAX_TRAIN_TIMESTEPS).contains(&train) {
+            bail!("num_train_timesteps: expected 1 to {MAX_TRAIN_TIMESTEPS}, found {train}");
         }
+        // Only used by the leading spacing, where timesteps above the range are refused
+        // per step count; beyond it no step count could work.
+        if self.steps_offset >= train {
+            bail!("steps_offset: expected 0 to {} (below num_train_timesteps), found {}", train - 1, self.steps_offset);
+        }
+        check_beta("beta_start", self.beta_start)?;
+        check_beta("beta_end", self.beta_end)?;
         if let Some(betas) = &self.trained_betas {
-            if betas.len() != self.num_train_timesteps {
-                bail!(
-                    "trained_betas: expected {} values (num_train_timesteps), found {}",
-                    self.num_train_timesteps,
-                    betas.len()
-                );
+            if betas.len() != train {
+                bail!("trained_betas: expected {train} values (num_train_timesteps), found {}", betas.len());
+            }
+            for (i, &beta) in betas.iter().enumerate() {
+                check_beta(&format!("trained_betas[{i}]"), beta)?;
             }
         }
-        Ok(())
+        if !(self.clip_sample_range.is_finite() && self.clip_sample_range > 0.0) {
+            bail!("clip_sample_range: expected a finite number above 0, found {:?}", self.clip_sample_range);
+        }
+        self.check_alphas_cumprod()
     }
+
+    /// A DDIM step divides by `alpha_prod_t` and `1 - alpha_prod_t` and by their
+    /// ratio to the previous one, so every `alphas_cumprod` must be in (0, 1) in
+    /// float32 (betas that round to 0 or 1, or a product that underflows, break
+    /// that), except the last one that `rescale_betas_zero_snr` sets to 0 on purpose.
+    fn check_alphas_cumprod(&self) -> anyhow::Result<()> {
+        let alphas = super::schedule::alphas_cumprod(self);
+        let last = alphas.len() - 1;
+        let bad = alphas.iter().enumerate().find(|&(i, &a)| {
+            let zero_snr_end = self.rescale_betas_zero_snr && i == last && a == 0.0;
+            !(zero_snr_end || (a > 0.0 && a < 1.0))
+        });
+        let Some((i, a)) = bad else { return Ok(()) };
+        let keys = match (&self.trained_betas, self.rescale_betas_zero_snr) {
+            (Some(_), false) => "trained_betas",
+            (Some(_), true) => "trained_betas with rescale_betas_zero_snr",
+            (None, false) => "beta_start, beta_end, beta_schedule, num_train_timesteps",
+            (None, true) => "beta_start, beta_end, beta_schedule, num_train_timesteps with rescale_betas_zero_snr",
+        };
+        bail!(
+            "{keys}: the schedule's alphas_cumprod[{i}] is {a:?} in float32, expected a value between 0 and 1 \
+             (exclusive): a DDIM step would divide by zero there"
+        )
+    }
+}
+
+/// The most training timesteps a config may have: SD uses 1000, and the
+/// schedule holds one float per timestep.
+const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
+/// A beta is a noise variance per timestep: `1 - beta` must be a probability.
+fn check_beta(key: &str, beta: f64) -> anyhow::Result<()> {
+    if !(beta > 0.0 && beta < 1.0) {
+        bail!("{key}: expected a number between 0 and 1 (exclusive), found {beta:?}");
+    }
+    Ok(())
 }
 
 impl<'de> Deserialize<'de> for SchedulerConfig {
@@ -329,8 +376,8 @@ mod tests {
     fn every_ddim_key_is_read_and_unknown_keys_are_ignored() {
         let config = SchedulerConfig::from_json_str(
             r#"{"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 3,
-                "beta_start": 0.1, "beta_end": 1, "beta_schedule": "squaredcos_cap_v2",
-                "trained_betas": [0.1, 0.2, 0.3], "clip_sample": false, "clip_sample_range": 2.5,
+                "beta_start": 0.1, "beta_end": 0.5, "beta_schedule": "squaredcos_cap_v2",
+                "trained_betas": [0.1, 0.2, 0.3], "clip_sample": false, "clip_sample_range": 2,
                 "set_alpha_to_one": false, "steps_offset": 2, "prediction_type": "sample",
                 "timestep_spacing": "trailing", "rescale_betas_zero_snr": true,
                 "thresholding": false, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 3.0,
@@ -341,11 +388,11 @@ mod tests {
             class_name: Some("EulerDiscreteScheduler".into()),
             num_train_timesteps: 3,
             beta_start: 0.1,
-            beta_end: 1.0,
+            beta_end: 0.5,
             beta_schedule: BetaSchedule::SquaredcosCapV2,
             trained_betas: Some(vec![0.1, 0.2, 0.3]),
             clip_sample: false,
-            clip_sample_range: 2.5,
+            clip_sample_range: 2.0,
             set_alpha_to_one: false,
             steps_offset: 2,
             prediction_type: PredictionType::Sample,
@@ -391,11 +438,70 @@ mod tests {
     fn impossible_or_unsupported_settings_are_refused() {
         let msg = error_of(r#"{"thresholding": true}"#);
         assert!(msg.starts_with("thresholding: "), "{msg}");
-        assert_eq!(error_of(r#"{"num_train_timesteps": 0}"#), "num_train_timesteps: expected at least 1, found 0");
+        assert_eq!(error_of(r#"{"num_train_timesteps": 0}"#), "num_train_timesteps: expected 1 to 100000, found 0");
         assert_eq!(
             error_of(r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}"#),
             "trained_betas: expected 3 values (num_train_timesteps), found 2"
         );
+    }
+
+    /// 10^12 timesteps used to pass, and `DdimScheduler::new` then asked for a 4 TB
+    /// schedule and aborted; a huge steps_offset overflowed the leading timesteps.
+    #[test]
+    fn sizes_that_cannot_be_allocated_or_added_are_refused() {
+        assert_eq!(
+            error_of(r#"{"num_train_timesteps": 1000000000000}"#),
+            "num_train_timesteps: expected 1 to 100000, found 1000000000000"
+        );
+        assert_eq!(
+            error_of(r#"{"steps_offset": 18446744073709551615}"#),
+            "steps_offset: expected 0 to 999 (below num_train_timesteps), found 18446744073709551615"
+        );
+        assert_eq!(
+            error_of(r#"{"num_train_timesteps": 10, "steps_offset": 10}"#),
+            "steps_offset: expected 0 to 9 (below num_train_timesteps), found 10"
+        );
+        let config = SchedulerConfig::from_json_str(r#"{"num_train_timesteps": 10, "steps_offset": 9}"#).unwrap();
+        assert_eq!(config.steps_offset, 9);
+    }
+
+    /// Betas outside (0, 1) used to pass and give NaN alphas_cumprod (a negative
+    /// alpha's square root, `0 / 0` in the step), hence black images.
+    #[test]
+    fn betas_that_make_nan_are_refused() {
+        for (json, expected) in [
+            (r#"{"beta_start": 0}"#, "beta_start: expected a number between 0 and 1 (exclusive), found 0.0"),
+            (r#"{"beta_start": -0.5}"#, "beta_start: expected a number between 0 and 1 (exclusive), found -0.5"),
+            (r#"{"beta_end": 1}"#, "beta_end: expected a number between 0 and 1 (exclusive), found 1.0"),
+            (r#"{"beta_end": 1e300}"#, "beta_end: expected a number between 0 and 1 (exclusive), found 1e300"),
+            (
+                r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 1.5, 0.2]}"#,
+                "trained_betas[1]: expected a number between 0 and 1 (exclusive), found 1.5",
+            ),
+            (r#"{"clip_sample_range": 0}"#, "clip_sample_range: expected a finite number above 0, found 0.0"),
+            (r#"{"clip_sample_range": -1}"#, "clip_sample_range: expected a finite number above 0, found -1.0"),
+        ] {
+            assert_eq!(error_of(json), expected);
+        }
+    }
+
+    /// Valid betas can still give alphas_cumprod of 0 (float32 underflow of the
+    /// product) or 1 (`1 - beta` rounding to 1), where a step divides by zero.
+    #[test]
+    fn schedules_that_reach_0_or_1_are_refused() {
+        let underflow = error_of(r#"{"num_train_timesteps": 100000}"#);
+        assert!(underflow.starts_with("beta_start, beta_end, beta_schedule, num_train_timesteps: "), "{underflow}");
+        assert!(underflow.contains("is 0.0 in float32, expected a value between 0 and 1"), "{underflow}");
+        let one = error_of(r#"{"beta_start": 1e-10}"#);
+        assert!(one.contains("alphas_cumprod[0] is 1.0 in float32"), "{one}");
+        let trained = error_of(r#"{"num_train_timesteps": 2, "trained_betas": [1e-9, 0.5]}"#);
+        assert!(trained.starts_with("trained_betas: the schedule's alphas_cumprod[0] is 1.0"), "{trained}");
+        // One timestep rescaled to zero SNR is 0 / 0.
+        let single = error_of(r#"{"num_train_timesteps": 1, "rescale_betas_zero_snr": true}"#);
+        assert!(single.contains("with rescale_betas_zero_snr: the schedule's alphas_cumprod[0] is NaN"), "{single}");
+        // ...while the zero at the end of a rescaled schedule is what it is for.
+        let config = SchedulerConfig::from_json_str(r#"{"rescale_betas_zero_snr": true}"#).unwrap();
+        assert_eq!(super::super::schedule::alphas_cumprod(&config).last(), Some(&0.0));
     }
 
     #[test]

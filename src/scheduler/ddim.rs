@@ -61,6 +61,8 @@ impl DdimScheduler {
     /// than training timesteps) and where diffusers would pick a timestep
     /// outside the training range (e.g. `trailing` with 61 of 1000 steps).
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> anyhow::Result<Self> {
+        // Configs read from JSON are valid already; one built in code must be too.
+        config.validate()?;
         let timesteps = schedule::timesteps(config, num_inference_steps).context("cannot set up the DDIM timesteps")?;
         let alphas_cumprod: Vec<f64> = schedule::alphas_cumprod(config).into_iter().map(f64::from).collect();
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
@@ -97,7 +99,8 @@ impl DdimScheduler {
     /// division, whatever the spacing, as in diffusers).
     pub fn prev_timestep(&self, timestep: usize) -> i64 {
         let ratio = self.config.num_train_timesteps / self.num_inference_steps;
-        timestep as i64 - ratio as i64
+        // A timestep past i64 (never a real one) must not overflow; ratio <= 100000.
+        i64::try_from(timestep).unwrap_or(i64::MAX) - ratio as i64
     }
 
     /// `alpha_prod_t_prev` of a step from `timestep`: `alphas_cumprod` at
@@ -139,6 +142,14 @@ impl DdimScheduler {
         let Some(&alpha_prod_t) = self.alphas_cumprod.get(timestep) else {
             candle_core::bail!("DDIM step: timestep {timestep} is outside 0..{train}");
         };
+        // Only rescale_betas_zero_snr's last timestep has alpha_prod_t = 0 (the config
+        // refuses any other): x0 = (sample - eps) / 0 there, where diffusers gives inf/NaN.
+        if alpha_prod_t == 0.0 && self.config.prediction_type == PredictionType::Epsilon {
+            candle_core::bail!(
+                "DDIM step: timestep {timestep} has alphas_cumprod 0 (rescale_betas_zero_snr), where an epsilon \
+                 prediction gives no x0; such schedules need prediction_type v_prediction"
+            );
+        }
         let out_dtype = sample.dtype();
         let work = match out_dtype {
             DType::F32 | DType::F64 => out_dtype,
@@ -180,7 +191,7 @@ impl DdimScheduler {
         let std_dev_t = eta as f32 * variance.sqrt();
         let sqrt_a_t = f64::from(a_t.sqrt());
         let sqrt_b_t = f64::from(beta_prod_t.sqrt());
-        let direction_coef = f64::from((1.0 - a_prev - std_dev_t * std_dev_t).sqrt());
+        let direction_coef = f64::from(direction_coef(a_prev, std_dev_t, eta, timestep)?);
         let sqrt_a_prev = f64::from(a_prev.sqrt());
 
         // A tensor multiplied by a scalar is `affine(c, 0)`; a division by a
@@ -225,4 +236,21 @@ impl DdimScheduler {
             prev_sample: prev_sample.to_dtype(out_dtype)?,
         })
     }
+}
+
+/// `sqrt(1 - alpha_prod_t_prev - std_dev_t^2)`, the weight of the predicted noise.
+/// Up to eta 1 the value under the root is >= 0 in exact arithmetic, but float32
+/// rounding can leave it a few ulps below 0, where torch's root gives NaN: that is
+/// taken as the 0 it stands for. Above eta 1 it can truly be negative: an error.
+fn direction_coef(a_prev: f32, std_dev_t: f32, eta: f64, timestep: usize) -> candle_core::Result<f32> {
+    let radicand = 1.0 - a_prev - std_dev_t * std_dev_t;
+    if radicand < 0.0 && eta > 1.0 {
+        candle_core::bail!(
+            "DDIM step: eta {eta} is too large for the step from timestep {timestep}: std_dev_t^2 = {} exceeds \
+             1 - alpha_prod_t_prev = {}, where diffusers gives NaN; expected eta <= 1",
+            std_dev_t * std_dev_t,
+            1.0 - a_prev
+        );
+    }
+    Ok(radicand.max(0.0).sqrt())
 }

@@ -252,3 +252,72 @@ fn half_precision_keeps_its_dtype() {
     println!("f16 vs f32 rounded to f16: {d:.1e}");
     assert_eq!(d, 0.0);
 }
+
+fn finite(t: &Tensor) -> bool {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite())
+}
+
+/// At eta 1, `1 - alpha_prod_t_prev - std_dev_t^2` is 0 or more in exact
+/// arithmetic but can round to -9e-10 in float32 (here from t = 1 to 0), where
+/// the square root used to give NaN (as torch's does): it is taken as 0.
+#[test]
+fn eta_one_stays_finite_where_rounding_goes_below_zero() {
+    let config =
+        SchedulerConfig::from_json_str(r#"{"num_train_timesteps": 2, "trained_betas": [0.015, 0.999999]}"#).unwrap();
+    let scheduler = DdimScheduler::new(&config, 2).unwrap();
+    assert_eq!(scheduler.timesteps(), [1, 0]);
+    let x = Tensor::new(&[[[[0.5f32, -1.0]]]], &Device::Cpu).unwrap();
+    let out = scheduler.step(&x, 1, &x, 1.0, Some(&x)).unwrap();
+    assert!(finite(&out.prev_sample), "{}", out.prev_sample);
+    // No direction term is left: prev_sample = sqrt(a_prev) x0 + std_dev_t noise.
+    let a_prev = out.alpha_prod_t_prev as f32;
+    assert_eq!(f64::from(a_prev), 0.985f32 as f64);
+    assert!((out.std_dev_t - f64::from(1.0 - a_prev).sqrt()).abs() < 1e-6, "{}", out.std_dev_t);
+}
+
+/// Above eta 1 the noise can be more than the step can hold; the step used to
+/// return NaN latents (a black image), it is now an error naming eta.
+#[test]
+fn eta_too_large_for_a_step_is_an_error() {
+    let config = SchedulerConfig::from_json_str(
+        r#"{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+            "steps_offset": 1, "set_alpha_to_one": false}"#,
+    )
+    .unwrap();
+    let scheduler = DdimScheduler::new(&config, 50).unwrap();
+    let x = Tensor::new(&[[[[0.5f32, -1.0]]]], &Device::Cpu).unwrap();
+    let ok = scheduler.step(&x, 1, &x, 1.2, Some(&x)).unwrap();
+    assert!(finite(&ok.prev_sample), "eta 1.2 still fits the last step of SD's schedule");
+    let err = scheduler.step(&x, 1, &x, 2.0, Some(&x)).unwrap_err().to_string();
+    println!("{err}");
+    assert!(err.starts_with("DDIM step: eta 2 is too large for the step from timestep 1"), "{err}");
+}
+
+/// rescale_betas_zero_snr makes alpha_prod_t 0 at the last training timestep,
+/// where an epsilon prediction divides by zero (inf / NaN in diffusers).
+#[test]
+fn epsilon_at_zero_snr_is_an_error() {
+    let zsnr = r#"{"rescale_betas_zero_snr": true, "timestep_spacing": "trailing", "clip_sample": false"#;
+    let x = Tensor::new(&[[[[0.5f32, -1.0]]]], &Device::Cpu).unwrap();
+    let epsilon = SchedulerConfig::from_json_str(&format!("{zsnr}}}")).unwrap();
+    let scheduler = DdimScheduler::new(&epsilon, 10).unwrap();
+    assert_eq!(scheduler.timesteps()[0], 999);
+    let err = scheduler.step(&x, 999, &x, 0.0, None).unwrap_err().to_string();
+    assert!(err.starts_with("DDIM step: timestep 999 has alphas_cumprod 0"), "{err}");
+    assert!(finite(&scheduler.step(&x, 899, &x, 0.0, None).unwrap().prev_sample));
+    let v = SchedulerConfig::from_json_str(&format!(r#"{zsnr}, "prediction_type": "v_prediction"}}"#)).unwrap();
+    let out = DdimScheduler::new(&v, 10).unwrap().step(&x, 999, &x, 0.0, None).unwrap();
+    assert!(finite(&out.prev_sample) && finite(&out.pred_original_sample));
+}
+
+/// A config built in code is checked like one read from JSON: these used to
+/// panic (`alphas_cumprod[0]` of an empty schedule) or overflow.
+#[test]
+fn configs_built_in_code_are_checked_too() {
+    let empty = SchedulerConfig { trained_betas: Some(Vec::new()), set_alpha_to_one: false, ..Default::default() };
+    let err = DdimScheduler::new(&empty, 10).unwrap_err().to_string();
+    assert_eq!(err, "trained_betas: expected 1000 values (num_train_timesteps), found 0");
+    let offset = SchedulerConfig { steps_offset: usize::MAX, ..Default::default() };
+    let err = DdimScheduler::new(&offset, 10).unwrap_err().to_string();
+    assert!(err.starts_with("steps_offset: expected 0 to 999"), "{err}");
+}
