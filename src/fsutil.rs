@@ -124,7 +124,8 @@ fn resolve_links(path: &Path) -> Result<PathBuf> {
     for _ in 0..40 {
         match std::fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                let link = std::fs::read_link(&current).with_context(|| format!("{}: cannot read the link", path.display()))?;
+                let link = std::fs::read_link(&current)
+                    .with_context(|| format!("{}: cannot read the link", path.display()))?;
                 current = match current.parent() {
                     Some(parent) if link.is_relative() => parent.join(link),
                     _ => link,

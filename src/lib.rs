@@ -15,4 +15,5 @@ pub mod rng;
 pub mod scheduler;
 pub mod session;
 pub mod stages;
+pub mod text;
 pub mod tui;

@@ -263,8 +263,8 @@ fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
     if let Some((token, _)) = vocab.iter().find(|(_, id)| !id.is_u64()) {
         bail!("{}: id of {token:?} is not a non-negative integer (expected {{token: id}})", vocab_path.display());
     }
-    let merges_text = read_text(&merges_path, limits::TOKENIZER)
-        .context("expected BPE merges, one \"left right\" pair a line")?;
+    let merges_text =
+        read_text(&merges_path, limits::TOKENIZER).context("expected BPE merges, one \"left right\" pair a line")?;
     // The first line is a `#version: 0.2` header.
     let mut merges = Vec::new();
     for (n, line) in merges_text.lines().enumerate() {

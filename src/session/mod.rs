@@ -7,6 +7,10 @@
 //! needs is an error that says what to call first. Changing a setting drops the
 //! results that depended on it, and only those.
 
+mod fingerprint;
+mod folder;
+mod format;
+mod listing;
 mod settings;
 pub mod store;
 pub mod trace;
@@ -19,7 +23,7 @@ use crate::model::StableDiffusion;
 use crate::rng::torch::TorchRng;
 use crate::scheduler::DdimScheduler;
 use crate::stages::{self, DenoiseStep, Guidance, PromptEncoding};
-pub use settings::Settings;
+pub use settings::{Field, Limits, Origin, SettingError, Settings, MAX_GUIDANCE, MAX_SIDE};
 
 /// Where a run stands, in the talk's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +68,21 @@ pub struct Session {
     created: Option<String>,
     /// Observe each UNet pass (see `StepRecord::taps`); off unless asked for.
     record_taps: bool,
+    /// The largest image side the settings may ask for.
+    max_side: usize,
 }
 
 impl Session {
-    /// Checks the settings against the model (size vs VAE factor, steps vs schedule).
+    /// Checks the settings against the model (size vs VAE factor, steps vs schedule)
+    /// and the limits (sides up to [`MAX_SIDE`]).
     pub fn new(model: StableDiffusion, settings: Settings) -> Result<Self> {
-        settings.check(model.vae_scale_factor(), model.scheduler_config.num_train_timesteps)?;
+        Self::new_with(model, settings, false)
+    }
+
+    /// [`Session::new`], with sides past [`MAX_SIDE`] allowed when `allow_large`.
+    pub fn new_with(model: StableDiffusion, settings: Settings, allow_large: bool) -> Result<Self> {
+        let max_side = if allow_large { usize::MAX } else { MAX_SIDE };
+        settings.check(&limits(&model, max_side))?;
         let scheduler = DdimScheduler::new(&model.scheduler_config, settings.steps)?;
         Ok(Self {
             model,
@@ -81,6 +94,7 @@ impl Session {
             image: None,
             created: None,
             record_taps: false,
+            max_side,
         })
     }
 
@@ -175,6 +189,7 @@ impl Session {
         let mut rng = TorchRng::new(self.settings.seed);
         let init_latents =
             stages::get_latent(&mut rng, shape, self.scheduler.init_noise_sigma(), m.device(), m.dtype())?;
+        check_finite(&init_latents).map_err(|what| anyhow::anyhow!("get_latent: the initial noise {what}"))?;
         self.reset_denoise();
         let latent = self.latent.insert(Latent { init_latents, rng_after: rng });
         Ok(&latent.init_latents)
@@ -211,6 +226,22 @@ impl Session {
             recorder.as_mut().map(|r| r as &mut dyn UNetObserver),
         )?;
         let taps = recorder.map(TapRecorder::finish).transpose()?;
+        for (name, latent) in [
+            ("prev_sample", &denoise.scheduler.prev_sample),
+            ("pred_original_sample", &denoise.scheduler.pred_original_sample),
+        ] {
+            check_finite(latent).map_err(|what| {
+                anyhow::anyhow!(
+                    "denoise step {} of {} (t={timestep}): {name} {what}; stopped here rather than go on with no picture \
+                     (guidance {}, eta {}, {}; --dtype f32 avoids float16 overflow)",
+                    index + 1,
+                    self.settings.steps,
+                    self.settings.guidance_scale,
+                    self.settings.eta,
+                    self.model.dtype().as_str()
+                )
+            })?;
+        }
         self.image = None;
         self.history.push(StepRecord { index, denoise, rng_after: rng, taps });
         Ok(self.history.last().expect("just pushed"))
@@ -244,14 +275,18 @@ impl Session {
     /// Decodes any latent (a predicted x0, say) without changing the run.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let m = &self.model;
-        stages::vae_decode(&m.vae, &m.vae_config, m.vae_dtype, latents)
+        let image = stages::vae_decode(&m.vae, &m.vae_config, m.vae_dtype, latents)?;
+        check_finite(&image).map_err(|what| {
+            anyhow::anyhow!("vae_decode: the image {what} (the VAE ran in {})", m.vae_dtype.as_str())
+        })?;
+        Ok(image)
     }
 
     /// Changes the guidance scale for the steps still to come; steps already taken
     /// keep the scale they were taken with (see [`DenoiseStep::guidance_scale`]).
     pub fn set_guidance_scale(&mut self, guidance_scale: f64) -> Result<()> {
         let settings = Settings { guidance_scale, ..self.settings.clone() };
-        settings.check(self.model.vae_scale_factor(), self.model.scheduler_config.num_train_timesteps)?;
+        settings.check(&limits(&self.model, self.max_side))?;
         self.settings = settings;
         Ok(())
     }
@@ -260,7 +295,7 @@ impl Session {
     /// prompts drop the encoding, seed or size the latent, steps or eta the schedule,
     /// and each of those the denoising history and the image.
     pub fn update_settings(&mut self, settings: Settings) -> Result<()> {
-        settings.check(self.model.vae_scale_factor(), self.model.scheduler_config.num_train_timesteps)?;
+        settings.check(&limits(&self.model, self.max_side))?;
         let old = std::mem::replace(&mut self.settings, settings);
         let new = &self.settings;
         if old.steps != new.steps {
@@ -285,5 +320,28 @@ impl Session {
     fn reset_denoise(&mut self) {
         self.history.clear();
         self.image = None;
+    }
+}
+
+fn limits(model: &StableDiffusion, max_side: usize) -> Limits {
+    Limits {
+        vae_scale_factor: model.vae_scale_factor(),
+        num_train_timesteps: model.scheduler_config.num_train_timesteps,
+        max_side,
+    }
+}
+
+/// `Err` with what is wrong when `t` holds a NaN or an infinity: one sum in f32 (a
+/// NaN or infinity anywhere makes the sum one), cheap next to a UNet pass.
+fn check_finite(t: &Tensor) -> Result<(), String> {
+    let sum = t
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.sum_all())
+        .and_then(|t| t.to_scalar::<f32>())
+        .map_err(|e| format!("could not be checked ({e})"))?;
+    if sum.is_finite() {
+        Ok(())
+    } else {
+        Err("holds NaN or infinite values".into())
     }
 }

@@ -1,7 +1,15 @@
 //! Everything a user can set for one run, checked before any work starts.
 
-use anyhow::{bail, Result};
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+/// The largest image side a run takes unless the user allows more (`--allow-large`):
+/// 8x SD 1.5's 512. A 65536-pixel side would allocate tens of GB before failing.
+pub const MAX_SIDE: usize = 4096;
+/// The largest guidance scale taken: past it the guided prediction is noise times a
+/// huge number (`1e300` overflows to NaN), never a picture.
+pub const MAX_GUIDANCE: f64 = 100.0;
 
 /// The settings of a run. Defaults are diffusers' (`seed` 0 being sdlab's choice,
 /// since diffusers draws a random one).
@@ -16,6 +24,99 @@ pub struct Settings {
     pub width: usize,
     pub height: usize,
 }
+
+/// What the model and the user allow: settings are checked against these.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Sides must be multiples of it (8 for SD).
+    pub vae_scale_factor: usize,
+    /// Steps can be at most this (the scheduler's `num_train_timesteps`).
+    pub num_train_timesteps: usize,
+    /// [`MAX_SIDE`], or more with `--allow-large`.
+    pub max_side: usize,
+}
+
+/// A setting of [`Settings`], named the way each source of settings names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Steps,
+    Width,
+    Height,
+    Guidance,
+    Eta,
+}
+
+/// Where settings came from, so that a bad value is reported under the name its
+/// source uses: the flag typed, the session file's key, the PNG chunk's field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Flags,
+    /// `session.json`, or the `sdlab` text chunk of a PNG (the same keys).
+    SettingsJson,
+    /// AUTOMATIC1111's `parameters` text chunk.
+    Parameters,
+}
+
+impl Field {
+    pub fn name(self, origin: Origin) -> &'static str {
+        use Field::*;
+        match origin {
+            Origin::Flags => match self {
+                Steps => "--steps",
+                Width => "--width",
+                Height => "--height",
+                Guidance => "--guidance",
+                Eta => "--eta",
+            },
+            Origin::SettingsJson => match self {
+                Steps => "settings.steps",
+                Width => "settings.width",
+                Height => "settings.height",
+                Guidance => "settings.guidance_scale",
+                Eta => "settings.eta",
+            },
+            Origin::Parameters => match self {
+                Steps => "Steps",
+                Width => "Size (width)",
+                Height => "Size (height)",
+                Guidance => "CFG scale",
+                Eta => "Eta",
+            },
+        }
+    }
+}
+
+/// A setting no stage could honour: which, its value, and what was expected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettingError {
+    pub field: Field,
+    pub value: String,
+    pub expected: String,
+}
+
+impl SettingError {
+    /// The message, with the field named as `origin` names it.
+    pub fn describe(&self, origin: Origin) -> String {
+        format!("{} {}: expected {}", self.field.name(origin), self.value, self.expected)
+    }
+
+    /// Renames the field of a [`SettingError`] inside `err` for `origin`; other
+    /// errors pass through.
+    pub fn rename(err: anyhow::Error, origin: Origin) -> anyhow::Error {
+        match err.downcast_ref::<SettingError>() {
+            Some(e) => anyhow::anyhow!("{}", e.describe(origin)),
+            None => err,
+        }
+    }
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(Origin::Flags))
+    }
+}
+
+impl std::error::Error for SettingError {}
 
 impl Settings {
     /// Settings for `prompt` at the model's default size, with diffusers' defaults.
@@ -32,21 +133,43 @@ impl Settings {
         }
     }
 
-    /// Refuses values no stage could honour, naming the command-line option.
-    pub fn check(&self, vae_scale_factor: usize, num_train_timesteps: usize) -> Result<()> {
-        if self.steps == 0 || self.steps > num_train_timesteps {
-            bail!("--steps {}: expected 1 to {num_train_timesteps} (the scheduler's num_train_timesteps)", self.steps);
+    /// Refuses values no stage could honour, or that would only make NaN, before
+    /// anything is allocated. The error is a [`SettingError`].
+    pub fn check(&self, limits: &Limits) -> Result<(), SettingError> {
+        let fail = |field, value: String, expected: String| Err(SettingError { field, value, expected });
+        let n = limits.num_train_timesteps;
+        if self.steps == 0 || self.steps > n {
+            return fail(
+                Field::Steps,
+                self.steps.to_string(),
+                format!("1 to {n} (the scheduler's num_train_timesteps)"),
+            );
         }
-        for (name, value) in [("--width", self.width), ("--height", self.height)] {
-            if value == 0 || value % vae_scale_factor != 0 {
-                bail!("{name} {value}: expected a positive multiple of {vae_scale_factor} (the VAE scale factor of this model)");
+        let (f, max) = (limits.vae_scale_factor, limits.max_side);
+        for (field, value) in [(Field::Width, self.width), (Field::Height, self.height)] {
+            if value == 0 || !value.is_multiple_of(f) {
+                return fail(
+                    field,
+                    value.to_string(),
+                    format!("a positive multiple of {f} (the VAE scale factor of this model)"),
+                );
+            }
+            if value > max {
+                let more = if max == MAX_SIDE { "; --allow-large lifts the limit" } else { "" };
+                return fail(field, value.to_string(), format!("at most {max} pixels{more}"));
             }
         }
-        if !self.guidance_scale.is_finite() {
-            bail!("--guidance {}: expected a finite number", self.guidance_scale);
+        if !(self.guidance_scale.is_finite() && (0.0..=MAX_GUIDANCE).contains(&self.guidance_scale)) {
+            return fail(
+                Field::Guidance,
+                format!("{:?}", self.guidance_scale),
+                format!("a number from 0 to {MAX_GUIDANCE} (1 or less turns guidance off)"),
+            );
         }
-        if !(self.eta.is_finite() && self.eta >= 0.0) {
-            bail!("--eta {}: expected a number >= 0", self.eta);
+        // DDIM's sigma grows past the noise it can take out when eta > 1: sqrt of a
+        // negative number, NaN from the first step.
+        if !(self.eta.is_finite() && (0.0..=1.0).contains(&self.eta)) {
+            return fail(Field::Eta, format!("{:?}", self.eta), "a number from 0 to 1".into());
         }
         Ok(())
     }
@@ -56,20 +179,46 @@ impl Settings {
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits { vae_scale_factor: 2, num_train_timesteps: 1000, max_side: MAX_SIDE };
+
     #[test]
     fn names_the_option_that_is_wrong() {
         let ok = Settings::new("a fox", 64);
-        ok.check(2, 1000).unwrap();
+        ok.check(&LIMITS).unwrap();
         let cases = [
-            (Settings { steps: 0, ..ok.clone() }, "--steps 0: expected 1 to 1000"),
+            (
+                Settings { steps: 0, ..ok.clone() },
+                "--steps 0: expected 1 to 1000 (the scheduler's num_train_timesteps)",
+            ),
             (Settings { width: 63, ..ok.clone() }, "--width 63: expected a positive multiple of 2"),
             (Settings { height: 0, ..ok.clone() }, "--height 0: expected a positive multiple of 2"),
-            (Settings { eta: -0.5, ..ok.clone() }, "--eta -0.5: expected a number >= 0"),
-            (Settings { guidance_scale: f64::NAN, ..ok.clone() }, "--guidance NaN: expected a finite number"),
+            (Settings { eta: -0.5, ..ok.clone() }, "--eta -0.5: expected a number from 0 to 1"),
+            (Settings { eta: 1.01, ..ok.clone() }, "--eta 1.01: expected a number from 0 to 1"),
+            (Settings { guidance_scale: f64::NAN, ..ok.clone() }, "--guidance NaN: expected a number from 0 to 100"),
+            (Settings { guidance_scale: 1e300, ..ok.clone() }, "--guidance 1e300: expected a number from 0 to 100"),
+            (
+                Settings { width: 65536, ..ok.clone() },
+                "--width 65536: expected at most 4096 pixels; --allow-large lifts the limit",
+            ),
         ];
         for (settings, expected) in cases {
-            let msg = settings.check(2, 1000).unwrap_err().to_string();
+            let msg = settings.check(&LIMITS).unwrap_err().to_string();
             assert!(msg.starts_with(expected), "{msg}");
         }
+        let large = Limits { max_side: 1 << 20, ..LIMITS };
+        Settings { width: 65536, ..ok.clone() }.check(&large).unwrap();
+        ok.check(&Limits { max_side: 62, ..LIMITS }).unwrap_err();
+    }
+
+    #[test]
+    fn each_source_names_the_field_its_own_way() {
+        let err = Settings { steps: 999_999_999, ..Settings::new("a fox", 64) }.check(&LIMITS).unwrap_err();
+        assert_eq!(
+            err.describe(Origin::Parameters),
+            "Steps 999999999: expected 1 to 1000 (the scheduler's num_train_timesteps)"
+        );
+        assert!(err.describe(Origin::SettingsJson).starts_with("settings.steps 999999999: "));
+        let renamed = SettingError::rename(anyhow::Error::new(err), Origin::SettingsJson).to_string();
+        assert!(renamed.starts_with("settings.steps 999999999: expected 1 to 1000"), "{renamed}");
     }
 }

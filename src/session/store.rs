@@ -13,31 +13,34 @@
 //!                          with its settings in text chunks (see crate::png_meta)
 //! ```
 //!
-//! A folder is written whole into a hidden temporary folder beside it, synced, and
-//! renamed into place, so a crash or a full disk leaves the old session or the new
-//! one, never a mix. Tensors keep the run's dtype and scalars their exact bits
-//! (serde_json is built with `float_roundtrip`), which is what makes a resumed run
-//! equal an uninterrupted one.
+//! Other files in the folder are the user's and are kept. A save replaces the
+//! folder in one atomic step, so a crash or a full disk leaves the old session or
+//! the new one, never a mix (see [`super::folder`]). Tensors keep the run's dtype
+//! and scalars their exact bits (serde_json is built with `float_roundtrip`), which
+//! is what makes a resumed run equal an uninterrupted one.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::{Latent, Session, Settings, Stage, StepRecord};
-use crate::fsutil::write_atomic;
+pub use super::fingerprint::fingerprint;
+pub use super::folder::{check_can_save, session_dir};
+use super::folder::{recover, write_folder};
+use super::format::{
+    check_format, from_value, json_bytes, parse_session_json, stage_of, step_tensors, SessionFile, TensorError,
+    TensorReader,
+};
+pub use super::listing::{list_sessions, Listing, SessionSummary};
+use super::{Latent, Origin, Session, SettingError, Settings, Stage, StepRecord};
+use crate::fsutil::{limits, open_regular, read_regular};
 use crate::image_out::to_rgb8;
-use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::model::{ModelFiles, StableDiffusion};
 use crate::png_meta::{encode_png, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
-use crate::rng::torch::TorchRng;
 use crate::scheduler::{DdimScheduler, DdimStep, SchedulerConfig};
 use crate::stages::{DenoiseStep, PromptEncoding};
 
@@ -62,6 +65,8 @@ pub struct SaveOptions {
 pub struct OpenOptions {
     /// Go on with a different model (or scheduler config), with a warning.
     pub force: bool,
+    /// Take image sides past [`super::MAX_SIDE`].
+    pub allow_large: bool,
 }
 
 /// The model a session ran with: where it came from, and a fingerprint of its
@@ -112,7 +117,7 @@ impl RuntimeInfo {
         Self { device: device.into(), dtype: model.dtype().as_str().into() }
     }
 
-    fn dtype(&self) -> Result<DType> {
+    pub(super) fn dtype(&self) -> Result<DType> {
         match self.dtype.parse::<DType>() {
             Ok(dtype @ (DType::F32 | DType::F16 | DType::BF16)) => Ok(dtype),
             _ => bail!("runtime.dtype: expected f32, f16 or bf16, found {:?}", self.dtype),
@@ -131,7 +136,7 @@ pub struct ImageSettings {
     pub settings: Settings,
     /// Always `ddim`: the scheduler sdlab runs, built from `scheduler_config`.
     pub scheduler: String,
-    #[serde(deserialize_with = "scheduler_config")]
+    #[serde(deserialize_with = "super::format::scheduler_config")]
     pub scheduler_config: SchedulerConfig,
     /// The guidance scale of each step taken, which differs from
     /// `settings.guidance_scale` where it was changed mid-run.
@@ -185,11 +190,14 @@ pub struct SessionRecord {
     pub scheduler_config: SchedulerConfig,
     /// Stage 1's result.
     pub encoding: Option<PromptEncoding>,
-    latent: Option<Latent>,
+    pub(super) latent: Option<Latent>,
     /// Every step taken, with each step's guidance scale and generator state.
     pub history: Vec<StepRecord>,
     /// Stage 4's result `(1, 3, H, W)` f32 in [0, 1], when decoded.
     pub image: Option<Tensor>,
+    /// Set by [`SessionRecord::load`] when it recovered the session from the
+    /// leftovers of an interrupted save: what it did, to tell the user.
+    pub recovered: Option<String>,
 }
 
 impl SessionRecord {
@@ -230,17 +238,25 @@ impl SessionRecord {
     }
 
     /// Reads `dir/session.json` and `dir/tensors.safetensors`. Every problem is an
-    /// error naming the file and what is wrong with it.
+    /// error naming the file and what is wrong with it. A session an interrupted
+    /// save left only beside `dir` is recovered first ([`SessionRecord::recovered`]).
     pub fn load(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
+        let recovered = recover(dir)?;
+        if !dir.exists() {
             bail!("{}: no such session folder", dir.display());
         }
+        if !dir.is_dir() {
+            bail!("{}: not a folder, so not a session", dir.display());
+        }
         let json_path = dir.join(SESSION_JSON);
-        let json = std::fs::read(&json_path).map_err(|e| anyhow!("{}: cannot read ({e})", json_path.display()))?;
-        let tensors_path = dir.join(TENSORS);
-        let tensors =
-            std::fs::read(&tensors_path).map_err(|e| anyhow!("{}: cannot read ({e})", tensors_path.display()))?;
-        Self::parse(dir, &json, &tensors)
+        if std::fs::symlink_metadata(&json_path).is_err() {
+            bail!("{}: a folder, but not a session (it has no {SESSION_JSON})", dir.display());
+        }
+        let json = read_regular(&json_path, limits::SESSION_JSON)?;
+        let tensors = read_tensors(&dir.join(TENSORS))?;
+        let mut record = Self::parse(dir, &json, &tensors)?;
+        record.recovered = recovered;
+        Ok(record)
     }
 
     /// [`SessionRecord::load`] on the two files' bytes; `dir` only names them in errors.
@@ -250,7 +266,7 @@ impl SessionRecord {
         let tensors_path = dir.join(TENSORS);
         let tensors = candle_core::safetensors::load_buffer(tensors, &Device::Cpu)
             .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", tensors_path.display()))?;
-        let mut tensors = TensorReader { tensors, dtype: DType::F32 };
+        let mut tensors = TensorReader::new(tensors);
         file.into_record(&mut tensors).map_err(|e| match e.downcast::<TensorError>() {
             Ok(TensorError(msg)) => anyhow!("{}: {msg}", tensors_path.display()),
             Err(e) => anyhow!("{}: {e}", json_path.display()),
@@ -311,43 +327,6 @@ impl SessionRecord {
     }
 }
 
-/// The tensors of a step, in the order they are computed; `noise_pred_uncond` is
-/// absent when guidance was off for the step.
-fn step_tensors(d: &DenoiseStep) -> [(&'static str, Option<&Tensor>); 6] {
-    [
-        ("noise_pred_uncond", d.noise_pred_uncond.as_ref()),
-        ("noise_pred_text", Some(&d.noise_pred_text)),
-        ("guided_model_output", Some(&d.guided_model_output)),
-        ("pred_original_sample", Some(&d.scheduler.pred_original_sample)),
-        ("pred_epsilon", Some(&d.scheduler.pred_epsilon)),
-        ("prev_sample", Some(&d.scheduler.prev_sample)),
-    ]
-}
-
-fn stage_of(encoded: bool, latent: bool, steps: usize, decoded: bool) -> Stage {
-    if decoded {
-        Stage::VaeDecode
-    } else if steps > 0 {
-        Stage::Denoise(steps)
-    } else if latent {
-        Stage::GetLatent
-    } else if encoded {
-        Stage::EncodePrompt
-    } else {
-        Stage::Start
-    }
-}
-
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Start => "start",
-        Stage::EncodePrompt => "encode_prompt",
-        Stage::GetLatent => "get_latent",
-        Stage::Denoise(_) => "denoise",
-        Stage::VaeDecode => "vae_decode",
-    }
-}
-
 /// What a front end needs to go on after [`Session::from_record`].
 pub struct Opened {
     pub session: Session,
@@ -377,6 +356,7 @@ impl Session {
             latent: self.latent.clone(),
             history: self.history.iter().map(clone_step).collect(),
             image: self.image.clone(),
+            recovered: None,
         })
     }
 
@@ -457,7 +437,8 @@ impl Session {
             history.push(StepRecord { index: r.index, denoise, rng_after: r.rng_after, taps: r.taps });
         }
         let image = record.image.map(|t| t.to_device(&device)).transpose()?;
-        let mut session = Session::new(model, record.settings)?;
+        let mut session = Session::new_with(model, record.settings, options.allow_large)
+            .map_err(|e| SettingError::rename(e, Origin::SettingsJson))?;
         session.encoding = encoding;
         session.latent = latent;
         session.history = history;
@@ -499,522 +480,39 @@ fn check_against_model(record: &SessionRecord, model: &StableDiffusion) -> Resul
     Ok(())
 }
 
-/// A cheap fingerprint of a model's weights: sha256 over each weight file's size,
-/// its safetensors header (names, dtypes, shapes, offsets) and 16 chunks of 64 KiB
-/// spread over its data. It reads a few MiB, not gigabytes, and still tells apart
-/// two checkpoints of the same architecture, or fp16 and fp32 files.
-pub fn fingerprint(files: &ModelFiles) -> Result<String> {
-    const SAMPLES: u64 = 16;
-    const CHUNK: u64 = 64 * 1024;
-    let mut hasher = Sha256::new();
-    for path in files.weight_files() {
-        let fail = |e: std::io::Error| anyhow!("{}: cannot read for the fingerprint ({e})", path.display());
-        let mut file = File::open(path).map_err(fail)?;
-        let size = file.metadata().map_err(fail)?.len();
-        hasher.update(size.to_le_bytes());
-        let mut len = [0u8; 8];
-        let header_len = if size >= 8 {
-            file.read_exact(&mut len).map_err(fail)?;
-            u64::from_le_bytes(len).min(size - 8)
-        } else {
-            0
-        };
-        let mut header = Vec::new();
-        (&mut file).take(header_len).read_to_end(&mut header).map_err(fail)?;
-        hasher.update(&header);
-        let data_start = 8 + header_len;
-        let data_len = size.saturating_sub(data_start);
-        let mut chunk = Vec::new();
-        for i in 0..SAMPLES {
-            let offset = data_start + data_len.saturating_sub(CHUNK) * i / (SAMPLES - 1);
-            file.seek(SeekFrom::Start(offset)).map_err(fail)?;
-            chunk.clear();
-            (&mut file).take(CHUNK).read_to_end(&mut chunk).map_err(fail)?;
-            hasher.update(&chunk);
-        }
+/// Reads `tensors.safetensors` once its header has said how big it is: a file of
+/// another size (truncated, padded, `/dev/zero` behind a link) is refused unread.
+fn read_tensors(path: &Path) -> Result<Vec<u8>> {
+    // The header is JSON naming each tensor; 100 MB would name millions.
+    const MAX_HEADER: u64 = 100 << 20;
+    let fail = |what: String| anyhow!("{}: not a valid safetensors file ({what})", path.display());
+    let mut file = open_regular(path)?;
+    let size = file.metadata().map_err(|e| fail(e.to_string()))?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| fail(format!("{size} bytes, too short for a header")))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER || header_len > size - 8 {
+        return Err(fail(format!("a header of {header_len} bytes in a file of {size}")));
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// `session.json` as written: the record's values plus the per-step scalars and
-/// generator states; tensors are in `tensors.safetensors` under the names
-/// [`SessionRecord::save`] gives them.
-#[derive(Serialize, Deserialize)]
-struct SessionFile {
-    format: u32,
-    sdlab_version: String,
-    created: String,
-    saved: String,
-    model: ModelInfo,
-    runtime: RuntimeInfo,
-    settings: Settings,
-    scheduler: String,
-    #[serde(deserialize_with = "scheduler_config")]
-    scheduler_config: SchedulerConfig,
-    /// `start`, `encode_prompt`, `get_latent`, `denoise` or `vae_decode`.
-    stage: String,
-    steps_done: usize,
-    encoding: Option<EncodingFile>,
-    latent: Option<LatentFile>,
-    steps: Vec<StepFile>,
-    /// The decoded image's PNG, relative to the folder.
-    image: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct EncodingFile {
-    prompt: TokensFile,
-    negative: TokensFile,
-}
-
-/// A [`TokenizedPrompt`] without its ids (those are the `input_ids` tensors).
-#[derive(Serialize, Deserialize)]
-struct TokensFile {
-    tokens: Vec<String>,
-    kinds: Vec<TokenKind>,
-    truncated: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct LatentFile {
-    /// `(1, channels, height / f, width / f)`, which every latent tensor must have.
-    shape: Vec<usize>,
-    /// The generator right after drawing the initial noise.
-    generator: TorchRng,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StepFile {
-    timestep: usize,
-    prev_timestep: i64,
-    alpha_prod_t: f64,
-    alpha_prod_t_prev: f64,
-    beta_prod_t: f64,
-    std_dev_t: f64,
-    guidance_scale: f64,
-    /// The generator after the step (it draws eta noise when eta > 0).
-    generator: TorchRng,
-}
-
-impl SessionFile {
-    fn of(record: &SessionRecord, image: Option<String>) -> Self {
-        let tokens = |t: &TokenizedPrompt| TokensFile {
-            tokens: t.tokens.iter().map(|t| t.text.clone()).collect(),
-            kinds: t.tokens.iter().map(|t| t.kind).collect(),
-            truncated: t.truncated.clone(),
-        };
-        let steps = record
-            .history
-            .iter()
-            .map(|r| {
-                let s = &r.denoise.scheduler;
-                StepFile {
-                    timestep: s.timestep,
-                    prev_timestep: s.prev_timestep,
-                    alpha_prod_t: s.alpha_prod_t,
-                    alpha_prod_t_prev: s.alpha_prod_t_prev,
-                    beta_prod_t: s.beta_prod_t,
-                    std_dev_t: s.std_dev_t,
-                    guidance_scale: r.denoise.guidance_scale,
-                    generator: r.rng_after.clone(),
-                }
-            })
-            .collect();
-        Self {
-            format: FORMAT,
-            sdlab_version: record.sdlab_version.clone(),
-            created: record.created.clone(),
-            saved: record.saved.clone(),
-            model: record.model.clone(),
-            runtime: record.runtime.clone(),
-            settings: record.settings.clone(),
-            scheduler: "ddim".into(),
-            scheduler_config: record.scheduler_config.clone(),
-            stage: stage_name(record.stage()).into(),
-            steps_done: record.history.len(),
-            encoding: record
-                .encoding
-                .as_ref()
-                .map(|e| EncodingFile { prompt: tokens(&e.prompt), negative: tokens(&e.negative) }),
-            latent: record
-                .latent
-                .as_ref()
-                .map(|l| LatentFile { shape: l.init_latents.dims().to_vec(), generator: l.rng_after.clone() }),
-            steps,
-            image,
-        }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| fail(e.to_string()))?;
+    let header: Value = serde_json::from_slice(&header).map_err(|e| fail(format!("header: {e}")))?;
+    let data_end = header
+        .as_object()
+        .ok_or_else(|| fail("header: expected a JSON object".into()))?
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let expected = 8 + header_len + data_end;
+    if expected != size {
+        return Err(fail(format!("its header describes {expected} bytes, the file has {size}")));
     }
-
-    /// Checks that the file agrees with itself, then reads its tensors.
-    fn into_record(self, tensors: &mut TensorReader) -> Result<SessionRecord> {
-        let num_train = self.scheduler_config.num_train_timesteps;
-        if self.scheduler != "ddim" {
-            bail!("scheduler: expected \"ddim\", found {:?}", self.scheduler);
-        }
-        if self.settings.steps == 0 || self.settings.steps > num_train {
-            bail!("settings.steps: expected 1 to {num_train}, found {}", self.settings.steps);
-        }
-        if self.steps_done != self.steps.len() {
-            bail!("steps_done is {} but {} steps are listed", self.steps_done, self.steps.len());
-        }
-        if self.steps.len() > self.settings.steps {
-            bail!("{} steps are listed, settings.steps is {}", self.steps.len(), self.settings.steps);
-        }
-        let stage = stage_of(self.encoding.is_some(), self.latent.is_some(), self.steps.len(), self.image.is_some());
-        if self.stage != stage_name(stage) {
-            bail!("stage is {:?} but what is saved reaches {:?}", self.stage, stage_name(stage));
-        }
-        if !self.steps.is_empty() && (self.encoding.is_none() || self.latent.is_none()) {
-            bail!("steps are listed without the encoding and latent they start from");
-        }
-        let scheduler = DdimScheduler::new(&self.scheduler_config, self.settings.steps)
-            .map_err(|e| anyhow!("scheduler_config: {e:#}"))?;
-        for (i, (step, &t)) in self.steps.iter().zip(scheduler.timesteps()).enumerate() {
-            if step.timestep != t {
-                bail!("steps[{i}].timestep is {}, the schedule says {t}", step.timestep);
-            }
-        }
-        tensors.dtype = self.runtime.dtype()?;
-
-        let encoding = match self.encoding {
-            Some(e) => {
-                let prompt = tokens_from(e.prompt, tensors.ids("input_ids")?)?;
-                let negative = tokens_from(e.negative, tensors.ids("negative_input_ids")?)?;
-                if prompt.ids.len() != negative.ids.len() {
-                    return Err(TensorError(format!(
-                        "input_ids has {} ids, negative_input_ids {}",
-                        prompt.ids.len(),
-                        negative.ids.len()
-                    ))
-                    .into());
-                }
-                let prompt_embeds = tensors.take("prompt_embeds", |dims| {
-                    dims.len() == 3 && dims[0] == 2 && dims[1] == prompt.ids.len() && dims[2] > 0
-                })?;
-                Some(PromptEncoding { prompt, negative, prompt_embeds })
-            }
-            None => None,
-        };
-        let latent = match self.latent {
-            Some(l) => {
-                let (s, shape) = (&self.settings, &l.shape);
-                let fits = shape.len() == 4
-                    && shape[0] == 1
-                    && shape[1] > 0
-                    && shape[2] > 0
-                    && shape[3] > 0
-                    && s.height % shape[2] == 0
-                    && s.width % shape[3] == 0
-                    && s.height / shape[2] == s.width / shape[3];
-                if !fits {
-                    bail!("latent.shape {shape:?} is not a latent of a {}x{} image", s.width, s.height);
-                }
-                let init_latents = tensors.take("init_latents", |dims| dims == shape.as_slice())?;
-                Some((Latent { init_latents, rng_after: l.generator }, shape.clone()))
-            }
-            None => None,
-        };
-        let mut history = Vec::with_capacity(self.steps.len());
-        if let Some((_, shape)) = &latent {
-            for (index, step) in self.steps.into_iter().enumerate() {
-                let mut take = |name: &str| tensors.take(&format!("steps.{index}.{name}"), |d| d == shape.as_slice());
-                let noise_pred_uncond = if step.guidance_scale > 1.0 { Some(take("noise_pred_uncond")?) } else { None };
-                let denoise = DenoiseStep {
-                    guidance_scale: step.guidance_scale,
-                    noise_pred_uncond,
-                    noise_pred_text: take("noise_pred_text")?,
-                    guided_model_output: take("guided_model_output")?,
-                    scheduler: DdimStep {
-                        timestep: step.timestep,
-                        prev_timestep: step.prev_timestep,
-                        alpha_prod_t: step.alpha_prod_t,
-                        alpha_prod_t_prev: step.alpha_prod_t_prev,
-                        beta_prod_t: step.beta_prod_t,
-                        std_dev_t: step.std_dev_t,
-                        pred_original_sample: take("pred_original_sample")?,
-                        pred_epsilon: take("pred_epsilon")?,
-                        prev_sample: take("prev_sample")?,
-                    },
-                };
-                history.push(StepRecord { index, denoise, rng_after: step.generator, taps: None });
-            }
-        }
-        let image = match &self.image {
-            Some(_) => {
-                tensors.dtype = DType::F32;
-                let (w, h) = (self.settings.width, self.settings.height);
-                Some(tensors.take("image", |d| d == [1, 3, h, w])?)
-            }
-            None => None,
-        };
-        Ok(SessionRecord {
-            sdlab_version: self.sdlab_version,
-            created: self.created,
-            saved: self.saved,
-            model: self.model,
-            runtime: self.runtime,
-            settings: self.settings,
-            scheduler_config: self.scheduler_config,
-            encoding,
-            latent: latent.map(|(l, _)| l),
-            history,
-            image,
-        })
-    }
-}
-
-fn tokens_from(file: TokensFile, ids: Vec<u32>) -> Result<TokenizedPrompt> {
-    if file.tokens.len() != ids.len() || file.kinds.len() != ids.len() {
-        bail!("encoding: {} ids but {} tokens and {} kinds are listed", ids.len(), file.tokens.len(), file.kinds.len());
-    }
-    let tokens =
-        ids.iter().zip(file.tokens).zip(file.kinds).map(|((&id, text), kind)| Token { id, text, kind }).collect();
-    Ok(TokenizedPrompt { ids, tokens, truncated: file.truncated })
-}
-
-/// A problem with `tensors.safetensors` rather than `session.json`, so the error
-/// names the right file.
-#[derive(Debug)]
-struct TensorError(String);
-
-impl std::fmt::Display for TensorError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TensorError {}
-
-struct TensorReader {
-    tensors: HashMap<String, Tensor>,
-    /// The dtype the next float tensors must have.
-    dtype: DType,
-}
-
-impl TensorReader {
-    fn take(&mut self, name: &str, shape_ok: impl Fn(&[usize]) -> bool) -> Result<Tensor> {
-        let Some(t) = self.tensors.remove(name) else {
-            return Err(TensorError(format!("missing tensor {name} (session.json says the run reached it)")).into());
-        };
-        if t.dtype() != self.dtype {
-            return Err(TensorError(format!(
-                "{name}: expected dtype {}, found {}",
-                self.dtype.as_str(),
-                t.dtype().as_str()
-            ))
-            .into());
-        }
-        if !shape_ok(t.dims()) {
-            return Err(TensorError(format!("{name}: unexpected shape {:?}", t.dims())).into());
-        }
-        Ok(t)
-    }
-
-    fn ids(&mut self, name: &str) -> Result<Vec<u32>> {
-        let dtype = std::mem::replace(&mut self.dtype, DType::I64);
-        let t = self.take(name, |d| d.len() == 1 && d[0] > 0);
-        self.dtype = dtype;
-        t?.to_vec1::<i64>()?
-            .into_iter()
-            .map(|id| u32::try_from(id).map_err(|_| TensorError(format!("{name}: token id {id} out of range")).into()))
-            .collect()
-    }
-}
-
-/// Checks `format` before anything else, so that a file from a newer sdlab gets
-/// "upgrade" rather than a confusing missing-field error.
-fn check_format(value: &Value) -> Result<()> {
-    let Some(format) = value.get("format") else {
-        bail!("no \"format\" field: not an sdlab session");
-    };
-    match format.as_u64() {
-        Some(n) if n == u64::from(FORMAT) => Ok(()),
-        Some(n) if n > u64::from(FORMAT) => bail!(
-            "format {n} was written by a newer sdlab; this one ({}) reads format {FORMAT}: upgrade sdlab",
-            env!("CARGO_PKG_VERSION")
-        ),
-        _ => bail!("unknown format {format}: expected {FORMAT}"),
-    }
-}
-
-/// Deserializes with the failing field's path in the message (`steps[3].generator`).
-fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let field = err.path().to_string();
-        if field == "." {
-            anyhow!("{}", err.into_inner())
-        } else {
-            anyhow!("field `{field}`: {}", err.into_inner())
-        }
-    })
-}
-
-fn parse_session_json(bytes: &[u8]) -> Result<SessionFile> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| anyhow!("not valid JSON ({e})"))?;
-    check_format(&value)?;
-    from_value(value)
-}
-
-fn scheduler_config<'de, D: Deserializer<'de>>(de: D) -> Result<SchedulerConfig, D::Error> {
-    let value = Value::deserialize(de)?;
-    SchedulerConfig::from_json(&value).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
-}
-
-/// Pretty JSON, but an array of plain values (a generator's 624 words, a token
-/// list) stays on one line instead of one line per number.
-fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let pretty = serde_json::to_string_pretty(value)?;
-    let lines: Vec<&str> = pretty.lines().collect();
-    let mut out = String::with_capacity(pretty.len());
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if line.ends_with('[') {
-            // Pretty JSON opens every nested array or object on a line ending in `[` or `{`
-            // (a string value cannot: its line ends in `"` or `",`).
-            let close = lines[i + 1..].iter().position(|l| {
-                let t = l.trim_start();
-                t.starts_with(']') || l.ends_with('[') || l.ends_with('{')
-            });
-            if let Some(n) = close.filter(|&n| lines[i + 1 + n].trim_start().starts_with(']')) {
-                let items: Vec<&str> = lines[i + 1..i + 1 + n].iter().map(|l| l.trim()).collect();
-                out.push_str(line);
-                out.push_str(&items.join(" "));
-                out.push_str(lines[i + 1 + n].trim_start());
-                out.push('\n');
-                i += n + 2;
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-        i += 1;
-    }
-    Ok(out.into_bytes())
-}
-
-/// Refuses to replace what is not ours to replace: a session without `force`, or
-/// a folder (or file) that is not a session at all. `sdlab generate` calls it
-/// before computing anything, so a name clash is found in a second, not after the run.
-pub fn check_can_save(dir: &Path, force: bool) -> Result<()> {
-    if dir.exists() {
-        let is_session = dir.join(SESSION_JSON).is_file();
-        let is_empty = dir.read_dir().map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !dir.is_dir() || !(is_session || is_empty) {
-            bail!("{}: exists and is not a session folder; refusing to replace it", dir.display());
-        }
-        if is_session && !force {
-            bail!("{}: a session is already saved here; use --force to replace it", dir.display());
-        }
-    }
-    Ok(())
-}
-
-/// Writes `files` (relative paths, in order; `session.json` last) into a hidden
-/// folder beside `dir`, syncs it, and renames it into place.
-fn write_folder(dir: &Path, files: &[(String, Vec<u8>)], force: bool) -> Result<()> {
-    check_can_save(dir, force)?;
-    let name =
-        dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow!("{}: not a folder name", dir.display()))?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create the folder", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.saving-"))
-        .tempdir_in(parent)
-        .with_context(|| format!("{}: cannot create a temporary folder", parent.display()))?;
-    for (rel, bytes) in files {
-        write_atomic(&staging.path().join(rel), bytes)?;
-    }
-    sync_dir(staging.path())?;
-    // rename(2) replaces an empty folder but not a full one: move the old session
-    // aside first (onto an empty placeholder), then drop it once the new one is in.
-    let old = if dir.exists() {
-        let aside = tempfile::Builder::new().prefix(&format!(".{name}.old-")).tempdir_in(parent)?;
-        std::fs::rename(dir, aside.path())
-            .with_context(|| format!("{}: cannot move the old session aside", dir.display()))?;
-        Some(aside)
-    } else {
-        None
-    };
-    let staged = staging.keep();
-    if let Err(e) = std::fs::rename(&staged, dir) {
-        if let Some(old) = &old {
-            let _ = std::fs::rename(old.path(), dir);
-        }
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(anyhow!("{}: cannot move the new session into place ({e})", dir.display()));
-    }
-    drop(old);
-    sync_dir(parent)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot sync the folder", dir.display()))
-}
-
-/// `root/name`, refusing names that would land anywhere else: a session name is
-/// one plain folder name (letters, digits, `-`, `_`, `.`, not starting with `.`).
-pub fn session_dir(root: &Path, name: &str) -> Result<PathBuf> {
-    let plain =
-        !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
-    if !plain {
-        bail!(
-            "session name {name:?}: expected a plain name (letters, digits, - _ .), which is saved under {}/; \
-             use --dir to pick another folder",
-            root.display()
-        );
-    }
-    Ok(root.join(name))
-}
-
-/// One line of `sdlab sessions`: read from `session.json` alone.
-pub struct SessionSummary {
-    pub name: String,
-    pub prompt: String,
-    pub model: String,
-    pub steps_done: usize,
-    pub steps: usize,
-    pub stage: String,
-    pub saved: String,
-}
-
-/// The sessions saved under `root`, sorted by name; a folder whose `session.json`
-/// cannot be read is listed with the error instead of failing the listing.
-pub fn list_sessions(root: &Path) -> Result<Vec<Result<SessionSummary, (String, String)>>> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => bail!("{}: cannot list the folder ({e})", root.display()),
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join(SESSION_JSON).is_file())
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    Ok(names
-        .into_iter()
-        .map(|name| {
-            let path = root.join(&name).join(SESSION_JSON);
-            let file = std::fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|bytes| parse_session_json(&bytes))
-                .map_err(|e| (name.clone(), format!("{}: {e}", path.display())))?;
-            Ok(SessionSummary {
-                name,
-                prompt: file.settings.prompt,
-                model: file.model.source,
-                steps_done: file.steps_done,
-                steps: file.settings.steps,
-                stage: file.stage,
-                saved: file.saved,
-            })
-        })
-        .collect())
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.seek(SeekFrom::Start(0)).map_err(|e| fail(e.to_string()))?;
+    file.take(size).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
@@ -1141,24 +639,6 @@ mod tests {
         for bad in ["../x", "/abs", "a/b", "..", ".", ".hidden", "", "a\\b"] {
             let msg = session_dir(root, bad).unwrap_err().to_string();
             assert!(msg.starts_with(&format!("session name {bad:?}: expected a plain name")), "{msg}");
-        }
-    }
-
-    #[test]
-    fn numeric_arrays_stay_on_one_line() {
-        let value = serde_json::json!({"a": [1, 2, 3], "b": [{"c": ["x,", "y["]}], "d": [], "e": "[", "f": [[1], [2]]});
-        let text = String::from_utf8(json_bytes(&value).unwrap()).unwrap();
-        assert!(text.contains("\"a\": [1, 2, 3]"), "{text}");
-        assert!(text.contains("\"c\": [\"x,\", \"y[\"]"), "{text}");
-        let back: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, value);
-    }
-
-    #[test]
-    fn floats_survive_json_exactly() {
-        for x in [0.1f64, 1.0 / 3.0, 0.999_999_999_999_999_9, 5e-324, 0.004_660_799_913_108_349, 7.5] {
-            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
-            assert_eq!(back.to_bits(), x.to_bits());
         }
     }
 }

@@ -1,0 +1,440 @@
+//! A saved session's two files as bytes: `session.json` (settings, per-step scalars,
+//! generator states) and `tensors.safetensors`, read with every check that they
+//! agree with each other, so a damaged session is an error naming the file and field.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use super::store::{ModelInfo, RuntimeInfo, SessionRecord, FORMAT};
+use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
+use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
+use crate::rng::torch::TorchRng;
+use crate::scheduler::{DdimScheduler, DdimStep, SchedulerConfig};
+use crate::stages::{DenoiseStep, PromptEncoding};
+
+/// The tensors of a step, in the order they are computed; `noise_pred_uncond` is
+/// absent when guidance was off for the step.
+pub(super) fn step_tensors(d: &DenoiseStep) -> [(&'static str, Option<&Tensor>); 6] {
+    [
+        ("noise_pred_uncond", d.noise_pred_uncond.as_ref()),
+        ("noise_pred_text", Some(&d.noise_pred_text)),
+        ("guided_model_output", Some(&d.guided_model_output)),
+        ("pred_original_sample", Some(&d.scheduler.pred_original_sample)),
+        ("pred_epsilon", Some(&d.scheduler.pred_epsilon)),
+        ("prev_sample", Some(&d.scheduler.prev_sample)),
+    ]
+}
+
+pub(super) fn stage_of(encoded: bool, latent: bool, steps: usize, decoded: bool) -> Stage {
+    if decoded {
+        Stage::VaeDecode
+    } else if steps > 0 {
+        Stage::Denoise(steps)
+    } else if latent {
+        Stage::GetLatent
+    } else if encoded {
+        Stage::EncodePrompt
+    } else {
+        Stage::Start
+    }
+}
+
+pub(super) fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Start => "start",
+        Stage::EncodePrompt => "encode_prompt",
+        Stage::GetLatent => "get_latent",
+        Stage::Denoise(_) => "denoise",
+        Stage::VaeDecode => "vae_decode",
+    }
+}
+
+/// `session.json` as written: the record's values plus the per-step scalars and
+/// generator states; tensors are in `tensors.safetensors` under the names
+/// [`SessionRecord::save`] gives them.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SessionFile {
+    format: u32,
+    sdlab_version: String,
+    created: String,
+    pub(super) saved: String,
+    pub(super) model: ModelInfo,
+    runtime: RuntimeInfo,
+    pub(super) settings: Settings,
+    scheduler: String,
+    #[serde(deserialize_with = "scheduler_config")]
+    scheduler_config: SchedulerConfig,
+    /// `start`, `encode_prompt`, `get_latent`, `denoise` or `vae_decode`.
+    pub(super) stage: String,
+    pub(super) steps_done: usize,
+    encoding: Option<EncodingFile>,
+    latent: Option<LatentFile>,
+    steps: Vec<StepFile>,
+    /// The decoded image's PNG, relative to the folder.
+    image: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EncodingFile {
+    prompt: TokensFile,
+    negative: TokensFile,
+}
+
+/// A [`TokenizedPrompt`] without its ids (those are the `input_ids` tensors).
+#[derive(Serialize, Deserialize)]
+struct TokensFile {
+    tokens: Vec<String>,
+    kinds: Vec<TokenKind>,
+    truncated: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LatentFile {
+    /// `(1, channels, height / f, width / f)`, which every latent tensor must have.
+    shape: Vec<usize>,
+    /// The generator right after drawing the initial noise.
+    generator: TorchRng,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StepFile {
+    timestep: usize,
+    prev_timestep: i64,
+    alpha_prod_t: f64,
+    alpha_prod_t_prev: f64,
+    beta_prod_t: f64,
+    std_dev_t: f64,
+    guidance_scale: f64,
+    /// The generator after the step (it draws eta noise when eta > 0).
+    generator: TorchRng,
+}
+
+impl SessionFile {
+    pub(super) fn of(record: &SessionRecord, image: Option<String>) -> Self {
+        let tokens = |t: &TokenizedPrompt| TokensFile {
+            tokens: t.tokens.iter().map(|t| t.text.clone()).collect(),
+            kinds: t.tokens.iter().map(|t| t.kind).collect(),
+            truncated: t.truncated.clone(),
+        };
+        let steps = record
+            .history
+            .iter()
+            .map(|r| {
+                let s = &r.denoise.scheduler;
+                StepFile {
+                    timestep: s.timestep,
+                    prev_timestep: s.prev_timestep,
+                    alpha_prod_t: s.alpha_prod_t,
+                    alpha_prod_t_prev: s.alpha_prod_t_prev,
+                    beta_prod_t: s.beta_prod_t,
+                    std_dev_t: s.std_dev_t,
+                    guidance_scale: r.denoise.guidance_scale,
+                    generator: r.rng_after.clone(),
+                }
+            })
+            .collect();
+        Self {
+            format: FORMAT,
+            sdlab_version: record.sdlab_version.clone(),
+            created: record.created.clone(),
+            saved: record.saved.clone(),
+            model: record.model.clone(),
+            runtime: record.runtime.clone(),
+            settings: record.settings.clone(),
+            scheduler: "ddim".into(),
+            scheduler_config: record.scheduler_config.clone(),
+            stage: stage_name(record.stage()).into(),
+            steps_done: record.history.len(),
+            encoding: record
+                .encoding
+                .as_ref()
+                .map(|e| EncodingFile { prompt: tokens(&e.prompt), negative: tokens(&e.negative) }),
+            latent: record
+                .latent
+                .as_ref()
+                .map(|l| LatentFile { shape: l.init_latents.dims().to_vec(), generator: l.rng_after.clone() }),
+            steps,
+            image,
+        }
+    }
+
+    /// Checks that the file agrees with itself, then reads its tensors.
+    pub(super) fn into_record(self, tensors: &mut TensorReader) -> Result<SessionRecord> {
+        let num_train = self.scheduler_config.num_train_timesteps;
+        if self.scheduler != "ddim" {
+            bail!("scheduler: expected \"ddim\", found {:?}", self.scheduler);
+        }
+        // Sides are checked against the model's VAE and the size limit when a model
+        // is put under the run; a replay computes nothing.
+        let limits = Limits { vae_scale_factor: 1, num_train_timesteps: num_train, max_side: usize::MAX };
+        self.settings.check(&limits).map_err(|e| anyhow!("{}", e.describe(Origin::SettingsJson)))?;
+        if self.steps_done != self.steps.len() {
+            bail!("steps_done is {} but {} steps are listed", self.steps_done, self.steps.len());
+        }
+        if self.steps.len() > self.settings.steps {
+            bail!("{} steps are listed, settings.steps is {}", self.steps.len(), self.settings.steps);
+        }
+        let stage = stage_of(self.encoding.is_some(), self.latent.is_some(), self.steps.len(), self.image.is_some());
+        if self.stage != stage_name(stage) {
+            bail!("stage is {:?} but what is saved reaches {:?}", self.stage, stage_name(stage));
+        }
+        if !self.steps.is_empty() && (self.encoding.is_none() || self.latent.is_none()) {
+            bail!("steps are listed without the encoding and latent they start from");
+        }
+        let scheduler = DdimScheduler::new(&self.scheduler_config, self.settings.steps)
+            .map_err(|e| anyhow!("scheduler_config: {e:#}"))?;
+        for (i, (step, &t)) in self.steps.iter().zip(scheduler.timesteps()).enumerate() {
+            if step.timestep != t {
+                bail!("steps[{i}].timestep is {}, the schedule says {t}", step.timestep);
+            }
+        }
+        tensors.dtype = self.runtime.dtype()?;
+
+        let encoding = match self.encoding {
+            Some(e) => {
+                let prompt = tokens_from(e.prompt, tensors.ids("input_ids")?)?;
+                let negative = tokens_from(e.negative, tensors.ids("negative_input_ids")?)?;
+                if prompt.ids.len() != negative.ids.len() {
+                    return Err(TensorError(format!(
+                        "input_ids has {} ids, negative_input_ids {}",
+                        prompt.ids.len(),
+                        negative.ids.len()
+                    ))
+                    .into());
+                }
+                let prompt_embeds = tensors.take("prompt_embeds", |dims| {
+                    dims.len() == 3 && dims[0] == 2 && dims[1] == prompt.ids.len() && dims[2] > 0
+                })?;
+                Some(PromptEncoding { prompt, negative, prompt_embeds })
+            }
+            None => None,
+        };
+        let latent = match self.latent {
+            Some(l) => {
+                let (s, shape) = (&self.settings, &l.shape);
+                let fits = shape.len() == 4
+                    && shape[0] == 1
+                    && shape[1] > 0
+                    && shape[2] > 0
+                    && shape[3] > 0
+                    && s.height % shape[2] == 0
+                    && s.width % shape[3] == 0
+                    && s.height / shape[2] == s.width / shape[3];
+                if !fits {
+                    bail!("latent.shape {shape:?} is not a latent of a {}x{} image", s.width, s.height);
+                }
+                let init_latents = tensors.take("init_latents", |dims| dims == shape.as_slice())?;
+                Some((Latent { init_latents, rng_after: l.generator }, shape.clone()))
+            }
+            None => None,
+        };
+        let mut history = Vec::with_capacity(self.steps.len());
+        if let Some((_, shape)) = &latent {
+            for (index, step) in self.steps.into_iter().enumerate() {
+                let mut take = |name: &str| tensors.take(&format!("steps.{index}.{name}"), |d| d == shape.as_slice());
+                let noise_pred_uncond = if step.guidance_scale > 1.0 { Some(take("noise_pred_uncond")?) } else { None };
+                let denoise = DenoiseStep {
+                    guidance_scale: step.guidance_scale,
+                    noise_pred_uncond,
+                    noise_pred_text: take("noise_pred_text")?,
+                    guided_model_output: take("guided_model_output")?,
+                    scheduler: DdimStep {
+                        timestep: step.timestep,
+                        prev_timestep: step.prev_timestep,
+                        alpha_prod_t: step.alpha_prod_t,
+                        alpha_prod_t_prev: step.alpha_prod_t_prev,
+                        beta_prod_t: step.beta_prod_t,
+                        std_dev_t: step.std_dev_t,
+                        pred_original_sample: take("pred_original_sample")?,
+                        pred_epsilon: take("pred_epsilon")?,
+                        prev_sample: take("prev_sample")?,
+                    },
+                };
+                history.push(StepRecord { index, denoise, rng_after: step.generator, taps: None });
+            }
+        }
+        let image = match &self.image {
+            Some(_) => {
+                tensors.dtype = DType::F32;
+                let (w, h) = (self.settings.width, self.settings.height);
+                Some(tensors.take("image", |d| d == [1, 3, h, w])?)
+            }
+            None => None,
+        };
+        Ok(SessionRecord {
+            sdlab_version: self.sdlab_version,
+            created: self.created,
+            saved: self.saved,
+            model: self.model,
+            runtime: self.runtime,
+            settings: self.settings,
+            scheduler_config: self.scheduler_config,
+            encoding,
+            latent: latent.map(|(l, _)| l),
+            history,
+            image,
+            recovered: None,
+        })
+    }
+}
+
+fn tokens_from(file: TokensFile, ids: Vec<u32>) -> Result<TokenizedPrompt> {
+    if file.tokens.len() != ids.len() || file.kinds.len() != ids.len() {
+        bail!("encoding: {} ids but {} tokens and {} kinds are listed", ids.len(), file.tokens.len(), file.kinds.len());
+    }
+    let tokens =
+        ids.iter().zip(file.tokens).zip(file.kinds).map(|((&id, text), kind)| Token { id, text, kind }).collect();
+    Ok(TokenizedPrompt { ids, tokens, truncated: file.truncated })
+}
+
+/// A problem with `tensors.safetensors` rather than `session.json`, so the error
+/// names the right file.
+#[derive(Debug)]
+pub(super) struct TensorError(pub(super) String);
+
+impl std::fmt::Display for TensorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TensorError {}
+
+pub(super) struct TensorReader {
+    tensors: HashMap<String, Tensor>,
+    /// The dtype the next float tensors must have.
+    dtype: DType,
+}
+
+impl TensorReader {
+    pub(super) fn new(tensors: HashMap<String, Tensor>) -> Self {
+        Self { tensors, dtype: DType::F32 }
+    }
+
+    fn take(&mut self, name: &str, shape_ok: impl Fn(&[usize]) -> bool) -> Result<Tensor> {
+        let Some(t) = self.tensors.remove(name) else {
+            return Err(TensorError(format!("missing tensor {name} (session.json says the run reached it)")).into());
+        };
+        if t.dtype() != self.dtype {
+            return Err(TensorError(format!(
+                "{name}: expected dtype {}, found {}",
+                self.dtype.as_str(),
+                t.dtype().as_str()
+            ))
+            .into());
+        }
+        if !shape_ok(t.dims()) {
+            return Err(TensorError(format!("{name}: unexpected shape {:?}", t.dims())).into());
+        }
+        Ok(t)
+    }
+
+    fn ids(&mut self, name: &str) -> Result<Vec<u32>> {
+        let dtype = std::mem::replace(&mut self.dtype, DType::I64);
+        let t = self.take(name, |d| d.len() == 1 && d[0] > 0);
+        self.dtype = dtype;
+        t?.to_vec1::<i64>()?
+            .into_iter()
+            .map(|id| u32::try_from(id).map_err(|_| TensorError(format!("{name}: token id {id} out of range")).into()))
+            .collect()
+    }
+}
+
+/// Checks `format` before anything else, so that a file from a newer sdlab gets
+/// "upgrade" rather than a confusing missing-field error.
+pub(super) fn check_format(value: &Value) -> Result<()> {
+    let Some(format) = value.get("format") else {
+        bail!("no \"format\" field: not an sdlab session");
+    };
+    match format.as_u64() {
+        Some(n) if n == u64::from(FORMAT) => Ok(()),
+        Some(n) if n > u64::from(FORMAT) => bail!(
+            "format {n} was written by a newer sdlab; this one ({}) reads format {FORMAT}: upgrade sdlab",
+            env!("CARGO_PKG_VERSION")
+        ),
+        _ => bail!("unknown format {format}: expected {FORMAT}"),
+    }
+}
+
+/// Deserializes with the failing field's path in the message (`steps[3].generator`).
+pub(super) fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let field = err.path().to_string();
+        if field == "." {
+            anyhow!("{}", err.into_inner())
+        } else {
+            anyhow!("field `{field}`: {}", err.into_inner())
+        }
+    })
+}
+
+pub(super) fn parse_session_json(bytes: &[u8]) -> Result<SessionFile> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| anyhow!("not valid JSON ({e})"))?;
+    check_format(&value)?;
+    from_value(value)
+}
+
+pub(super) fn scheduler_config<'de, D: Deserializer<'de>>(de: D) -> Result<SchedulerConfig, D::Error> {
+    let value = Value::deserialize(de)?;
+    SchedulerConfig::from_json(&value).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+}
+
+/// Pretty JSON, but an array of plain values (a generator's 624 words, a token
+/// list) stays on one line instead of one line per number.
+pub(super) fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let pretty = serde_json::to_string_pretty(value)?;
+    let lines: Vec<&str> = pretty.lines().collect();
+    let mut out = String::with_capacity(pretty.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.ends_with('[') {
+            // Pretty JSON opens every nested array or object on a line ending in `[` or `{`
+            // (a string value cannot: its line ends in `"` or `",`).
+            let close = lines[i + 1..].iter().position(|l| {
+                let t = l.trim_start();
+                t.starts_with(']') || l.ends_with('[') || l.ends_with('{')
+            });
+            if let Some(n) = close.filter(|&n| lines[i + 1 + n].trim_start().starts_with(']')) {
+                let items: Vec<&str> = lines[i + 1..i + 1 + n].iter().map(|l| l.trim()).collect();
+                out.push_str(line);
+                out.push_str(&items.join(" "));
+                out.push_str(lines[i + 1 + n].trim_start());
+                out.push('\n');
+                i += n + 2;
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+        i += 1;
+    }
+    Ok(out.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_arrays_stay_on_one_line() {
+        let value = serde_json::json!({"a": [1, 2, 3], "b": [{"c": ["x,", "y["]}], "d": [], "e": "[", "f": [[1], [2]]});
+        let text = String::from_utf8(json_bytes(&value).unwrap()).unwrap();
+        assert!(text.contains("\"a\": [1, 2, 3]"), "{text}");
+        assert!(text.contains("\"c\": [\"x,\", \"y[\"]"), "{text}");
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn floats_survive_json_exactly() {
+        for x in [0.1f64, 1.0 / 3.0, 0.999_999_999_999_999_9, 5e-324, 0.004_660_799_913_108_349, 7.5] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits());
+        }
+    }
+}
