@@ -55,6 +55,7 @@ pub fn encode_png(image: &RgbImage, chunks: &[(&str, &str)]) -> Result<Vec<u8>> 
 /// `(keyword, text)` in file order by kind. Errors say what is wrong with the
 /// file, without its name (the caller adds it).
 pub fn read_text_chunks(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    check_text_chunks(bytes)?;
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_ignore_text_chunk(false);
     let reader = decoder.read_info().map_err(|e| anyhow!("not a readable PNG ({e})"))?;
@@ -72,6 +73,60 @@ pub fn read_text_chunks(bytes: &[u8]) -> Result<Vec<(String, String)>> {
         out.push((chunk.keyword.clone(), chunk.get_text().map_err(|e| anyhow!("iTXt {:?}: {e}", chunk.keyword))?));
     }
     Ok(out)
+}
+
+/// Walks the chunks before the image data and checks each text chunk's size and
+/// CRC: the PNG decoder silently skips a damaged text chunk, which would then be
+/// reported as missing rather than damaged.
+fn check_text_chunks(bytes: &[u8]) -> Result<()> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if !bytes.starts_with(SIGNATURE) {
+        bail!("not a PNG (no PNG signature)");
+    }
+    let mut at = SIGNATURE.len();
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let kind = &header[4..8];
+        if kind == b"IDAT" || kind == b"IEND" {
+            break;
+        }
+        let name = String::from_utf8_lossy(kind);
+        let Some(data) = bytes.get(at + 8..(at + 8).saturating_add(len)) else {
+            bail!("{name} chunk of {len} bytes runs past the end of the file (truncated)");
+        };
+        if matches!(kind, b"tEXt" | b"zTXt" | b"iTXt") {
+            if len > TEXT_LIMIT {
+                bail!("{name} chunk of {len} bytes: expected at most {TEXT_LIMIT} bytes of settings text");
+            }
+            let stored = bytes.get(at + 8 + len..at + 12 + len).map(|c| u32::from_be_bytes(c.try_into().expect("4")));
+            if stored != Some(crc32(&bytes[at + 4..at + 8 + len])) {
+                let keyword = String::from_utf8_lossy(data.split(|&b| b == 0).next().unwrap_or_default());
+                bail!("{name} chunk {keyword:?}: its CRC does not match: the file is damaged");
+            }
+        }
+        at += 12 + len;
+    }
+    Ok(())
+}
+
+/// The CRC-32 of PNG chunks (ISO 3309, reflected, polynomial 0xedb88320).
+fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut n = 0;
+        while n < 256 {
+            let mut c = n as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                k += 1;
+            }
+            table[n] = c;
+            n += 1;
+        }
+        table
+    };
+    !bytes.iter().fold(!0u32, |c, &b| TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
 }
 
 /// The `parameters` text of AUTOMATIC1111's web UI, parsed as its own
@@ -248,6 +303,48 @@ fn quoted_end(chars: &[char], pos: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    fn png_with(chunks: &[(&str, &str)]) -> Vec<u8> {
+        encode_png(&RgbImage::new(2, 2), chunks).unwrap()
+    }
+
+    /// Where chunk `kind`'s data starts and how long it is.
+    fn find_chunk(png: &[u8], kind: &[u8]) -> (usize, usize) {
+        let at = png.windows(4).position(|w| w == kind).unwrap();
+        (at + 4, u32::from_be_bytes(png[at - 4..at].try_into().unwrap()) as usize)
+    }
+
+    #[test]
+    fn a_damaged_text_chunk_is_reported_as_damaged_not_missing() {
+        let mut png = png_with(&[(PARAMETERS_KEY, "a fox\nSteps: 2, Seed: 1, Size: 64x64")]);
+        assert_eq!(read_text_chunks(&png).unwrap().len(), 1);
+        let (data, len) = find_chunk(&png, b"tEXt");
+        png[data + len] ^= 0xff;
+        let msg = read_text_chunks(&png).unwrap_err().to_string();
+        assert_eq!(msg, "tEXt chunk \"parameters\": its CRC does not match: the file is damaged");
+        png[data + len] ^= 0xff;
+        png[data + 2] ^= 0x01;
+        assert!(read_text_chunks(&png).unwrap_err().to_string().contains("CRC does not match"));
+        let msg = read_text_chunks(&png[..data + 4]).unwrap_err().to_string();
+        assert!(msg.contains("runs past the end of the file (truncated)"), "{msg}");
+        assert_eq!(read_text_chunks(b"GIF89a").unwrap_err().to_string(), "not a PNG (no PNG signature)");
+    }
+
+    #[test]
+    fn a_huge_text_chunk_is_refused_unread() {
+        let text = "x".repeat(TEXT_LIMIT + 1);
+        let png = png_with(&[(PARAMETERS_KEY, &text)]);
+        let msg = read_text_chunks(&png).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!("tEXt chunk of {} bytes: expected at most {TEXT_LIMIT} bytes of settings text", TEXT_LIMIT + 12)
+        );
+    }
+
+    #[test]
+    fn crc32_matches_the_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
     #[test]
     fn parses_what_the_web_ui_writes() {
         let text = "a fox, in the snow\nsecond line\nNegative prompt: blurry, low quality\nSteps: 30, Sampler: \
@@ -322,6 +419,6 @@ mod tests {
         assert_eq!(read, chunks);
         let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
         assert_eq!(decoded, image);
-        assert!(read_text_chunks(b"not a png").unwrap_err().to_string().starts_with("not a readable PNG"));
+        assert!(read_text_chunks(b"not a png").unwrap_err().to_string().starts_with("not a PNG"));
     }
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use sdlab::preview::latent_to_rgb;
 use sdlab::rng::torch::TorchRng;
 use sdlab::scheduler::DdimScheduler;
+use sdlab::session::{Limits, Settings, MAX_SIDE};
 use sdlab::stages::{self, Guidance};
 use serde::Serialize;
 
@@ -26,9 +27,12 @@ pub struct BenchArgs {
     /// Timed denoising steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// Repeats of the one-off stages (encode, decode, ...), reported as min and median.
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    /// Repeats of the one-off stages (encode, decode, ...), reported as min and median: 1 to 1000.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    repeats: u16,
+    /// Allow image sides past 4096 pixels.
+    #[arg(long)]
+    allow_large: bool,
     /// Print one JSON object on one line instead of a table.
     #[arg(long)]
     json: bool,
@@ -60,8 +64,8 @@ struct Report {
 fn time<T>(device: &Device, repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, f64)> {
     f()?;
     device.synchronize()?;
-    let mut times = Vec::with_capacity(repeats.max(1));
-    for _ in 0..repeats.max(1) {
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
         let start = Instant::now();
         f()?;
         device.synchronize()?;
@@ -118,14 +122,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let load_s = start.elapsed().as_secs_f64();
     let device = model.device().clone();
     let (width, height) = (args.width.unwrap_or(model.default_size()), args.height.unwrap_or(model.default_size()));
-    let settings = sdlab::session::Settings {
-        width,
-        height,
-        steps: args.steps.max(1),
-        ..sdlab::session::Settings::new("a photo of a cat", width)
+    let settings = Settings { width, height, steps: args.steps, ..Settings::new("a photo of a cat", width) };
+    let max_side = if args.allow_large { usize::MAX } else { MAX_SIDE };
+    let limits = Limits {
+        vae_scale_factor: model.vae_scale_factor(),
+        num_train_timesteps: model.scheduler_config.num_train_timesteps,
+        max_side,
     };
-    settings.check(model.vae_scale_factor(), model.scheduler_config.num_train_timesteps)?;
-    let repeats = args.repeats;
+    settings.check(&limits)?;
+    let repeats = usize::from(args.repeats);
 
     let prompt = &settings.prompt;
     let tokenize = time(&device, repeats, || Ok((model.tokenizer.encode(prompt)?, model.tokenizer.encode("")?)))?;

@@ -9,6 +9,7 @@ use sdlab::fsutil::write_atomic;
 use sdlab::image_out::to_rgb8;
 use sdlab::session::store::{self, SaveOptions};
 use sdlab::session::{trace::write_trace, Session, Settings};
+use sdlab::text::printable;
 use sdlab::tui::graphics::{print_image, GraphicsMode};
 
 use super::ModelArgs;
@@ -55,6 +56,9 @@ pub struct GenerateArgs {
     /// Replace a session of the same name.
     #[arg(long)]
     force: bool,
+    /// Allow image sides past 4096 pixels (memory grows with the square of the side).
+    #[arg(long)]
+    allow_large: bool,
     /// Show the image in the terminal when done (sixel, kitty, iTerm2 or half-blocks).
     #[arg(long)]
     show: bool,
@@ -93,15 +97,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         width: args.width.unwrap_or(default_size),
         height: args.height.unwrap_or(default_size),
     };
-    let mut session = Session::new(model, settings)?;
+    let mut session = Session::new_with(model, settings, args.allow_large)?;
 
     let encoding = session.encode_prompt()?;
-    if !encoding.prompt.truncated.is_empty() {
-        eprintln!(
-            "note: the prompt is longer than the text encoder reads; {} tokens were dropped: {}",
-            encoding.prompt.truncated.len(),
-            encoding.prompt.truncated.join(" ")
-        );
+    if let Some(note) = dropped_tokens_note(&encoding.prompt.truncated) {
+        eprintln!("{note}");
     }
     session.get_latent()?;
     let outputs = Outputs {
@@ -111,6 +111,22 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         show: args.show.then_some(args.graphics),
     };
     finish(&mut session, args.stop_at, &[], &outputs, args.force)
+}
+
+/// What the text encoder never saw, said once: a 120 KB prompt drops tens of
+/// thousands of tokens, and the first few say which part was cut.
+pub fn dropped_tokens_note(truncated: &[String]) -> Option<String> {
+    const SHOWN: usize = 12;
+    let (shown, more) = match truncated.len() {
+        0 => return None,
+        n if n <= SHOWN => (truncated, String::new()),
+        n => (&truncated[..SHOWN], format!(" … and {} more", n - SHOWN)),
+    };
+    Some(printable(&format!(
+        "note: the prompt is longer than the text encoder reads; {} tokens were dropped: {}{more}",
+        truncated.len(),
+        shown.join(" ")
+    )))
 }
 
 /// The folder `--session NAME` saves into, checked before any computing so that a

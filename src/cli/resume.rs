@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use sdlab::fsutil::{limits, read_regular};
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
 use sdlab::session::store::{self, ImageSettings, ModelInfo, OpenOptions, SessionRecord};
-use sdlab::session::{Session, Settings};
+use sdlab::session::{Limits, Origin, Session, SettingError, Settings};
+use sdlab::text::printable_line;
 
 use super::generate::{finish, session_target, Outputs};
 
@@ -42,6 +44,9 @@ pub struct ResumeArgs {
     /// an error), and replace an existing session given by --session.
     #[arg(long)]
     force: bool,
+    /// Allow image sides past 4096 pixels.
+    #[arg(long)]
+    allow_large: bool,
 }
 
 pub fn run(args: ResumeArgs) -> Result<()> {
@@ -53,15 +58,22 @@ pub fn run(args: ResumeArgs) -> Result<()> {
     if args.session.is_some() {
         bail!("--session: a resumed session is saved back into its own folder; --session names a new one for a PNG");
     }
-    // An explicit folder is read where it is; a bare name must stay under --dir.
-    let dir = if path.join(store::SESSION_JSON).is_file() {
-        path.to_path_buf()
-    } else {
-        store::session_dir(&args.dir, &args.target)?
-    };
-    let record = SessionRecord::load(&dir)?;
+    // A bare name is a session under --dir, whatever the working folder holds; a
+    // path (anything with a `/`) is a folder read where it is.
+    let dir = if args.target.contains('/') { path.to_path_buf() } else { store::session_dir(&args.dir, &args.target)? };
+    let mut record = SessionRecord::load(&dir).map_err(|e| {
+        if !args.target.contains('/') && path.is_dir() {
+            anyhow!("{e:#}; a folder named {0} is here too: name it as ./{0} to resume it", args.target)
+        } else {
+            e
+        }
+    })?;
+    if let Some(note) = record.recovered.take() {
+        eprintln!("note: {note}");
+    }
     let model = open_model(&args, &record.model, &record.runtime.device, &record.runtime.dtype)?;
-    let opened = Session::from_record(model, record, OpenOptions { force: args.force })
+    let options = OpenOptions { force: args.force, allow_large: args.allow_large };
+    let opened = Session::from_record(model, record, options)
         .map_err(|e| anyhow!("{}: {e}", dir.join(store::SESSION_JSON).display()))?;
     for warning in &opened.warnings {
         eprintln!("warning: {warning}");
@@ -76,16 +88,30 @@ pub fn run(args: ResumeArgs) -> Result<()> {
 /// Runs again, from the start, what `png`'s text chunks say: the exact `sdlab`
 /// JSON when present, else the AUTOMATIC1111 `parameters` text.
 fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
-    let bytes = std::fs::read(png).map_err(|e| anyhow!("{}: cannot read ({e})", png.display()))?;
+    let bytes = read_regular(png, limits::PNG)?;
     let chunks = read_text_chunks(&bytes).map_err(|e| anyhow!("{}: {e}", png.display()))?;
     let chunk = |key: &str| chunks.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    let remembered = match (chunk(SDLAB_KEY), chunk(PARAMETERS_KEY)) {
+    let (remembered, origin, source) = match (chunk(SDLAB_KEY), chunk(PARAMETERS_KEY)) {
         (Some(json), _) => {
-            ImageSettings::from_json(json).map_err(|e| anyhow!("{}: sdlab text chunk: {e}", png.display()))?
+            let settings =
+                ImageSettings::from_json(json).map_err(|e| anyhow!("{}: sdlab text chunk: {e}", png.display()))?;
+            (settings, Origin::SettingsJson, "sdlab text chunk")
         }
-        (None, Some(text)) => from_parameters(text, args).map_err(|e| anyhow!("{}: {e}", png.display()))?,
+        (None, Some(text)) => {
+            let settings = from_parameters(text, args).map_err(|e| anyhow!("{}: {e}", png.display()))?;
+            (settings, Origin::Parameters, "parameters text chunk")
+        }
         (None, None) => bail!("{}: no sdlab or parameters text chunk: nothing says how it was made", png.display()),
     };
+    let in_chunk = |e: anyhow::Error| anyhow!("{}: {source}: {:#}", png.display(), SettingError::rename(e, origin));
+    // What can be checked without the model is, before it loads.
+    let num_train = match origin {
+        Origin::SettingsJson => remembered.scheduler_config.num_train_timesteps,
+        _ => usize::MAX,
+    };
+    let max_side = if args.allow_large { usize::MAX } else { sdlab::session::MAX_SIDE };
+    let limits = Limits { vae_scale_factor: 1, num_train_timesteps: num_train, max_side };
+    remembered.settings.check(&limits).map_err(|e| in_chunk(e.into()))?;
     let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     let model = open_model(args, &remembered.model, &remembered.runtime.device, &remembered.runtime.dtype)?;
     if !remembered.model.fingerprint.is_empty() {
@@ -105,7 +131,7 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
             eprintln!("warning: {problem}");
         }
     }
-    let mut session = Session::new(model, remembered.settings)?;
+    let mut session = Session::new_with(model, remembered.settings, args.allow_large).map_err(in_chunk)?;
     session.encode_prompt()?;
     session.get_latent()?;
     let default_out = PathBuf::from("sdlab.png");
@@ -124,6 +150,7 @@ fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
     let p = A1111Parameters::parse(text);
     let need = |key: &str| anyhow!("parameters: no {key}");
     if let Some(sampler) = p.get("Sampler").filter(|s| !s.eq_ignore_ascii_case("ddim")) {
+        let sampler = printable_line(sampler);
         eprintln!("note: the image was made with the {sampler} sampler; sdlab runs DDIM, so it will differ");
     }
     let (width, height) = p.size()?.ok_or_else(|| need("Size"))?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use sdlab::session::store::{self, list_sessions};
+use sdlab::text::printable_line;
 
 #[derive(Args)]
 pub struct SessionsArgs {
@@ -14,7 +15,11 @@ pub struct SessionsArgs {
 }
 
 pub fn run(args: SessionsArgs) -> Result<()> {
-    let sessions = list_sessions(&args.dir)?;
+    let listing = list_sessions(&args.dir)?;
+    for note in &listing.notes {
+        eprintln!("note: {}", printable_line(note));
+    }
+    let sessions = listing.sessions;
     if sessions.is_empty() {
         eprintln!("no sessions in {}", args.dir.display());
         return Ok(());
@@ -29,14 +34,16 @@ pub fn run(args: SessionsArgs) -> Result<()> {
                     format!("{}/{}", s.steps_done, s.steps)
                 };
                 let saved = s.saved.replace('T', " ").chars().take(16).collect::<String>();
+                // Text from the files: printed as text, never as terminal commands.
                 println!(
-                    "{:<20}  {step:<9}  {saved:<16}  {:<24}  {}",
+                    "{:<20}  {step:<9}  {:<16}  {:<24}  {}",
                     s.name,
+                    printable_line(&saved),
                     short(&s.model, 24),
                     short(&s.prompt, 60)
                 );
             }
-            Err((name, error)) => println!("{name:<20}  unreadable: {error}"),
+            Err((name, error)) => println!("{name:<20}  unreadable: {}", printable_line(&error)),
         }
     }
     Ok(())
@@ -44,7 +51,7 @@ pub fn run(args: SessionsArgs) -> Result<()> {
 
 /// The end of a long model path, the start of a long prompt: whichever part says more.
 fn short(text: &str, width: usize) -> String {
-    let text = text.replace('\n', " ");
+    let text = printable_line(text);
     let count = text.chars().count();
     if count <= width {
         text

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use sdlab::fsutil::{limits, read_regular};
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::Runtime;
 use sdlab::png_meta::{read_text_chunks, SDLAB_KEY};
@@ -19,7 +20,7 @@ const DEFAULT_MODEL: &str = "sd2-base";
 
 /// The settings an sdlab PNG carries in its `sdlab` text chunk.
 fn remembered_settings(png: &Path) -> Result<ImageSettings> {
-    let bytes = std::fs::read(png).with_context(|| format!("{}: cannot read", png.display()))?;
+    let bytes = read_regular(png, limits::PNG)?;
     let chunks = read_text_chunks(&bytes).with_context(|| format!("{}: not a PNG", png.display()))?;
     let (_, json) = chunks.iter().find(|(key, _)| key == SDLAB_KEY).with_context(|| {
         format!("{}: no sdlab settings chunk (sdlab resume reads A1111 parameters with --model)", png.display())
@@ -73,6 +74,9 @@ pub struct TuiArgs {
     /// With --session: go on with a model whose weights differ from the saved run's.
     #[arg(long)]
     force: bool,
+    /// Allow image sides past 4096 pixels (memory grows with the square of the side).
+    #[arg(long)]
+    allow_large: bool,
     /// Start in talk mode: each stage a slide with its code, for a projector (t toggles it).
     #[arg(long)]
     talk: bool,
@@ -115,6 +119,7 @@ pub fn run(mut args: TuiArgs) -> Result<()> {
         model_given,
         replay: args.replay,
         force: args.force,
+        allow_large: args.allow_large,
     };
     let lang = args.lang.unwrap_or_else(|| Lang::from_locale(|key| std::env::var(key).ok()));
     tui::run(Options { load, graphics: args.graphics, talk: args.talk, lang, theme: args.theme })

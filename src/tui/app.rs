@@ -146,6 +146,8 @@ pub struct App {
     pub terminal_summary: String,
     /// The worker failed: what happened, and where it saved the run (or why it could not).
     pub crashed: Option<(String, Result<Option<PathBuf>, String>)>,
+    /// The session or model could not be opened: why. The lab ends with it.
+    pub load_failed: Option<String>,
     pub quit: bool,
 }
 
@@ -187,6 +189,7 @@ impl App {
             talk: Talk::default(),
             terminal_summary: String::new(),
             crashed: None,
+            load_failed: None,
             quit: false,
         }
     }
@@ -607,6 +610,10 @@ impl App {
             }
             Event::Crashed { what, saved } => {
                 self.crashed = Some((what, saved));
+                self.quit = true;
+            }
+            Event::LoadFailed(text) => {
+                self.load_failed = Some(text);
                 self.quit = true;
             }
             Event::Error(text) => {

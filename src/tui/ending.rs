@@ -34,6 +34,9 @@ pub fn saved_sentence(saved: Result<Option<PathBuf>, String>) -> String {
 
 /// The worker's own failure, reported after it saved what it could.
 pub fn crashed_worker(app: &App) -> anyhow::Result<()> {
+    if let Some(why) = &app.load_failed {
+        anyhow::bail!("the lab could not start: {why}");
+    }
     match &app.crashed {
         None => Ok(()),
         Some((what, saved)) => {

@@ -33,7 +33,8 @@ impl Replay {
             let _ = events.send(event);
         };
         if let Err(err) = self.start(&send) {
-            send(Event::Error(format!("{err:#}")));
+            send(Event::LoadFailed(format!("{err:#}")));
+            return;
         }
         for command in commands {
             if let Err(err) = self.handle(command, &send) {
@@ -67,7 +68,8 @@ impl Replay {
             self.dir.display(),
             r.history.len()
         );
-        send(Event::Opened { stage: Stage::Start, warnings: vec![note] });
+        let warnings = self.record.recovered.clone().into_iter().chain([note]).collect();
+        send(Event::Opened { stage: Stage::Start, warnings });
         Ok(())
     }
 

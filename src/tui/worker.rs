@@ -98,6 +98,8 @@ pub enum Event {
         warnings: Vec<String>,
     },
     Error(String),
+    /// The session or the model could not be opened: the lab ends with this message.
+    LoadFailed(String),
     /// The worker panicked and stopped: what happened, and where it saved the run (none
     /// when nothing was computed) or why saving failed too. The lab ends with it.
     Crashed {
@@ -128,6 +130,8 @@ pub struct LoadSpec {
     pub replay: bool,
     /// Open a session whose model fingerprint differs, with a warning.
     pub force: bool,
+    /// Take image sides past 4096 pixels.
+    pub allow_large: bool,
 }
 
 /// The two ends the UI keeps.
@@ -171,10 +175,10 @@ fn work(spec: LoadSpec, command_rx: Receiver<Command>, event_tx: Sender<Event>) 
         match spec.session.as_deref().map(Replay::load) {
             Some(Ok(replay)) => replay.run(command_rx, &event_tx),
             Some(Err(err)) => {
-                let _ = event_tx.send(Event::Error(format!("{err:#}")));
+                let _ = event_tx.send(Event::LoadFailed(format!("{err:#}")));
             }
             None => {
-                let _ = event_tx.send(Event::Error("--replay needs --session DIR".into()));
+                let _ = event_tx.send(Event::LoadFailed("--replay needs --session DIR".into()));
             }
         }
         return;
@@ -191,7 +195,7 @@ fn work(spec: LoadSpec, command_rx: Receiver<Command>, event_tx: Sender<Event>) 
             worker.run(command_rx)
         }
         Err(err) => {
-            let _ = event_tx.send(Event::Error(format!("{err:#}")));
+            let _ = event_tx.send(Event::LoadFailed(format!("{err:#}")));
         }
     }
 }
@@ -203,16 +207,17 @@ fn open_session(spec: &LoadSpec, progress: &Progress) -> Result<(Session, Vec<St
         let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), progress)?;
         return Ok((session_for(model, spec)?, Vec::new()));
     };
-    let record = SessionRecord::load(dir)?;
+    let mut record = SessionRecord::load(dir)?;
+    let recovered = record.recovered.take();
     let (source, variant) = if spec.model_given {
         (spec.model.clone(), spec.variant.clone())
     } else {
         (record.model.source.clone(), record.model.variant.clone())
     };
     let model = model::open(&source, variant.as_deref(), spec.runtime.clone(), progress)?;
-    let opened = Session::from_record(model, record, OpenOptions { force: spec.force })
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-    Ok((opened.session, opened.warnings))
+    let options = OpenOptions { force: spec.force, allow_large: spec.allow_large };
+    let opened = Session::from_record(model, record, options).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    Ok((opened.session, recovered.into_iter().chain(opened.warnings).collect()))
 }
 
 /// A session for `model` with the command line's settings (the model's default size
@@ -229,7 +234,7 @@ pub fn session_for(model: StableDiffusion, spec: &LoadSpec) -> Result<Session> {
         width: spec.width.unwrap_or(size),
         height: spec.height.unwrap_or(size),
     };
-    Session::new(model, settings)
+    Session::new_with(model, settings, spec.allow_large)
 }
 
 /// The worker's state: the session, and where to send what it computes.

@@ -45,6 +45,7 @@ impl Lab {
             model_given: true,
             replay: false,
             force: false,
+            allow_large: false,
         };
         let model = model::open(&spec.model, None, spec.runtime.clone(), &Progress::Quiet).unwrap();
         let session = worker::session_for(model, &spec).unwrap();
