@@ -84,17 +84,7 @@ pub fn describe_kind(kind: std::fs::FileType) -> &'static str {
 /// is refused, and a symbolic link is written through to what it points at. A new
 /// file gets the usual `0666` less the umask; a replaced one keeps its mode.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let target = resolve_links(path)?;
-    let existing = match std::fs::metadata(&target) {
-        Ok(meta) if meta.is_file() => Some(meta.permissions()),
-        Ok(meta) => bail!(
-            "{}: is {}; refusing to replace it with a file (name a file path)",
-            path.display(),
-            describe_kind(meta.file_type())
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => bail!("{}: cannot write ({e})", path.display()),
-    };
+    let (target, existing) = output_target(path)?;
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -114,6 +104,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("{}: cannot write", path.display()))?;
     tmp.persist(&target).with_context(|| format!("{}: cannot replace the file", path.display()))?;
     sync_dir(dir)
+}
+
+/// Checks, before any work, that [`write_atomic`] could write `path`: a clash with
+/// a FIFO or a folder is found in a second, not after a long run.
+pub fn check_output(path: &Path) -> Result<()> {
+    output_target(path).map(drop)
+}
+
+/// Where writing `path` lands (through its links), and the mode of the regular file
+/// there, if one is; anything else there is refused.
+fn output_target(path: &Path) -> Result<(PathBuf, Option<std::fs::Permissions>)> {
+    let target = resolve_links(path)?;
+    match std::fs::metadata(&target) {
+        Ok(meta) if meta.is_file() => Ok((target, Some(meta.permissions()))),
+        Ok(meta) => bail!(
+            "{}: is {}; refusing to replace it with a file (name a file path)",
+            path.display(),
+            describe_kind(meta.file_type())
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((target, None)),
+        Err(e) => bail!("{}: cannot write ({e})", path.display()),
+    }
 }
 
 /// Where writing `path` lands: the end of its chain of symbolic links (which need

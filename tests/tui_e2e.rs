@@ -490,3 +490,59 @@ fn a_closed_terminal_saves_the_run_and_says_where() {
     let record = sdlab::session::store::SessionRecord::load(&dir.path().join(saved)).unwrap();
     assert_eq!(record.history.len(), 2, "both steps taken are in the saved run");
 }
+
+/// Runs `sdlab tui ARGS` in tmux from `cwd`, waits for it to end, and returns what it
+/// printed on stderr with its exit code, and `stty -a` afterwards.
+fn lab_ending(cwd: &std::path::Path, args: &str) -> (String, String) {
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let command =
+        format!("'{bin}' tui {args} --graphics halfblocks 2>err.txt; echo \"exit=$?\" >>err.txt; stty -a >stty.txt");
+    let _tmux = Tmux::start_in(cwd, &["sh", "-c", &command], 120, 40);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stty = std::fs::read_to_string(cwd.join("stty.txt")).unwrap_or_default();
+        if !stty.is_empty() {
+            return (std::fs::read_to_string(cwd.join("err.txt")).unwrap(), stty);
+        }
+        assert!(Instant::now() < deadline, "the lab did not end: {:?}", std::fs::read_to_string(cwd.join("err.txt")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A lab that cannot open its session or its model ends at once, restores the
+/// terminal, says why and exits 1. A broken replay showed "loading" forever and
+/// exited 0; a panicking VAE config left a blank screen and a cooked keyboard.
+#[test]
+fn a_lab_that_cannot_start_says_why_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("sd2-tiny").join("model");
+    let model = model.to_str().unwrap();
+    let made = Command::new(env!("CARGO_BIN_EXE_sdlab"))
+        .args(["generate", "--model", model, "--prompt", "a fox", "--steps", "2", "--session", "k", "--stop-at", "1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let json = dir.path().join("sessions/k/session.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    std::fs::write(&json, text.replacen("\"num_train_timesteps\": 1000", "\"num_train_timesteps\": 1000000000000", 1))
+        .unwrap();
+    let (err, stty) = lab_ending(dir.path(), "--session sessions/k --replay");
+    assert!(err.starts_with("error: the lab could not start: "), "{err}");
+    assert!(err.contains("session.json: field `scheduler_config`: num_train_timesteps"), "{err}");
+    assert!(err.trim_end().ends_with("exit=1"), "{err}");
+    assert!(stty.contains(" icanon") && stty.contains(" echo "), "the terminal is cooked again: {stty}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("model");
+    copy_dir(std::path::Path::new(model), &broken);
+    let config = broken.join("vae/config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["norm_num_groups"] = 0.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let (err, stty) = lab_ending(dir.path(), &format!("--model '{}' --steps 2", broken.display()));
+    assert!(err.starts_with("error: the lab could not start: "), "{err}");
+    assert!(err.contains("vae/config.json: norm_num_groups"), "{err}");
+    assert!(err.trim_end().ends_with("exit=1"), "{err}");
+    assert!(stty.contains(" icanon"), "{stty}");
+}

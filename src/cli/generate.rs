@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sdlab::fsutil::write_atomic;
+use sdlab::fsutil::{check_output, write_atomic};
 use sdlab::image_out::to_rgb8;
 use sdlab::session::store::{self, SaveOptions};
 use sdlab::session::{trace::write_trace, Session, Settings};
@@ -79,6 +79,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.out.as_os_str().is_empty() {
         bail!("--out: expected a file path");
     }
+    for path in std::iter::once(&args.out).chain(&args.trace) {
+        check_output(path)?;
+    }
     let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     if let Some(k) = args.stop_at {
         if k > args.steps {
@@ -122,10 +125,13 @@ pub fn dropped_tokens_note(truncated: &[String]) -> Option<String> {
         n if n <= SHOWN => (truncated, String::new()),
         n => (&truncated[..SHOWN], format!(" … and {} more", n - SHOWN)),
     };
+    // BPE tokens: `</w>` ends a word.
+    let text: String =
+        shown.iter().map(|t| t.strip_suffix("</w>").map_or_else(|| t.clone(), |w| format!("{w} "))).collect();
     Some(printable(&format!(
         "note: the prompt is longer than the text encoder reads; {} tokens were dropped: {}{more}",
         truncated.len(),
-        shown.join(" ")
+        text.trim_end()
     )))
 }
 

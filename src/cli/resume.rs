@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use sdlab::fsutil::{limits, read_regular};
+use sdlab::fsutil::{check_output, limits, read_regular};
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
@@ -50,6 +50,9 @@ pub struct ResumeArgs {
 }
 
 pub fn run(args: ResumeArgs) -> Result<()> {
+    for path in args.out.iter().chain(&args.trace) {
+        check_output(path)?;
+    }
     let path = Path::new(&args.target);
     let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if is_png {

@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
+use crate::fsutil::describe_kind;
+
 /// The models people ask for by name. SD 2 moved to community mirrors when its
 /// original publisher removed it from the hub.
 pub const PRESETS: &[(&str, &str)] = &[
@@ -219,8 +221,17 @@ fn weights_name(stem: &str, variant: Option<&str>) -> String {
 /// wanted one is not (a `.bin`-only checkpoint, or only a variant).
 fn weights_file(component: &Path, stem: &str, variant: Option<&str>) -> Result<PathBuf> {
     let wanted = component.join(weights_name(stem, variant));
-    if wanted.is_file() {
-        return Ok(wanted);
+    // Something is there but is no file: say what, not "missing".
+    match std::fs::metadata(&wanted) {
+        Ok(meta) if meta.is_file() => return Ok(wanted),
+        Ok(meta) => bail!("{}: expected a weights file, found {}", wanted.display(), describe_kind(meta.file_type())),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            bail!("{}: a symbolic link that loops (it never reaches a weights file)", wanted.display())
+        }
+        Err(e) if std::fs::symlink_metadata(&wanted).is_ok() => {
+            bail!("{}: a symbolic link to nothing readable ({e})", wanted.display())
+        }
+        Err(_) => {}
     }
     let others: BTreeSet<String> = std::fs::read_dir(component)
         .map(|entries| {
