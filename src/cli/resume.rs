@@ -79,7 +79,7 @@ pub fn run(args: ResumeArgs) -> Result<()> {
     let opened = Session::from_record(model, record, options)
         .map_err(|e| anyhow!("{}: {e}", dir.join(store::SESSION_JSON).display()))?;
     for warning in &opened.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", printable_line(warning));
     }
     let mut session = opened.session;
     eprintln!("resuming {} at step {} of {}", dir.display(), session.history().len(), session.settings().steps);
@@ -131,7 +131,7 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
             if !args.force {
                 bail!("{problem}; use --force to go on anyway");
             }
-            eprintln!("warning: {problem}");
+            eprintln!("warning: {}", printable_line(&problem));
         }
     }
     let mut session = Session::new_with(model, remembered.settings, args.allow_large).map_err(in_chunk)?;

@@ -9,6 +9,7 @@ use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::Runtime;
 use sdlab::png_meta::{read_text_chunks, SDLAB_KEY};
 use sdlab::session::store::ImageSettings;
+use sdlab::session::{Limits, Origin, MAX_SIDE};
 use sdlab::tui::graphics::GraphicsMode;
 use sdlab::tui::i18n::Lang;
 use sdlab::tui::talk::ThemeChoice;
@@ -18,14 +19,25 @@ use sdlab::tui::{self, Options};
 /// The model the lab opens when none is named: SD 2 is the model of the talk.
 const DEFAULT_MODEL: &str = "sd2-base";
 
-/// The settings an sdlab PNG carries in its `sdlab` text chunk.
-fn remembered_settings(png: &Path) -> Result<ImageSettings> {
+/// The settings an sdlab PNG carries in its `sdlab` text chunk, checked as far as
+/// they can be without the model, so that a bad value is named as the chunk names it.
+fn remembered_settings(png: &Path, allow_large: bool) -> Result<ImageSettings> {
     let bytes = read_regular(png, limits::PNG)?;
     let chunks = read_text_chunks(&bytes).with_context(|| format!("{}: not a PNG", png.display()))?;
     let (_, json) = chunks.iter().find(|(key, _)| key == SDLAB_KEY).with_context(|| {
         format!("{}: no sdlab settings chunk (sdlab resume reads A1111 parameters with --model)", png.display())
     })?;
-    ImageSettings::from_json(json).with_context(|| format!("{}: sdlab chunk", png.display()))
+    let remembered = ImageSettings::from_json(json).with_context(|| format!("{}: sdlab chunk", png.display()))?;
+    let limits = Limits {
+        vae_scale_factor: 1,
+        num_train_timesteps: remembered.scheduler_config.num_train_timesteps,
+        max_side: if allow_large { usize::MAX } else { MAX_SIDE },
+    };
+    remembered
+        .settings
+        .check(&limits)
+        .map_err(|e| anyhow::anyhow!("{}: sdlab chunk: {}", png.display(), e.describe(Origin::SettingsJson)))?;
+    Ok(remembered)
 }
 
 /// The prompt of the talk sdlab grew from.
@@ -94,7 +106,7 @@ pub fn run(mut args: TuiArgs) -> Result<()> {
     let mut session = args.session.take();
     if let Some(png) = session.as_deref().filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))) {
         // A picture that remembers its settings: run them again, live.
-        let remembered = remembered_settings(png)?;
+        let remembered = remembered_settings(png, args.allow_large)?;
         let s = remembered.settings;
         args.model = args.model.or(Some(remembered.model.source));
         args.variant = args.variant.or(remembered.model.variant);
