@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use sdlab::model::tokenizer::{ClipTokenizer, TokenKind, TokenizedPrompt};
 use sdlab::model::{ModelSource, Progress};
+use sdlab::text::printable_line;
 
 #[derive(Args)]
 pub struct TokensArgs {
@@ -43,16 +44,18 @@ fn print_table(tokens: &TokenizedPrompt) {
         if token.kind == TokenKind::Pad {
             let count = 1 + std::iter::from_fn(|| rows.next_if(|(_, t)| t.kind == TokenKind::Pad)).count();
             let last = pos + count - 1;
-            println!("{:>3}  {:>6}  {:<20} PAD x {count} ({pos}..{last})", pos, token.id, token.text);
+            let text = printable_line(&token.text);
+            println!("{:>3}  {:>6}  {text:<20} PAD x {count} ({pos}..{last})", pos, token.id);
         } else {
-            println!("{pos:>3}  {:>6}  {:<20} {mark}", token.id, token.text);
+            // A vocabulary file can hold any text: shown, never obeyed by the terminal.
+            println!("{pos:>3}  {:>6}  {:<20} {mark}", token.id, printable_line(&token.text));
         }
     }
     if !tokens.truncated.is_empty() {
         println!(
             "truncated: {} tokens past the limit were dropped: {}",
             tokens.truncated.len(),
-            tokens.truncated.join(" ")
+            printable_line(&tokens.truncated.join(" "))
         );
     }
 }
