@@ -1,0 +1,212 @@
+"""Trains `shapes`, a small but real text-to-image latent diffusion model, with
+Stable Diffusion's own architecture types (CLIPTextModel, AutoencoderKL,
+UNet2DConditionModel with cross-attention, DDIMScheduler), on pictures drawn by
+data.py. Seeded; writes a diffusers pipeline folder (fp16 safetensors), its loss
+curve, and a diffusers reference run of every intermediate for sdlab's parity test.
+
+    pip install torch diffusers transformers safetensors pillow
+    python train.py --out model              # the full run (CPU: see README.md)
+    python train.py --out /tmp/smoke --smoke # a few iterations, to check a setup
+
+Two phases: the VAE learns to reconstruct the pictures, then the UNet and the
+text encoder learn together to denoise the VAE's latents given the caption (one
+caption in ten is dropped, so classifier-free guidance works).
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+import data
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VOCAB = os.path.join(HERE, "..", "..", "tests", "fixtures", "sd2-tiny", "model", "tokenizer")
+
+p = argparse.ArgumentParser()
+p.add_argument("--out", required=True)
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--images", type=int, default=20000, help="pictures drawn for training")
+p.add_argument("--vae-steps", type=int, default=1500)
+p.add_argument("--unet-steps", type=int, default=6000)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--threads", type=int, default=os.cpu_count())
+p.add_argument("--smoke", action="store_true", help="a few iterations on a handful of images")
+a = p.parse_args()
+if a.smoke:
+    a.images, a.vae_steps, a.unet_steps, a.batch = 64, 3, 3, 8
+torch.set_num_threads(a.threads)
+torch.manual_seed(a.seed)
+rng = random.Random(a.seed)
+started = time.time()
+
+
+def log(text):
+    print(f"[{time.time() - started:7.1f}s] {text}", flush=True)
+
+
+# --- data -------------------------------------------------------------------
+pictures, captions = [], []
+for _ in range(a.images):
+    image, caption = data.sample(rng)
+    pictures.append(np.asarray(image))
+    captions.append(caption)
+pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1
+log(f"{a.images} pictures drawn")
+
+tokenizer = CLIPTokenizer(os.path.join(VOCAB, "vocab.json"), os.path.join(VOCAB, "merges.txt"), pad_token="!",
+                          model_max_length=77)
+ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+
+# --- models -----------------------------------------------------------------
+text_config = CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+    num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    bos_token_id=49406, eos_token_id=49407, pad_token_id=0, projection_dim=64)
+text_encoder = CLIPTextModel(text_config)
+vae = AutoencoderKL(block_out_channels=(16, 32, 32), in_channels=3, out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+    latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=data.SIZE)
+unet = UNet2DConditionModel(sample_size=data.SIZE // 4, in_channels=4, out_channels=4,
+    block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=64, attention_head_dim=4, use_linear_projection=True)
+scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+    set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon", num_train_timesteps=1000)
+sizes = {n: sum(p.numel() for p in m.parameters()) for n, m in [("text", text_encoder), ("vae", vae), ("unet", unet)]}
+log(f"parameters: {sizes} ({2 * sum(sizes.values()) / 1e6:.1f} MB in fp16)")
+losses = {"vae": [], "unet": []}
+
+# --- phase 1: the VAE --------------------------------------------------------
+opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+vae.train()
+for step in range(a.vae_steps):
+    batch = pixels[torch.randint(0, len(pixels), (a.batch,))]
+    posterior = vae.encode(batch).latent_dist
+    recon = vae.decode(posterior.sample()).sample
+    kl = posterior.kl().mean() / batch[0].numel()
+    loss = F.mse_loss(recon, batch) + 1e-4 * kl
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    losses["vae"].append(loss.item())
+    if step % 100 == 0 or step == a.vae_steps - 1:
+        log(f"vae {step}/{a.vae_steps} loss {np.mean(losses['vae'][-100:]):.5f}")
+vae.eval().requires_grad_(False)
+
+with torch.no_grad():
+    latents = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.mean for i in range(0, len(pixels), 256)])
+# SD's own recipe: scale latents to unit variance.
+scaling = float(1 / latents.std())
+vae.register_to_config(scaling_factor=scaling)
+latents = latents * scaling
+log(f"latents {tuple(latents.shape)}, scaling_factor {scaling:.5f}")
+
+# --- phase 2: UNet and text encoder together ---------------------------------
+params = list(unet.parameters()) + list(text_encoder.parameters())
+opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-2)
+warmup = max(1, a.unet_steps // 20)
+sched = torch.optim.lr_scheduler.LambdaLR(
+    opt, lambda s: min(1, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1, s / a.unet_steps))))
+unet.train()
+text_encoder.train()
+alphas = scheduler.alphas_cumprod
+for step in range(a.unet_steps):
+    pick = torch.randint(0, len(latents), (a.batch,))
+    x0 = latents[pick]
+    batch_ids = ids[pick].clone()
+    batch_ids[torch.rand(a.batch) < 0.1] = empty[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (a.batch,))
+    noise = torch.randn_like(x0)
+    ab = alphas[t].view(-1, 1, 1, 1)
+    noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    pred = unet(noisy, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
+    loss = F.mse_loss(pred, noise)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    losses["unet"].append(loss.item())
+    if step % 100 == 0 or step == a.unet_steps - 1:
+        log(f"unet {step}/{a.unet_steps} loss {np.mean(losses['unet'][-100:]):.5f}")
+unet.eval()
+text_encoder.eval()
+minutes = (time.time() - started) / 60
+log(f"trained in {minutes:.1f} min")
+
+# --- save: weights as fp16, and what the README states ------------------------
+for m in (text_encoder, unet, vae):
+    m.requires_grad_(False)
+    for prm in m.parameters():
+        prm.copy_(prm.half().float())
+pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+shutil.rmtree(a.out, ignore_errors=True)
+model_dir = os.path.join(a.out, "model")
+for m in (text_encoder, unet, vae):
+    m.to(torch.float16)
+pipe.save_pretrained(model_dir, safe_serialization=True)
+for m in (text_encoder, unet, vae):
+    m.to(torch.float32)
+# The tokenizer folder of SD 2 (CLIP's real vocabulary, pad "!"), as the fixtures have it.
+tokdir = os.path.join(model_dir, "tokenizer")
+shutil.rmtree(tokdir)
+shutil.copytree(VOCAB, tokdir)
+json.dump({"seed": a.seed, "images": a.images, "vae_steps": a.vae_steps, "unet_steps": a.unet_steps,
+           "batch": a.batch, "threads": a.threads, "minutes": round(minutes, 1), "parameters": sizes,
+           "losses": {k: [round(float(np.mean(v[i:i + 50])), 5) for i in range(0, len(v), 50)]
+                      for k, v in losses.items()}},
+          open(os.path.join(a.out, "training.json"), "w"), indent=1)
+
+# --- a reference run for sdlab's parity test, as tests/fixtures' runs ---------
+run = {"prompt": "a big red circle on the left, on a blue background", "negative_prompt": "", "seed": 1,
+       "steps": 20, "guidance_scale": 4.0, "width": data.SIZE, "height": data.SIZE}
+ref = {}
+with torch.no_grad():
+    tok = lambda text: tokenizer(text, padding="max_length", max_length=77, truncation=True,
+                                  return_tensors="pt").input_ids
+    pids, nids = tok(run["prompt"]), tok(run["negative_prompt"])
+    embeds = torch.cat([text_encoder(nids)[0], text_encoder(pids)[0]])
+    sched = DDIMScheduler.from_config(scheduler.config)
+    x = torch.randn((1, 4, data.SIZE // 4, data.SIZE // 4), generator=torch.Generator("cpu").manual_seed(run["seed"]))
+    ref.update(input_ids=pids[0], negative_input_ids=nids[0], prompt_embeds=embeds, init_latents=x.clone())
+    sched.set_timesteps(run["steps"])
+    ref["timesteps"] = sched.timesteps.clone().to(torch.int64)
+    alpha, x0s, xs, eps = [], [], [], []
+    for t in sched.timesteps:
+        out = unet(torch.cat([x] * 2), t, encoder_hidden_states=embeds).sample
+        u, c = out.chunk(2)
+        guided = u + run["guidance_scale"] * (c - u)
+        step = sched.step(guided, t, x)
+        x = step.prev_sample
+        alpha.append(float(sched.alphas_cumprod[t]))
+        x0s.append(step.pred_original_sample[0]); xs.append(x[0].clone()); eps.append(guided[0])
+    ref["alpha_prod_t"] = torch.tensor(alpha, dtype=torch.float64)
+    ref["pred_original_sample"], ref["latents"] = torch.stack(x0s), torch.stack(xs)
+    ref["guided_model_output"] = torch.stack(eps)
+    image = (vae.decode(x / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    ref["image"] = image[0].permute(1, 2, 0)
+    piped = pipe(run["prompt"], num_inference_steps=run["steps"], guidance_scale=run["guidance_scale"],
+                 width=data.SIZE, height=data.SIZE, generator=torch.Generator("cpu").manual_seed(run["seed"]),
+                 output_type="np").images[0]
+    diff = float(np.abs(piped - ref["image"].numpy()).max())
+    assert diff < 1e-5, f"the recorded loop and StableDiffusionPipeline differ by {diff}"
+save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(a.out, "reference.safetensors"))
+run.update(scheduler="ddim", prediction_type="epsilon",
+           made_with={"diffusers": __import__("diffusers").__version__, "torch": torch.__version__})
+json.dump(run, open(os.path.join(a.out, "run.json"), "w"), indent=2)
+from PIL import Image
+
+Image.fromarray((ref["image"].numpy() * 255).round().astype("uint8")).save(os.path.join(a.out, "image.png"))
+log(f"saved {a.out}")
