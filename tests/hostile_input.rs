@@ -204,6 +204,20 @@ fn configs_that_aborted_or_panicked_are_errors() {
     let model = model_with(dir.path(), "vae/config.json", "norm_num_groups", 0.into());
     assert_fails_with(&generate_with_model(&model, dir.path(), &[]), "vae/config.json: norm_num_groups");
 
+    let dir = tempfile::tempdir().unwrap();
+    let model =
+        model_with(dir.path(), "tokenizer/tokenizer_config.json", "model_max_length", 1_000_000_000_000u64.into());
+    assert_fails_with(
+        &generate_with_model(&model, dir.path(), &[]),
+        "model_max_length: expected an integer from 2 to 4096",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with(dir.path(), "vae/config.json", "latent_channels", 8.into());
+    assert_fails_with(
+        &generate_with_model(&model, dir.path(), &[]),
+        "unet/config.json: in_channels: expected 8 (latent_channels in",
+    );
+
     let out = sdlab(&["bench", "--model", tiny().to_str().unwrap(), "--repeats", "4294967296"]);
     assert_fails_with(&out, "invalid value '4294967296' for '--repeats <REPEATS>'");
 

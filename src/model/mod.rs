@@ -51,6 +51,7 @@ impl StableDiffusion {
         let vae_config = VaeConfig::from_file(&files.vae_config)?;
         let scheduler_config = SchedulerConfig::from_file(&files.scheduler_config)?;
         check_cross_attention(&text_config, &unet_config, &files)?;
+        check_shapes_agree(&tokenizer, &text_config, &unet_config, &vae_config, &files)?;
 
         let device = &runtime.device;
         let text_encoder = weights::load(&files.text_encoder_weights, runtime.dtype, device, |vb| {
@@ -105,6 +106,42 @@ fn check_cross_attention(text: &ClipTextConfig, unet: &UNetConfig, files: &Model
             text.hidden_size,
             files.text_encoder_config.display(),
             unet.cross_attention_dim
+        );
+    }
+    Ok(())
+}
+
+/// The sizes one component hands the next must agree; otherwise the first forward
+/// pass fails deep inside a reshape, naming no file.
+fn check_shapes_agree(
+    tokenizer: &ClipTokenizer,
+    text: &ClipTextConfig,
+    unet: &UNetConfig,
+    vae: &VaeConfig,
+    files: &ModelFiles,
+) -> Result<()> {
+    let (unet_path, vae_path) = (files.unet_config.display(), files.vae_config.display());
+    if unet.in_channels != vae.latent_channels {
+        anyhow::bail!(
+            "{unet_path}: in_channels: expected {} (latent_channels in {vae_path}), found {}",
+            vae.latent_channels,
+            unet.in_channels
+        );
+    }
+    if unet.out_channels != unet.in_channels {
+        anyhow::bail!(
+            "{unet_path}: out_channels: expected {} (in_channels: the UNet predicts noise of the latent's shape), found {}",
+            unet.in_channels,
+            unet.out_channels
+        );
+    }
+    if tokenizer.max_length() > text.max_position_embeddings {
+        anyhow::bail!(
+            "{}: model_max_length {} is more than the {} positions of the text encoder ({})",
+            files.tokenizer_dir.join("tokenizer_config.json").display(),
+            tokenizer.max_length(),
+            text.max_position_embeddings,
+            files.text_encoder_config.display()
         );
     }
     Ok(())

@@ -17,6 +17,10 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::fsutil::{limits, read_regular, read_text};
 
+/// Every prompt is padded to `model_max_length` ids: a typo of 10^12 must not
+/// allocate it. CLIP's is 77; no text encoder sdlab loads has 4096 positions.
+const MAX_LENGTH: usize = 4096;
+
 /// CLIP's BPE tokenizer as diffusers' pipelines call it (pad/truncate to
 /// model_max_length, BOS/EOS).
 ///
@@ -99,8 +103,10 @@ impl ClipTokenizer {
             .get("model_max_length")
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| n >= 2)
-            .ok_or_else(|| anyhow!("{}: expected an integer model_max_length >= 2", config_path.display()))?;
+            .filter(|n| (2..=MAX_LENGTH).contains(n))
+            .ok_or_else(|| {
+                anyhow!("{}: model_max_length: expected an integer from 2 to {MAX_LENGTH}", config_path.display())
+            })?;
         let specials = SpecialTokens::read(dir, &config_path, &config)?;
 
         let json_path = dir.join("tokenizer.json");
