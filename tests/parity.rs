@@ -89,3 +89,9 @@ fn sd2_tiny_matches_diffusers() {
 fn sd15_tiny_matches_diffusers() {
     check_fixture("sd15-tiny");
 }
+
+/// The trained `shapes` model (models/shapes): real weights, not random ones.
+#[test]
+fn shapes_matches_diffusers() {
+    check_fixture("shapes");
+}
