@@ -9,7 +9,7 @@ use clap::Args;
 use sdlab::preview::latent_to_rgb;
 use sdlab::rng::torch::TorchRng;
 use sdlab::scheduler::DdimScheduler;
-use sdlab::session::{Limits, Settings, MAX_SIDE};
+use sdlab::session::{Limits, Settings};
 use sdlab::stages::{self, Guidance};
 use serde::Serialize;
 
@@ -123,13 +123,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = model.device().clone();
     let (width, height) = (args.width.unwrap_or(model.default_size()), args.height.unwrap_or(model.default_size()));
     let settings = Settings { width, height, steps: args.steps, ..Settings::new("a photo of a cat", width) };
-    let max_side = if args.allow_large { usize::MAX } else { MAX_SIDE };
-    let limits = Limits {
-        vae_scale_factor: model.vae_scale_factor(),
-        num_train_timesteps: model.scheduler_config.num_train_timesteps,
-        max_side,
-    };
-    settings.check(&limits)?;
+    settings.check(&Limits::of_model(&model, Limits::max_side(args.allow_large)))?;
     let repeats = usize::from(args.repeats);
 
     let prompt = &settings.prompt;

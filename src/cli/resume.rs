@@ -112,8 +112,7 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
         Origin::SettingsJson => remembered.scheduler_config.num_train_timesteps,
         _ => usize::MAX,
     };
-    let max_side = if args.allow_large { usize::MAX } else { sdlab::session::MAX_SIDE };
-    let limits = Limits { vae_scale_factor: 1, num_train_timesteps: num_train, max_side };
+    let limits = Limits::without_model(num_train, args.allow_large);
     remembered.settings.check(&limits).map_err(|e| in_chunk(e.into()))?;
     let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     let model = open_model(args, &remembered.model, &remembered.runtime.device, &remembered.runtime.dtype)?;

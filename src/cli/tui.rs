@@ -9,7 +9,7 @@ use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::Runtime;
 use sdlab::png_meta::{read_text_chunks, SDLAB_KEY};
 use sdlab::session::store::ImageSettings;
-use sdlab::session::{Limits, Origin, MAX_SIDE};
+use sdlab::session::{Limits, Origin};
 use sdlab::tui::graphics::GraphicsMode;
 use sdlab::tui::i18n::Lang;
 use sdlab::tui::talk::ThemeChoice;
@@ -28,11 +28,7 @@ fn remembered_settings(png: &Path, allow_large: bool) -> Result<ImageSettings> {
         format!("{}: no sdlab settings chunk (sdlab resume reads A1111 parameters with --model)", png.display())
     })?;
     let remembered = ImageSettings::from_json(json).with_context(|| format!("{}: sdlab chunk", png.display()))?;
-    let limits = Limits {
-        vae_scale_factor: 1,
-        num_train_timesteps: remembered.scheduler_config.num_train_timesteps,
-        max_side: if allow_large { usize::MAX } else { MAX_SIDE },
-    };
+    let limits = Limits::without_model(remembered.scheduler_config.num_train_timesteps, allow_large);
     remembered
         .settings
         .check(&limits)

@@ -355,6 +355,10 @@ mod tests {
         assert!(hostile.starts_with("session name \"x^[[2J\""), "{hostile}");
     }
 
+    fn names_in(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+    }
+
     fn save(dir: &Path, json: &str) {
         let files =
             [("tensors.safetensors".to_string(), b"t".to_vec()), (SESSION_JSON.to_string(), json.as_bytes().to_vec())];
@@ -377,9 +381,7 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join("images/mine.png")).unwrap(), "png");
         assert_eq!(fs::read_to_string(dir.join("images/sub/deep.txt")).unwrap(), "deep");
         assert_eq!(fs::read_link(dir.join("link")).unwrap(), Path::new("notes.txt"));
-        let names: Vec<String> =
-            fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert_eq!(names, vec!["k"], "no temporary folder is left");
+        assert_eq!(names_in(root.path()), vec!["k"], "no temporary folder is left");
     }
 
     #[test]
@@ -409,9 +411,7 @@ mod tests {
         assert!(fs::read_to_string(dir.join(SESSION_JSON)).unwrap().contains("2026-01-02"));
         assert_eq!(recover(&dir).unwrap(), None, "nothing more to do once a session is in place");
         save(&dir, r#"{"saved": "3"}"#);
-        let names: Vec<String> =
-            fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert_eq!(names, vec!["k"], "the next save cleans up");
+        assert_eq!(names_in(root.path()), vec!["k"], "the next save cleans up");
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl SessionFile {
         }
         // Sides are checked against the model's VAE and the size limit when a model
         // is put under the run; a replay computes nothing.
-        let limits = Limits { vae_scale_factor: 1, num_train_timesteps: num_train, max_side: usize::MAX };
+        let limits = Limits::without_model(num_train, true);
         self.settings.check(&limits).map_err(|e| anyhow!("{}", e.describe(Origin::SettingsJson)))?;
         if self.steps_done != self.steps.len() {
             bail!("steps_done is {} but {} steps are listed", self.steps_done, self.steps.len());

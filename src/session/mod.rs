@@ -81,8 +81,8 @@ impl Session {
 
     /// [`Session::new`], with sides past [`MAX_SIDE`] allowed when `allow_large`.
     pub fn new_with(model: StableDiffusion, settings: Settings, allow_large: bool) -> Result<Self> {
-        let max_side = if allow_large { usize::MAX } else { MAX_SIDE };
-        settings.check(&limits(&model, max_side))?;
+        let max_side = Limits::max_side(allow_large);
+        settings.check(&Limits::of_model(&model, max_side))?;
         let scheduler = DdimScheduler::new(&model.scheduler_config, settings.steps)?;
         Ok(Self {
             model,
@@ -286,7 +286,7 @@ impl Session {
     /// keep the scale they were taken with (see [`DenoiseStep::guidance_scale`]).
     pub fn set_guidance_scale(&mut self, guidance_scale: f64) -> Result<()> {
         let settings = Settings { guidance_scale, ..self.settings.clone() };
-        settings.check(&limits(&self.model, self.max_side))?;
+        settings.check(&Limits::of_model(&self.model, self.max_side))?;
         self.settings = settings;
         Ok(())
     }
@@ -295,7 +295,7 @@ impl Session {
     /// prompts drop the encoding, seed or size the latent, steps or eta the schedule,
     /// and each of those the denoising history and the image.
     pub fn update_settings(&mut self, settings: Settings) -> Result<()> {
-        settings.check(&limits(&self.model, self.max_side))?;
+        settings.check(&Limits::of_model(&self.model, self.max_side))?;
         let old = std::mem::replace(&mut self.settings, settings);
         let new = &self.settings;
         if old.steps != new.steps {
@@ -323,11 +323,14 @@ impl Session {
     }
 }
 
-fn limits(model: &StableDiffusion, max_side: usize) -> Limits {
-    Limits {
-        vae_scale_factor: model.vae_scale_factor(),
-        num_train_timesteps: model.scheduler_config.num_train_timesteps,
-        max_side,
+impl Limits {
+    /// What `model` allows, with sides up to `max_side`.
+    pub fn of_model(model: &StableDiffusion, max_side: usize) -> Self {
+        Self {
+            vae_scale_factor: model.vae_scale_factor(),
+            num_train_timesteps: model.scheduler_config.num_train_timesteps,
+            max_side,
+        }
     }
 }
 

@@ -36,6 +36,23 @@ pub struct Limits {
     pub max_side: usize,
 }
 
+impl Limits {
+    /// The largest side taken: [`MAX_SIDE`], or any with `--allow-large`.
+    pub fn max_side(allow_large: bool) -> usize {
+        if allow_large {
+            usize::MAX
+        } else {
+            MAX_SIDE
+        }
+    }
+
+    /// What can be checked before a model is loaded (any side is a multiple of 1), so
+    /// that values from a file fail in a second, named as the file names them.
+    pub fn without_model(num_train_timesteps: usize, allow_large: bool) -> Self {
+        Self { vae_scale_factor: 1, num_train_timesteps, max_side: Self::max_side(allow_large) }
+    }
+}
+
 /// A setting of [`Settings`], named the way each source of settings names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {

@@ -631,14 +631,4 @@ mod tests {
         assert_eq!(rfc3339(951_782_400 + 3661), "2000-02-29T01:01:01Z");
         assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
     }
-
-    #[test]
-    fn names_cannot_leave_the_sessions_folder() {
-        let root = Path::new("sessions");
-        assert_eq!(session_dir(root, "fox-1").unwrap(), root.join("fox-1"));
-        for bad in ["../x", "/abs", "a/b", "..", ".", ".hidden", "", "a\\b"] {
-            let msg = session_dir(root, bad).unwrap_err().to_string();
-            assert!(msg.starts_with(&format!("session name {bad:?}: expected a plain name")), "{msg}");
-        }
-    }
 }
