@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::bounds::{check_eps, first_out_of_range};
 use super::json::parse_json;
 use crate::fsutil::{limits, read_text};
 
@@ -101,9 +102,7 @@ impl ClipTextConfig {
             ("num_attention_heads", self.num_attention_heads, MAX_HIDDEN),
             ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS),
         ];
-        if let Some((field, value, max)) = sizes.iter().find(|(_, value, max)| !(1..=*max).contains(value)) {
-            return Err(format!("{field}: expected 1 to {max}, found {value}"));
-        }
+        first_out_of_range(&sizes)?;
         let heads = self.num_attention_heads;
         if !self.hidden_size.is_multiple_of(heads) {
             return Err(format!(
@@ -111,15 +110,7 @@ impl ClipTextConfig {
                 self.hidden_size
             ));
         }
-        // LayerNorm adds it in float32 before a square root and a division.
-        let eps = self.layer_norm_eps as f32;
-        if !(eps.is_normal() && eps.is_sign_positive()) {
-            return Err(format!(
-                "layer_norm_eps: expected a positive number float32 can hold (1.2e-38 or more), found {:?}",
-                self.layer_norm_eps
-            ));
-        }
-        Ok(())
+        check_eps("layer_norm_eps", self.layer_norm_eps)
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every size comes from the folder's `config.json` files, so the same code loads
 //! SD 1.5, SD 2.x and the tiny test pipelines.
 
+pub mod bounds;
 pub mod clip;
 pub mod json;
 pub mod nn;

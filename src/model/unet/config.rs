@@ -12,16 +12,11 @@ use candle_transformers::models::stable_diffusion::unet_2d::{BlockConfig, UNet2D
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{limits, read_text};
+use crate::model::bounds::{check_eps, first_out_of_range, fits_f32_both_ways, MAX_BLOCKS, MAX_CHANNELS, MAX_LAYERS};
 use crate::model::json::parse_json;
 
-/// Bounds that keep what sdlab derives from the config (`4 * block_out_channels[0]`
-/// time-embedding channels, `layers_per_block + 1` up-block layers, the default image
-/// size `sample_size * vae_scale_factor`, tensor shapes) far from overflow. SD uses
-/// 4 blocks of at most 1280 channels, sample_size 64 or 96, at most 10 transformer
-/// layers per block (SDXL).
-const MAX_BLOCKS: usize = 8;
-const MAX_CHANNELS: usize = 65536;
-const MAX_LAYERS: usize = 64;
+/// Keeps the default image size `sample_size * vae_scale_factor` far from overflow
+/// (the other bounds are [`crate::model::bounds`]'s). SD uses sample_size 64 or 96.
 const MAX_SAMPLE_SIZE: usize = 1024;
 
 /// A config value diffusers accepts either once for all blocks or once per block.
@@ -254,9 +249,7 @@ impl UNetConfig {
         sizes.extend(blocks.map(|(i, &c)| (format!("block_out_channels[{i}]"), c, MAX_CHANNELS)));
         let depths = self.transformer_layers_per_block.for_blocks(n, "transformer_layers_per_block")?;
         sizes.extend(depths.iter().map(|&d| ("transformer_layers_per_block".to_owned(), d, MAX_LAYERS)));
-        if let Some((field, value, max)) = sizes.iter().find(|(_, value, max)| !(1..=*max).contains(value)) {
-            bail!("{field}: expected 1 to {max}, found {value}");
-        }
+        first_out_of_range(&sizes).map_err(anyhow::Error::msg)?;
         // diffusers pads 1 on each side, or with 0 only right and bottom; other values
         // give skip connections of other sizes than the up blocks expect.
         if self.downsample_padding > 1 {
@@ -267,13 +260,10 @@ impl UNetConfig {
 
     /// The float settings, checked as the float32 values the UNet computes with.
     fn check_numbers(&self) -> Result<()> {
-        let eps = self.norm_eps as f32;
-        if !(eps.is_normal() && eps.is_sign_positive()) {
-            bail!("norm_eps: expected a positive number float32 can hold (1.2e-38 or more), found {:?}", self.norm_eps);
-        }
+        check_eps("norm_eps", self.norm_eps).map_err(anyhow::Error::msg)?;
         // The mid block divides by it: the factor and its inverse must be float32 numbers.
         let scale = self.mid_block_scale_factor;
-        if !((scale as f32).is_normal() && ((1.0 / scale) as f32).is_normal()) {
+        if !fits_f32_both_ways(scale) {
             bail!("mid_block_scale_factor: expected a number whose size and inverse fit float32, found {scale:?}");
         }
         // The timestep features divide by `block_out_channels[0] / 2 - freq_shift`

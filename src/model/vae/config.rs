@@ -6,14 +6,8 @@ use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{limits, read_text};
+use crate::model::bounds::{first_out_of_range, fits_f32_both_ways, MAX_BLOCKS, MAX_CHANNELS, MAX_LAYERS};
 use crate::model::json::parse_json;
-
-/// Bounds that keep what sdlab derives from the config (the scale factor
-/// `2^(blocks - 1)`, `2 * latent_channels`, tensor shapes) far from overflow:
-/// SD's VAE has 4 blocks of at most 512 channels and 2 layers per block.
-const MAX_BLOCKS: usize = 8;
-const MAX_CHANNELS: usize = 65536;
-const MAX_LAYERS: usize = 64;
 
 /// The fields of diffusers' `AutoencoderKL` config that decide its shape and how
 /// latents are scaled. Defaults are diffusers' own.
@@ -95,7 +89,7 @@ impl VaeConfig {
         // The decoder's input is `latents / scaling_factor` in float32: both the factor
         // and its inverse must be ordinary float32 numbers, or latents become 0 or inf.
         let factor = self.scaling_factor;
-        if !((factor as f32).is_normal() && ((1.0 / factor) as f32).is_normal()) {
+        if !fits_f32_both_ways(factor) {
             bail!(
                 "scaling_factor: expected a number whose size and inverse fit float32 (1.2e-38 to 8.5e37), \
                  found {factor:?}"
@@ -118,9 +112,7 @@ impl VaeConfig {
         ];
         let blocks = self.block_out_channels.iter().enumerate();
         sizes.extend(blocks.map(|(i, &c)| (format!("block_out_channels[{i}]"), c, MAX_CHANNELS)));
-        if let Some((field, value, max)) = sizes.iter().find(|(_, value, max)| !(1..=*max).contains(value)) {
-            bail!("{field}: expected 1 to {max}, found {value}");
-        }
+        first_out_of_range(&sizes).map_err(anyhow::Error::msg)?;
         if let Some(bad) = self.block_out_channels.iter().find(|c| !c.is_multiple_of(self.norm_num_groups)) {
             bail!("norm_num_groups: {} groups do not divide {bad} channels", self.norm_num_groups);
         }
