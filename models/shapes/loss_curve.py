@@ -29,5 +29,5 @@ for name, colour in curves.items():
 draw.text((PAD, H - PAD + 8), "training steps (each curve its own phase, 50 steps a point)", fill="black")
 draw.text((4, PAD // 2), f"{10 ** hi:.3g}", fill="black")
 draw.text((4, H - PAD - 10), f"{10 ** lo:.3g}", fill="black")
-draw.text((PAD + 8, PAD // 2 + 6), "MSE loss, log scale", fill="black")
+draw.text((PAD + 8, PAD // 2 + 6), "MSE loss (the UNet's min-SNR weighted), log scale", fill="black")
 image.save(sys.argv[2])
