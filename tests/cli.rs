@@ -187,3 +187,51 @@ fn bench_prints_one_json_line_with_every_stage() {
     assert_eq!(json["device"], "cpu");
     assert!(json["peak_device_mb"].is_null(), "peak_device_mb on the CPU: {json}");
 }
+
+/// The README's first command: no `--model`, an empty working folder, an empty
+/// home (no Hugging Face cache), offline. It draws with the built-in `shapes`,
+/// the same picture as `shapes`'s folder in the repository gives.
+#[test]
+fn the_first_run_needs_no_files_and_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let prompt = "a big yellow star on the right, on a purple background";
+    let run = |model: Option<&Path>, out: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sdlab"));
+        cmd.current_dir(dir.path()).env_clear().env("HOME", &home).env("HF_HUB_OFFLINE", "1");
+        cmd.args(["generate", "--prompt", prompt, "--out", out]);
+        if let Some(model) = model {
+            // A folder is not known by name: it gets diffusers' defaults unless told.
+            cmd.args(["--model", model.to_str().unwrap(), "--steps", "20", "--guidance", "4"]);
+        }
+        let result = cmd.output().unwrap();
+        assert!(result.status.success(), "{}", stderr(&result));
+        image::open(dir.path().join(out)).unwrap().to_rgb8()
+    };
+    let builtin = run(None, "star.png");
+    assert_eq!(builtin.dimensions(), (64, 64));
+    let bytes = std::fs::read(dir.path().join("star.png")).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("Steps: 20, Sampler: DDIM, CFG scale: 4"), "the suggested settings are used");
+    assert!(text.contains("Model: shapes"), "the model is named shapes");
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes/model");
+    assert_eq!(builtin, run(Some(&folder), "from-folder.png"), "built in and on disk differ");
+}
+
+/// `sdlab bench --model shapes` says what a whole run at its suggested 20 steps costs.
+#[test]
+fn bench_reports_a_whole_run_of_the_built_in_model() {
+    let out = sdlab(&["bench", "--model", "shapes", "--steps", "3", "--repeats", "1", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["run_steps"], 20);
+    let parts = ["load_s", "encode_s", "decode_s"].map(|k| json[k].as_f64().unwrap());
+    let steps: Vec<f64> = json["step_s"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+    let mut sorted = steps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let run_s = json["run_s"].as_f64().unwrap();
+    // The run is the sum of its measured parts (the one-off stages as medians).
+    assert!(run_s > parts[0] + 20.0 * sorted[1], "{json}");
+    assert_eq!((json["width"].as_u64(), json["height"].as_u64()), (Some(64), Some(64)));
+}

@@ -50,6 +50,10 @@ struct Report {
     scheduler_s: f64,
     preview_s: f64,
     peak_rss_mb: f64,
+    /// A whole run at the model's suggested step count (`run_steps`), from the
+    /// measurements: load + text encode + steps x median step + VAE decode.
+    run_s: f64,
+    run_steps: usize,
     /// `null` on the CPU.
     peak_device_mb: Option<f64>,
     device: String,
@@ -164,6 +168,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let decode =
         time(&device, repeats, || stages::vae_decode(&model.vae, &model.vae_config, model.vae_dtype, &latents))?;
 
+    let run_steps = args.model.suggested().steps;
+    let mut sorted = step_s.clone();
+    sorted.sort_by(f64::total_cmp);
+    let run_s = load_s + encode.1 + run_steps as f64 * sorted[sorted.len() / 2] + decode.1;
     let report = Report {
         load_s,
         encode_s: encode.0,
@@ -174,6 +182,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         scheduler_s: scheduler_step.0,
         preview_s: preview.0,
         peak_rss_mb: peak_rss_mb(),
+        run_s,
+        run_steps,
         peak_device_mb: peak_device_mb(&device)?,
         device: if device.is_cuda() { "cuda".into() } else { "cpu".into() },
         dtype: model.dtype().as_str().into(),
@@ -211,6 +221,12 @@ fn print_table(r: &Report, timed: [(f64, f64); 6]) {
     if let (Some(min), Some(median)) = (steps.first(), steps.get(steps.len() / 2)) {
         println!("{:<28} {min:>8.4} s {median:>8.4} s  ({} steps)", "guided UNet step (x2 + CFG)", steps.len());
     }
+    println!(
+        "{:<28} {:>10}  (load + encode + {} x median step + decode)",
+        "a whole run",
+        format!("{:.3} s", r.run_s),
+        r.run_steps
+    );
     println!("{:<28} {:>8.0} MB", "peak resident memory", r.peak_rss_mb);
     if let Some(mb) = r.peak_device_mb {
         println!("{:<28} {mb:>8.0} MB", "peak device memory");

@@ -24,11 +24,13 @@ pub struct GenerateArgs {
     negative_prompt: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// Classifier-free guidance scale (1 or less turns guidance off).
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f64,
+    /// Denoising steps (default: 20 for shapes, 50 for other models).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale, 1 or less turns guidance off (default: 4 for
+    /// shapes, 7.5 for other models).
+    #[arg(long)]
+    guidance: Option<f64>,
     /// Image width in pixels (default: unet sample_size x VAE factor).
     #[arg(long)]
     width: Option<usize>,
@@ -83,9 +85,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         check_output(path)?;
     }
     let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
+    let suggested = args.model.suggested();
+    let steps = args.steps.unwrap_or(suggested.steps);
     if let Some(k) = args.stop_at {
-        if k > args.steps {
-            bail!("--stop-at {k}: expected 0 to --steps ({})", args.steps);
+        if k > steps {
+            bail!("--stop-at {k}: expected 0 to --steps ({steps})");
         }
     }
     let model = args.model.open()?;
@@ -94,8 +98,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
         seed: args.seed,
-        steps: args.steps,
-        guidance_scale: args.guidance,
+        steps,
+        guidance_scale: args.guidance.unwrap_or(suggested.guidance),
         eta: args.eta,
         width: args.width.unwrap_or(default_size),
         height: args.height.unwrap_or(default_size),

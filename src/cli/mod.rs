@@ -9,6 +9,7 @@ mod tui;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use sdlab::model::builtin::Suggested;
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 
@@ -39,8 +40,9 @@ enum Command {
 /// Which model, and where it runs.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// A diffusers folder, a hub repo id (owner/name[@revision]), or a preset: sd15, sd2, sd2-base, sd-turbo.
-    #[arg(long)]
+    /// shapes (built in: no download), a diffusers folder, a hub repo id (owner/name[@revision]),
+    /// or a preset: sd15, sd2, sd2-base, sd-turbo.
+    #[arg(long, default_value = sdlab::model::builtin::DEFAULT)]
     model: String,
     /// Weight file variant, e.g. fp16 picks `*.fp16.safetensors`.
     #[arg(long)]
@@ -54,6 +56,11 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The run settings the model draws well with, where the command line is silent.
+    fn suggested(&self) -> Suggested {
+        model::ModelSource::suggested(&self.model)
+    }
+
     fn open(&self) -> Result<StableDiffusion> {
         let runtime = Runtime::select(self.device, self.dtype)?;
         model::open(&self.model, self.variant.as_deref(), runtime, &Progress::Bars)

@@ -8,8 +8,8 @@ use sdlab::text::printable_line;
 
 #[derive(Args)]
 pub struct TokensArgs {
-    /// A diffusers folder, a hub repo id (owner/name[@revision]), or a preset.
-    #[arg(long)]
+    /// shapes (built in), a diffusers folder, a hub repo id (owner/name[@revision]), or a preset.
+    #[arg(long, default_value = sdlab::model::builtin::DEFAULT)]
     model: String,
     #[arg(long)]
     prompt: String,
@@ -20,7 +20,7 @@ pub struct TokensArgs {
 
 pub fn run(args: TokensArgs) -> Result<()> {
     let tokenizer_dir = ModelSource::parse(&args.model)?.resolve_tokenizer(&Progress::Bars)?;
-    let tokenizer = ClipTokenizer::from_dir(&tokenizer_dir)?;
+    let tokenizer = ClipTokenizer::from_folder(&tokenizer_dir)?;
     let tokens = tokenizer.encode(&args.prompt)?;
     if args.json {
         println!("{}", serde_json::to_string(&tokens)?);

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use sdlab::fsutil::{limits, read_regular};
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
-use sdlab::model::Runtime;
+use sdlab::model::{builtin, ModelSource, Runtime};
 use sdlab::png_meta::{read_text_chunks, SDLAB_KEY};
 use sdlab::session::store::ImageSettings;
 use sdlab::session::{Limits, Origin};
@@ -15,9 +15,6 @@ use sdlab::tui::i18n::Lang;
 use sdlab::tui::talk::ThemeChoice;
 use sdlab::tui::worker::LoadSpec;
 use sdlab::tui::{self, Options};
-
-/// The model the lab opens when none is named: SD 2 is the model of the talk.
-const DEFAULT_MODEL: &str = "sd2-base";
 
 /// The settings an sdlab PNG carries in its `sdlab` text chunk, checked as far as
 /// they can be without the model, so that a bad value is named as the chunk names it.
@@ -36,13 +33,10 @@ fn remembered_settings(png: &Path, allow_large: bool) -> Result<ImageSettings> {
     Ok(remembered)
 }
 
-/// The prompt of the talk sdlab grew from.
-const TALK_PROMPT: &str = "painting depicting the sea, sunrise, ship, artstation, 4k, concept art";
-
 #[derive(Args)]
 pub struct TuiArgs {
-    /// A diffusers folder, a hub repo id (owner/name[@revision]), or a preset: sd15, sd2, sd2-base, sd-turbo.
-    /// (default: sd2-base, or the model of --session)
+    /// shapes (built in: no download), a diffusers folder, a hub repo id (owner/name[@revision]),
+    /// or a preset: sd15, sd2, sd2-base, sd-turbo. (default: shapes, or the model of --session)
     #[arg(long)]
     model: Option<String>,
     #[arg(long)]
@@ -51,16 +45,19 @@ pub struct TuiArgs {
     dtype: Option<DTypeChoice>,
     #[arg(long)]
     device: Option<DeviceChoice>,
-    #[arg(long, default_value = TALK_PROMPT)]
-    prompt: String,
+    /// (default: one the model draws well; for models not built in, the talk's sea painting)
+    #[arg(long)]
+    prompt: Option<String>,
     #[arg(long, default_value = "")]
     negative_prompt: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f64,
+    /// (default: 20 for shapes, 50 for other models)
+    #[arg(long)]
+    steps: Option<usize>,
+    /// (default: 4 for shapes, 7.5 for other models)
+    #[arg(long)]
+    guidance: Option<f64>,
     #[arg(long)]
     width: Option<usize>,
     #[arg(long)]
@@ -106,20 +103,24 @@ pub fn run(mut args: TuiArgs) -> Result<()> {
         let s = remembered.settings;
         args.model = args.model.or(Some(remembered.model.source));
         args.variant = args.variant.or(remembered.model.variant);
-        (args.prompt, args.negative_prompt, args.seed, args.steps) = (s.prompt, s.negative_prompt, s.seed, s.steps);
-        (args.guidance, args.eta, args.width, args.height) = (s.guidance_scale, s.eta, Some(s.width), Some(s.height));
+        (args.prompt, args.negative_prompt, args.seed, args.steps) =
+            (Some(s.prompt), s.negative_prompt, s.seed, Some(s.steps));
+        (args.guidance, args.eta, args.width, args.height) =
+            (Some(s.guidance_scale), s.eta, Some(s.width), Some(s.height));
         session = None;
     }
     let model_given = args.model.is_some();
+    let model = args.model.unwrap_or_else(|| builtin::DEFAULT.into());
+    let suggested = ModelSource::suggested(&model);
     let load = LoadSpec {
-        model: args.model.unwrap_or_else(|| DEFAULT_MODEL.into()),
+        model,
         variant: args.variant,
         runtime: Runtime::select(args.device, args.dtype)?,
-        prompt: args.prompt,
+        prompt: args.prompt.unwrap_or_else(|| suggested.prompt.into()),
         negative_prompt: args.negative_prompt,
         seed: args.seed,
-        steps: args.steps,
-        guidance_scale: args.guidance,
+        steps: args.steps.unwrap_or(suggested.steps),
+        guidance_scale: args.guidance.unwrap_or(suggested.guidance),
         eta: args.eta,
         width: args.width,
         height: args.height,

@@ -4,7 +4,9 @@
 //! SD 1.5, SD 2.x and the tiny test pipelines.
 
 pub mod bounds;
+pub mod builtin;
 pub mod clip;
+pub mod file;
 pub mod json;
 pub mod nn;
 #[cfg(test)]
@@ -19,8 +21,10 @@ pub mod weights;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 
+use crate::fsutil::limits;
 use crate::scheduler::SchedulerConfig;
 use clip::{ClipTextConfig, ClipTextTransformer};
+pub use file::{ModelFile, ModelFolder};
 pub use runtime::Runtime;
 pub use source::{ModelFiles, ModelSource, Progress};
 use tokenizer::ClipTokenizer;
@@ -46,11 +50,14 @@ pub struct StableDiffusion {
 impl StableDiffusion {
     /// Reads every config first (cheap, and the likeliest to be wrong), then the weights.
     pub fn load(files: ModelFiles, runtime: Runtime) -> Result<Self> {
-        let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)?;
-        let text_config = ClipTextConfig::from_file(&files.text_encoder_config)?;
-        let unet_config = UNetConfig::from_file(&files.unet_config)?;
-        let vae_config = VaeConfig::from_file(&files.vae_config)?;
-        let scheduler_config = SchedulerConfig::from_file(&files.scheduler_config)?;
+        let tokenizer = ClipTokenizer::from_folder(&files.tokenizer_dir)?;
+        let config = |file: &ModelFile| file.read_text(limits::CONFIG);
+        let text_config =
+            ClipTextConfig::parse(&config(&files.text_encoder_config)?, files.text_encoder_config.path())?;
+        let unet_config = UNetConfig::parse(&config(&files.unet_config)?, files.unet_config.path())?;
+        let vae_config = VaeConfig::parse(&config(&files.vae_config)?, files.vae_config.path())?;
+        let scheduler_config = SchedulerConfig::from_json_str(&config(&files.scheduler_config)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", files.scheduler_config.display()))?;
         check_cross_attention(&text_config, &unet_config, &files)?;
         check_shapes_agree(&tokenizer, &text_config, &unet_config, &vae_config, &files)?;
 
@@ -139,7 +146,7 @@ fn check_shapes_agree(
     if tokenizer.max_length() > text.max_position_embeddings {
         anyhow::bail!(
             "{}: model_max_length {} is more than the {} positions of the text encoder ({})",
-            files.tokenizer_dir.join("tokenizer_config.json").display(),
+            files.tokenizer_dir.file("tokenizer_config.json").display(),
             tokenizer.max_length(),
             text.max_position_embeddings,
             files.text_encoder_config.display()

@@ -188,7 +188,7 @@ fn taps_follow_the_config_and_leave_the_output_bit_identical() {
 #[test]
 fn vae_loads_the_old_attention_names_and_conv_shapes() {
     let model = load("sd2-tiny");
-    let tensors = candle_core::safetensors::load(&model.files.vae_weights, &Device::Cpu).unwrap();
+    let tensors = candle_core::safetensors::load(model.files.vae_weights.path(), &Device::Cpu).unwrap();
     let renamed: std::collections::HashMap<String, Tensor> = tensors
         .into_iter()
         .map(|(name, t)| {
@@ -209,9 +209,10 @@ fn vae_loads_the_old_attention_names_and_conv_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.safetensors");
     candle_core::safetensors::save(&renamed, &path).unwrap();
-    let old =
-        weights::load(&path, DType::F32, &Device::Cpu, |vb| super::vae::AutoencoderKL::new(vb, &model.vae_config))
-            .unwrap();
+    let old = weights::load(&super::ModelFile::disk(&path), DType::F32, &Device::Cpu, |vb| {
+        super::vae::AutoencoderKL::new(vb, &model.vae_config)
+    })
+    .unwrap();
     let latents = reference_tensor("sd2-tiny", "init_latents");
     let expected = model.vae.decode(&latents).unwrap();
     assert_eq!(max_diff(&old.decode(&latents).unwrap(), &expected), 0.0);

@@ -1,7 +1,8 @@
-//! Where a model comes from: a local diffusers folder, a hub repo id, or a preset name.
+//! Where a model comes from: a local diffusers folder, a hub repo id, a preset
+//! name, or a model built into sdlab.
 //!
-//! Whatever the source, the result is a [`ModelFiles`]: the paths of the handful of
-//! files a Stable Diffusion pipeline is built from, all checked to exist.
+//! Whatever the source, the result is a [`ModelFiles`]: the handful of files a
+//! Stable Diffusion pipeline is built from, all checked to exist.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -12,6 +13,8 @@ use anyhow::{bail, Context, Result};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
+use super::builtin::{self, BuiltinModel, Suggested};
+use super::file::{ModelFile, ModelFolder};
 use crate::fsutil::describe_kind;
 
 /// The models people ask for by name. SD 2 moved to community mirrors when its
@@ -71,19 +74,32 @@ impl hf_hub::api::Progress for Reporter {
 }
 
 /// A model as the user named it on the command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ModelSource {
+    Builtin(&'static BuiltinModel),
     Local(PathBuf),
     Hub { repo: String, revision: String },
 }
 
 impl ModelSource {
-    /// An existing folder wins over a preset or repo id of the same spelling, so a
-    /// user's local copy is never shadowed by a download.
+    /// The settings a run uses where the command line is silent: a built-in
+    /// model's own, else [`builtin::FOR_ANY_MODEL`].
+    pub fn suggested(spec: &str) -> Suggested {
+        match Self::parse(spec) {
+            Ok(Self::Builtin(model)) => model.suggested,
+            _ => builtin::FOR_ANY_MODEL,
+        }
+    }
+
+    /// An existing folder wins over a built-in model, preset or repo id of the
+    /// same spelling, so a user's local copy is never shadowed.
     pub fn parse(spec: &str) -> Result<Self> {
         let path = Path::new(spec);
         if path.is_dir() {
             return Ok(Self::Local(path.to_path_buf()));
+        }
+        if let Some(model) = builtin::find(spec) {
+            return Ok(Self::Builtin(model));
         }
         if let Some((_, repo)) = PRESETS.iter().find(|(name, _)| *name == spec) {
             return Ok(Self::Hub { repo: repo.to_string(), revision: "main".into() });
@@ -99,10 +115,10 @@ impl ModelSource {
         if is_repo_id && !spec.starts_with('.') && !spec.starts_with('/') && !revision.is_empty() {
             return Ok(Self::Hub { repo: repo.into(), revision: revision.into() });
         }
-        let presets: Vec<_> = PRESETS.iter().map(|(name, _)| *name).collect();
+        let names: Vec<_> = builtin::ALL.iter().map(|m| m.name).chain(PRESETS.iter().map(|(name, _)| *name)).collect();
         bail!(
-            "--model {spec}: expected a diffusers folder, a hub repo id (owner/name[@revision]) or a preset ({}); no folder {} exists",
-            presets.join(", "),
+            "--model {spec}: expected a diffusers folder, a hub repo id (owner/name[@revision]) or a name ({}); no folder {} exists",
+            names.join(", "),
             path.display()
         )
     }
@@ -111,6 +127,11 @@ impl ModelSource {
     /// standard Hugging Face cache) what is not there yet.
     pub fn resolve(&self, variant: Option<&str>, progress: &Progress) -> Result<ModelFiles> {
         match self {
+            Self::Builtin(model) => {
+                let mut files = ModelFiles::from_folder(ModelFolder::builtin(model), variant)?;
+                files.name = model.name.to_string();
+                Ok(files)
+            }
             Self::Local(dir) => ModelFiles::from_dir(dir, variant),
             Self::Hub { repo, revision } => {
                 let root = fetch_from_hub(repo, revision, variant, progress, Parts::Everything)?;
@@ -122,12 +143,15 @@ impl ModelSource {
     }
 
     /// The `tokenizer/` folder alone: tokenizing a prompt should not download gigabytes of weights.
-    pub fn resolve_tokenizer(&self, progress: &Progress) -> Result<PathBuf> {
+    pub fn resolve_tokenizer(&self, progress: &Progress) -> Result<ModelFolder> {
         let root = match self {
-            Self::Local(dir) => dir.clone(),
-            Self::Hub { repo, revision } => fetch_from_hub(repo, revision, None, progress, Parts::TokenizerOnly)?,
+            Self::Builtin(model) => ModelFolder::builtin(model),
+            Self::Local(dir) => ModelFolder::disk(dir),
+            Self::Hub { repo, revision } => {
+                ModelFolder::disk(fetch_from_hub(repo, revision, None, progress, Parts::TokenizerOnly)?)
+            }
         };
-        let dir = root.join("tokenizer");
+        let dir = root.folder("tokenizer");
         if !dir.is_dir() {
             bail!("{}: missing tokenizer folder", dir.display());
         }
@@ -145,6 +169,7 @@ enum Parts {
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Builtin(model) => write!(f, "{}", model.name),
             Self::Local(dir) => write!(f, "{}", dir.display()),
             Self::Hub { repo, revision } if revision == "main" => write!(f, "{repo}"),
             Self::Hub { repo, revision } => write!(f, "{repo}@{revision}"),
@@ -152,31 +177,36 @@ impl fmt::Display for ModelSource {
     }
 }
 
-/// The paths a pipeline is built from, in the diffusers folder layout.
+/// The files a pipeline is built from, in the diffusers folder layout.
 #[derive(Clone, Debug)]
 pub struct ModelFiles {
-    /// How the model is shown to the user: the folder or the repo id.
+    /// How the model is shown to the user: the folder, the repo id or the built-in name.
     pub name: String,
-    pub root: PathBuf,
-    pub unet_config: PathBuf,
-    pub unet_weights: PathBuf,
-    pub vae_config: PathBuf,
-    pub vae_weights: PathBuf,
-    pub text_encoder_config: PathBuf,
-    pub text_encoder_weights: PathBuf,
-    pub tokenizer_dir: PathBuf,
-    pub scheduler_config: PathBuf,
+    pub root: ModelFolder,
+    pub unet_config: ModelFile,
+    pub unet_weights: ModelFile,
+    pub vae_config: ModelFile,
+    pub vae_weights: ModelFile,
+    pub text_encoder_config: ModelFile,
+    pub text_encoder_weights: ModelFile,
+    pub tokenizer_dir: ModelFolder,
+    pub scheduler_config: ModelFile,
 }
 
 impl ModelFiles {
     /// Checks that `dir` holds a diffusers pipeline and finds its weight files
     /// (`*.{variant}.safetensors` when a variant such as `fp16` is asked for).
     pub fn from_dir(dir: &Path, variant: Option<&str>) -> Result<Self> {
+        Self::from_folder(ModelFolder::disk(dir), variant)
+    }
+
+    /// [`Self::from_dir`] of a folder on disk or built in.
+    pub fn from_folder(dir: ModelFolder, variant: Option<&str>) -> Result<Self> {
         if !dir.is_dir() {
             bail!("{}: model folder not found", dir.display());
         }
-        let need = |rel: &str| -> Result<PathBuf> {
-            let path = dir.join(rel);
+        let need = |rel: &str| -> Result<ModelFile> {
+            let path = dir.file(rel);
             if path.is_file() {
                 Ok(path)
             } else {
@@ -186,26 +216,26 @@ impl ModelFiles {
                 )
             }
         };
-        let tokenizer_dir = dir.join("tokenizer");
+        let tokenizer_dir = dir.folder("tokenizer");
         if !tokenizer_dir.is_dir() {
             bail!("{}: missing tokenizer folder", tokenizer_dir.display());
         }
         Ok(Self {
             name: dir.display().to_string(),
-            root: dir.to_path_buf(),
             unet_config: need("unet/config.json")?,
-            unet_weights: weights_file(&dir.join("unet"), "diffusion_pytorch_model", variant)?,
+            unet_weights: weights_file(&dir.folder("unet"), "diffusion_pytorch_model", variant)?,
             vae_config: need("vae/config.json")?,
-            vae_weights: weights_file(&dir.join("vae"), "diffusion_pytorch_model", variant)?,
+            vae_weights: weights_file(&dir.folder("vae"), "diffusion_pytorch_model", variant)?,
             text_encoder_config: need("text_encoder/config.json")?,
-            text_encoder_weights: weights_file(&dir.join("text_encoder"), "model", variant)?,
+            text_encoder_weights: weights_file(&dir.folder("text_encoder"), "model", variant)?,
             tokenizer_dir,
             scheduler_config: need("scheduler/scheduler_config.json")?,
+            root: dir,
         })
     }
 
     /// Every weight file, the ones whose content identifies the model.
-    pub fn weight_files(&self) -> [&Path; 3] {
+    pub fn weight_files(&self) -> [&ModelFile; 3] {
         [&self.text_encoder_weights, &self.unet_weights, &self.vae_weights]
     }
 }
@@ -219,29 +249,28 @@ fn weights_name(stem: &str, variant: Option<&str>) -> String {
 
 /// Picks a component's safetensors file, explaining what else is there when the
 /// wanted one is not (a `.bin`-only checkpoint, or only a variant).
-fn weights_file(component: &Path, stem: &str, variant: Option<&str>) -> Result<PathBuf> {
-    let wanted = component.join(weights_name(stem, variant));
-    // Something is there but is no file: say what, not "missing".
-    match std::fs::metadata(&wanted) {
-        Ok(meta) if meta.is_file() => return Ok(wanted),
-        Ok(meta) => bail!("{}: expected a weights file, found {}", wanted.display(), describe_kind(meta.file_type())),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            bail!("{}: a symbolic link that loops (it never reaches a weights file)", wanted.display())
+fn weights_file(component: &ModelFolder, stem: &str, variant: Option<&str>) -> Result<ModelFile> {
+    let wanted = component.file(&weights_name(stem, variant));
+    if component.is_builtin() {
+        if wanted.is_file() {
+            return Ok(wanted);
         }
-        Err(e) if std::fs::symlink_metadata(&wanted).is_ok() => {
-            bail!("{}: a symbolic link to nothing readable ({e})", wanted.display())
+    } else {
+        // Something is there but is no file: say what, not "missing".
+        let path = wanted.path();
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => return Ok(wanted),
+            Ok(meta) => bail!("{}: expected a weights file, found {}", path.display(), describe_kind(meta.file_type())),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                bail!("{}: a symbolic link that loops (it never reaches a weights file)", path.display())
+            }
+            Err(e) if std::fs::symlink_metadata(path).is_ok() => {
+                bail!("{}: a symbolic link to nothing readable ({e})", path.display())
+            }
+            Err(_) => {}
         }
-        Err(_) => {}
     }
-    let others: BTreeSet<String> = std::fs::read_dir(component)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.starts_with(stem))
-                .collect()
-        })
-        .unwrap_or_default();
+    let others: BTreeSet<String> = component.file_names().into_iter().filter(|name| name.starts_with(stem)).collect();
     let hint = if others.is_empty() {
         String::new()
     } else if others.iter().all(|n| n.ends_with(".bin")) {
@@ -371,9 +400,32 @@ mod tests {
     #[test]
     fn finds_every_file_of_a_local_folder() {
         let files = ModelFiles::from_dir(&fixture(), None).unwrap();
-        assert!(files.unet_weights.ends_with("unet/diffusion_pytorch_model.safetensors"));
-        assert!(files.text_encoder_weights.ends_with("text_encoder/model.safetensors"));
-        assert!(files.tokenizer_dir.ends_with("tokenizer"));
+        assert!(files.unet_weights.path().ends_with("unet/diffusion_pytorch_model.safetensors"));
+        assert!(files.text_encoder_weights.path().ends_with("text_encoder/model.safetensors"));
+        assert!(files.tokenizer_dir.path().ends_with("tokenizer"));
+    }
+
+    #[test]
+    fn shapes_is_built_in_and_complete() {
+        let source = ModelSource::parse("shapes").unwrap();
+        assert_eq!(source, ModelSource::Builtin(&builtin::SHAPES));
+        let files = source.resolve(None, &Progress::Quiet).unwrap();
+        assert_eq!(files.name, "shapes");
+        assert!(files.root.is_builtin());
+        for file in [&files.unet_config, &files.vae_config, &files.text_encoder_config, &files.scheduler_config]
+            .into_iter()
+            .chain(files.weight_files())
+        {
+            assert!(file.builtin_bytes().is_some_and(|b| !b.is_empty()), "{}", file.display());
+        }
+        let msg = source.resolve(Some("fp16"), &Progress::Quiet).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "shapes (built in)/unet/diffusion_pytorch_model.fp16.safetensors: missing weights file (found \
+             diffusion_pytorch_model.safetensors; --variant NAME picks diffusion_pytorch_model.NAME.safetensors)"
+        );
+        assert_eq!(ModelSource::suggested("shapes"), builtin::SHAPES.suggested);
+        assert_eq!(ModelSource::suggested("sd2-base"), builtin::FOR_ANY_MODEL);
     }
 
     #[test]
@@ -387,7 +439,7 @@ mod tests {
     fn refuses_pickle_only_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("model.bin"), b"").unwrap();
-        let msg = weights_file(dir.path(), "model", None).unwrap_err().to_string();
+        let msg = weights_file(&ModelFolder::disk(dir.path()), "model", None).unwrap_err().to_string();
         assert!(msg.contains("found only PyTorch pickles: model.bin"), "{msg}");
     }
 }

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::fsutil::{limits, read_regular, read_text};
+use super::file::{ModelFile, ModelFolder};
+use crate::fsutil::limits;
 
 /// Every prompt is padded to `model_max_length` ids: a typo of 10^12 must not
 /// allocate it. CLIP's is 77; no text encoder sdlab loads has 4096 positions.
@@ -91,13 +92,18 @@ impl ClipTokenizer {
     /// transformers' `from_pretrained` does (stable-diffusion-2 relies on it:
     /// its config says pad `<|endoftext|>`, its map says `!`).
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_folder(&ModelFolder::disk(dir))
+    }
+
+    /// [`Self::from_dir`] of a folder on disk or built in.
+    pub fn from_folder(dir: &ModelFolder) -> Result<Self> {
         if !dir.is_dir() {
             bail!(
                 "tokenizer folder {} not found (expected a folder with tokenizer_config.json and tokenizer.json or vocab.json + merges.txt)",
                 dir.display()
             );
         }
-        let config_path = dir.join("tokenizer_config.json");
+        let config_path = dir.file("tokenizer_config.json");
         let config = read_json_object(&config_path)?;
         let max_length = config
             .get("model_max_length")
@@ -109,9 +115,9 @@ impl ClipTokenizer {
             })?;
         let specials = SpecialTokens::read(dir, &config_path, &config)?;
 
-        let json_path = dir.join("tokenizer.json");
+        let json_path = dir.file("tokenizer.json");
         let mut tokenizer = if json_path.is_file() {
-            let bytes = read_regular(&json_path, limits::TOKENIZER)?;
+            let bytes = json_path.read(limits::TOKENIZER)?;
             Tokenizer::from_bytes(bytes)
                 .map_err(|e| anyhow!("{}: not a tokenizers JSON file: {e}", json_path.display()))?
         } else {
@@ -196,13 +202,13 @@ impl SpecialTokens {
     /// each token's flags from there. The `normalized` flag matters: the SD 2
     /// map marks `<|endoftext|>` normalized, so `<|ENDOFTEXT|>` in a prompt is
     /// lowercased into EOS, where SD 1.5's tokenizer.json leaves it as text.
-    fn read(dir: &Path, config_path: &Path, config: &Map<String, Value>) -> Result<Self> {
+    fn read(dir: &ModelFolder, config_path: &ModelFile, config: &Map<String, Value>) -> Result<Self> {
         let decoder = config.get("added_tokens_decoder").and_then(Value::as_object);
-        let map_path = dir.join("special_tokens_map.json");
+        let map_path = dir.file("special_tokens_map.json");
         let map = if decoder.is_none() && map_path.is_file() { read_json_object(&map_path)? } else { Map::new() };
         let token = |key: &str| -> Result<AddedToken> {
             let (value, path) = match map.get(key) {
-                Some(v) if !v.is_null() => (v, map_path.as_path()),
+                Some(v) if !v.is_null() => (v, &map_path),
                 _ => (config.get(key).unwrap_or(&Value::Null), config_path),
             };
             let token = match value {
@@ -243,8 +249,8 @@ fn added_token(o: &Map<String, Value>) -> Option<AddedToken> {
     )
 }
 
-fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
-    let text = read_text(path, limits::TOKENIZER)?;
+fn read_json_object(path: &ModelFile) -> Result<Map<String, Value>> {
+    let text = path.read_text(limits::TOKENIZER)?;
     match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => bail!("{}: expected a JSON object", path.display()),
@@ -255,9 +261,9 @@ fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
 /// The tokenizer transformers' CLIP converter builds from `vocab.json` +
 /// `merges.txt`, written as tokenizer.json so that the tokenizers crate's own
 /// deserializer checks it (every merge must produce a vocab entry).
-fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
-    let vocab_path = dir.join("vocab.json");
-    let merges_path = dir.join("merges.txt");
+fn build_from_vocab_and_merges(dir: &ModelFolder, unk: &str) -> Result<Tokenizer> {
+    let vocab_path = dir.file("vocab.json");
+    let merges_path = dir.file("merges.txt");
     if !vocab_path.is_file() {
         bail!(
             "{} not found (expected tokenizer.json or vocab.json + merges.txt in {})",
@@ -270,7 +276,7 @@ fn build_from_vocab_and_merges(dir: &Path, unk: &str) -> Result<Tokenizer> {
         bail!("{}: id of {token:?} is not a non-negative integer (expected {{token: id}})", vocab_path.display());
     }
     let merges_text =
-        read_text(&merges_path, limits::TOKENIZER).context("expected BPE merges, one \"left right\" pair a line")?;
+        merges_path.read_text(limits::TOKENIZER).context("expected BPE merges, one \"left right\" pair a line")?;
     // The first line is a `#version: 0.2` header.
     let mut merges = Vec::new();
     for (n, line) in merges_text.lines().enumerate() {

@@ -1,12 +1,15 @@
 //! Telling two models apart without reading gigabytes.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 
 use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
 
 use crate::model::ModelFiles;
+
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
 
 /// A cheap fingerprint of a model's weights: sha256 over each weight file's size,
 /// its safetensors header (names, dtypes, shapes, offsets) and 16 chunks of 64 KiB
@@ -16,10 +19,14 @@ pub fn fingerprint(files: &ModelFiles) -> Result<String> {
     const SAMPLES: u64 = 16;
     const CHUNK: u64 = 64 * 1024;
     let mut hasher = Sha256::new();
-    for path in files.weight_files() {
-        let fail = |e: std::io::Error| anyhow!("{}: cannot read for the fingerprint ({e})", path.display());
-        let mut file = File::open(path).map_err(fail)?;
-        let size = file.metadata().map_err(fail)?.len();
+    for weights in files.weight_files() {
+        let fail = |e: std::io::Error| anyhow!("{}: cannot read for the fingerprint ({e})", weights.display());
+        let mut file: Box<dyn ReadSeek> = match weights.builtin_bytes() {
+            Some(bytes) => Box::new(Cursor::new(bytes)),
+            None => Box::new(File::open(weights.path()).map_err(fail)?),
+        };
+        let size = file.seek(SeekFrom::End(0)).map_err(fail)?;
+        file.rewind().map_err(fail)?;
         hasher.update(size.to_le_bytes());
         let mut len = [0u8; 8];
         let header_len = if size >= 8 {
@@ -43,4 +50,22 @@ pub fn fingerprint(files: &ModelFiles) -> Result<String> {
         }
     }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSource;
+
+    /// A session saved with the built-in model resumes with its folder, and back.
+    #[test]
+    fn the_built_in_model_has_the_fingerprint_of_its_folder() {
+        let quiet = crate::model::Progress::Quiet;
+        let builtin = ModelSource::parse("shapes").unwrap().resolve(None, &quiet).unwrap();
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes/model");
+        let disk = ModelFiles::from_dir(&folder, None).unwrap();
+        assert_eq!(fingerprint(&builtin).unwrap(), fingerprint(&disk).unwrap());
+        let other = ModelFiles::from_dir(&folder.join("../../../tests/fixtures/sd2-tiny/model"), None).unwrap();
+        assert_ne!(fingerprint(&builtin).unwrap(), fingerprint(&other).unwrap());
+    }
 }

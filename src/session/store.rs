@@ -87,12 +87,13 @@ impl ModelInfo {
     /// typed, a hub model's its repo id; the path is made absolute so that the
     /// session can be resumed from another working folder.
     pub fn of(files: &ModelFiles) -> Result<Self> {
-        let source = if Path::new(&files.name) == files.root {
-            std::path::absolute(&files.root).unwrap_or_else(|_| files.root.clone()).display().to_string()
+        let root = files.root.path();
+        let source = if !files.root.is_builtin() && Path::new(&files.name) == root {
+            std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string()
         } else {
             files.name.clone()
         };
-        let file_name = files.unet_weights.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let file_name = files.unet_weights.file_name().unwrap_or_default();
         let variant = file_name
             .strip_prefix("diffusion_pytorch_model.")
             .and_then(|rest| rest.strip_suffix(".safetensors"))
