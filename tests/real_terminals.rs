@@ -27,7 +27,7 @@ use sdlab::tui::ui;
 const COLS: u16 = 120;
 const ROWS: u16 = 40;
 /// The x_t and x0 panes of the denoise screen.
-const PANES: [&str; 2] = ["x_t (latent preview)", "predicted x0 (preview)"];
+const PANES: [&str; 2] = ["x_t (VAE decode)", "predicted x0 (VAE decode)"];
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -295,7 +295,7 @@ impl Cells {
 }
 
 /// The mean over R, G and B of the pixels' variance in `rect`: near 0 for an empty panel,
-/// thousands for a noisy latent preview.
+/// thousands for a noisy picture.
 fn variance(shot: &RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> f64 {
     let mut sum = [0f64; 3];
     let mut squares = [0f64; 3];

@@ -268,7 +268,7 @@ fn a_person_looks_inside_the_unet_in_tmux() {
     tmux.keys(&["Down"]);
     tmux.wait_for(&["attention to \"depicting</w>\" · step 1 / 10"]);
     tmux.keys(&["a"]);
-    tmux.wait_for(&["x_t (latent preview)"]);
+    tmux.wait_for(&["x_t (VAE decode)"]);
     tmux.keys(&["q"]);
 }
 
@@ -452,7 +452,7 @@ fn closing_the_key_map_never_asks_for_the_cursor_position() {
         tmux.keys(&["?"]);
         tmux.wait_for(&["keys (any key closes)"]);
         tmux.keys(&[close]);
-        let screen = tmux.wait_for(&["step 2 / 10", "x_t (latent preview)"]);
+        let screen = tmux.wait_for(&["step 2 / 10", "x_t (VAE decode)"]);
         assert!(!screen.contains("keys (any key closes)"), "{close} did not close the key map:\n{screen}");
     }
     let out = String::from_utf8_lossy(&std::fs::read(&raw).unwrap()).into_owned();
@@ -545,4 +545,22 @@ fn a_lab_that_cannot_start_says_why_and_fails() {
     assert!(err.contains("vae/config.json: norm_num_groups"), "{err}");
     assert!(err.trim_end().ends_with("exit=1"), "{err}");
     assert!(stty.contains(" icanon"), "{stty}");
+}
+
+/// `sdlab tui` with nothing else, as the README's first command: the built-in
+/// `shapes` model, a prompt it draws well, its own step count and guidance, and
+/// every step's x_t and x0 shown as the VAE decodes them (a 64x64 picture).
+#[test]
+fn the_first_command_opens_the_built_in_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let tmux = Tmux::start_in(dir.path(), &[bin, "tui", "--graphics", "halfblocks"], 120, 40);
+    let suggested = sdlab::model::builtin::SHAPES.suggested;
+    tmux.wait_for(&["loaded shapes on cpu", "[1 encode_prompt]"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["circle</w>", "blue</w>", "background</w>"]);
+    tmux.keys(&["3", "n"]);
+    let screen = tmux.wait_for(&["step 1 / 20", "x_t (VAE decode)", "predicted x0 (VAE decode)"]);
+    assert!(screen.contains(&format!("guidance scale      {}", suggested.guidance)), "{screen}");
+    tmux.keys(&["q"]);
 }

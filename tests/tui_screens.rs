@@ -83,7 +83,7 @@ fn denoise_screen_shows_the_current_steps_scheduler_values() {
         assert!(screen.contains(&format!("alpha_prod_t_prev   {:.4}", alphas[2])), "{w}x{h}:\n{screen}");
     }
     let wide = lab.render(200, 60);
-    assert_all(&wide, &["x_t (latent preview)", "predicted x0", "alpha_prod_t over the schedule", "▲ step 2"]);
+    assert_all(&wide, &["x_t (VAE decode)", "predicted x0", "alpha_prod_t over the schedule", "▲ step 2"]);
 
     // browsing back shows the first step's values
     lab.key(KeyCode::Left);
@@ -625,7 +625,7 @@ fn unet_view_shows_the_tensors_path_block_by_block() {
     lab.key(KeyCode::Left);
     assert_all(&lab.render(80, 24), &["the UNet at step 1 / 10"]);
     lab.key(KeyCode::Char('u'));
-    assert_all(&lab.render(80, 24), &["x_t (latent preview)", "step 1 / 10"]);
+    assert_all(&lab.render(80, 24), &["x_t (VAE decode)", "step 1 / 10"]);
 }
 
 /// The cells of the image in the part of the screen right of column `from`: their
@@ -711,7 +711,7 @@ fn attention_view_picks_a_token_and_shows_its_map() {
     lab.key(KeyCode::Left);
     assert_all(&lab.render(80, 24), &["step 1 / 10", "<|endoftext|>"]);
     lab.key(KeyCode::Char('a'));
-    assert_all(&lab.render(80, 24), &["x_t (latent preview)"]);
+    assert_all(&lab.render(80, 24), &["x_t (VAE decode)"]);
 }
 
 /// Steps that came from a saved session have no taps: both views say so, and what to do;

@@ -80,7 +80,7 @@ impl Replay {
                 let Some(record) = r.history.get(self.revealed) else {
                     bail!("replay: the recording ends after step {}", r.history.len());
                 };
-                send(Event::Stepped(Box::new(step_view(record, Duration::ZERO)?)));
+                send(Event::Stepped(Box::new(step_view(record, Duration::ZERO, None)?)));
                 self.revealed += 1;
             }
             Command::RewindTo(steps) => {

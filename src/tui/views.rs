@@ -74,6 +74,9 @@ pub struct StepView {
     pub latent_rgb: RgbImage,
     /// The scheduler's predicted x0 at this step.
     pub x0_rgb: RgbImage,
+    /// Whether both pictures are the VAE's decodes (small images) rather than the
+    /// latent preview.
+    pub decoded: bool,
     pub latent_stats: Stats,
     pub x0_stats: Stats,
     pub elapsed: Duration,

@@ -250,6 +250,11 @@ impl Worker {
         Self { session, events }
     }
 
+    /// The session, as the decoder of every step's pictures, when they are small.
+    fn vae(&self) -> Option<&Session> {
+        decodes_every_step(self.session.settings()).then_some(&self.session)
+    }
+
     /// Answers commands until the UI hangs up. A panic in a command ends the worker, after
     /// saving the run as it stands (the steps before the failing one) so nothing is lost.
     fn run(mut self, commands: Receiver<Command>) {
@@ -318,8 +323,10 @@ impl Worker {
                 }
                 self.send(Event::Busy(format!("denoise step {}", self.session.history().len() + 1)));
                 let started = Instant::now();
-                let record = self.session.step()?;
-                let view = step_view(record, started.elapsed())?;
+                self.session.step()?;
+                let elapsed = started.elapsed();
+                let record = self.session.history().last().expect("a step was just taken");
+                let view = step_view(record, elapsed, self.vae())?;
                 self.send(Event::Stepped(Box::new(view)));
             }
             Command::RewindTo(steps) => {
@@ -424,7 +431,7 @@ impl Worker {
             self.send(Event::Latent(Box::new(latent_view(s.settings().seed, latents)?)));
         }
         for record in s.history() {
-            self.send(Event::Stepped(Box::new(step_view(record, Duration::ZERO)?)));
+            self.send(Event::Stepped(Box::new(step_view(record, Duration::ZERO, self.vae())?)));
         }
         if let Some(image) = s.image() {
             let view = DecodedView {
@@ -535,10 +542,26 @@ pub fn latent_view(seed: u64, latents: &Tensor) -> Result<LatentView> {
     })
 }
 
-/// One step's results for the screen.
-pub fn step_view(record: &StepRecord, elapsed: Duration) -> Result<StepView> {
+/// Pictures up to this many pixels (SD at 128x128, or the built-in `shapes` at
+/// 64x64) cost the VAE a few milliseconds to decode on a CPU, so the lab shows
+/// every step's x_t and x0 as the VAE decodes them rather than as the latent's
+/// colour sketch, whose factors fit only SD's own VAE.
+const DECODE_EVERY_STEP_PIXELS: usize = 128 * 128;
+
+/// Whether [`step_view`] gets the VAE's pictures for a run of these settings.
+pub fn decodes_every_step(settings: &Settings) -> bool {
+    settings.width * settings.height <= DECODE_EVERY_STEP_PIXELS
+}
+
+/// One step's results for the screen: its x_t and x0 decoded by `vae` when one
+/// is given, else as the latent preview.
+pub fn step_view(record: &StepRecord, elapsed: Duration, vae: Option<&Session>) -> Result<StepView> {
     let s = &record.denoise.scheduler;
     let latent: &Tensor = &s.prev_sample;
+    let picture = |latent: &Tensor| match vae {
+        Some(session) => to_rgb8(&session.decode(latent)?),
+        None => preview::latent_to_rgb(latent),
+    };
     Ok(StepView {
         index: record.index,
         timestep: s.timestep,
@@ -547,8 +570,9 @@ pub fn step_view(record: &StepRecord, elapsed: Duration) -> Result<StepView> {
         alpha_prod_t_prev: s.alpha_prod_t_prev,
         beta_prod_t: s.beta_prod_t,
         guidance_scale: record.denoise.guidance_scale,
-        latent_rgb: preview::latent_to_rgb(latent)?,
-        x0_rgb: preview::latent_to_rgb(&s.pred_original_sample)?,
+        latent_rgb: picture(latent)?,
+        x0_rgb: picture(&s.pred_original_sample)?,
+        decoded: vae.is_some(),
         latent_stats: preview::stats(latent)?,
         x0_stats: preview::stats(&s.pred_original_sample)?,
         elapsed,

@@ -75,7 +75,8 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
         .highlight_style(Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD));
     frame.render_stateful_widget(list, list_area, &mut ListState::default().with_selected(Some(at)));
 
-    let b = Block::bordered().title("over the predicted x0 (preview)");
+    let over = if step.decoded { "over the predicted x0 (decoded)" } else { "over the predicted x0 (preview)" };
+    let b = Block::bordered().title(over);
     let inner = b.inner(picture);
     frame.render_widget(b, picture);
     images.attention.render(inner, frame.buffer_mut());

@@ -99,7 +99,11 @@ fn draw_pictures(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) 
     let vae = app.decoded_x0.as_ref().filter(|d| d.from_x0_of_step == step.map(|s| s.index));
     let n = if vae.is_some() { 3 } else { 2 };
     let cells = Layout::horizontal(vec![Constraint::Ratio(1, n); n as usize]).split(area);
-    let titles = ["x_t (latent preview)", "predicted x0 (preview)", "x0 decoded by the VAE"];
+    let titles = if step.is_some_and(|s| s.decoded) {
+        ["x_t (VAE decode)", "predicted x0 (VAE decode)", "x0 decoded by the VAE"]
+    } else {
+        ["x_t (latent preview)", "predicted x0 (preview)", "x0 decoded by the VAE"]
+    };
     for (i, cell) in cells.iter().enumerate() {
         let b = Block::bordered().title(titles[i]);
         let inner = b.inner(*cell);
