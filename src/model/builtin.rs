@@ -56,8 +56,8 @@ pub static SHAPES: BuiltinModel = BuiltinModel {
         "vae/config.json",
         "vae/diffusion_pytorch_model.safetensors",
     ),
-    // A prompt it draws well, few steps (a run takes well under a second on
-    // a CPU), and the guidance its semantics tests use.
+    // A prompt it draws well, few steps (a run is about a second on a
+    // 2-core CPU, half of it the load), and the guidance its tests use.
     suggested: Suggested { prompt: "a big red circle on the left, on a blue background", steps: 20, guidance: 4.0 },
 };
 
