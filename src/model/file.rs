@@ -118,10 +118,7 @@ impl ModelFolder {
         let path = self.path.join(name);
         match &self.builtin {
             None => ModelFile::disk(path),
-            Some((model, dir)) => {
-                let inside = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
-                ModelFile { path, content: Content::Builtin(model.file(&inside)) }
-            }
+            Some((model, dir)) => ModelFile { path, content: Content::Builtin(model.file(&inside(dir, name))) },
         }
     }
 
@@ -129,10 +126,7 @@ impl ModelFolder {
         let path = self.path.join(name);
         match &self.builtin {
             None => ModelFolder::disk(path),
-            Some((model, dir)) => {
-                let inside = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
-                ModelFolder { path, builtin: Some((model, inside)) }
-            }
+            Some((model, dir)) => ModelFolder { path, builtin: Some((model, inside(dir, name))) },
         }
     }
 
@@ -153,6 +147,15 @@ impl ModelFolder {
                     .collect()
             }
         }
+    }
+}
+
+/// The path of `name` inside the built-in folder `dir` ("" for the model's root).
+fn inside(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
     }
 }
 
