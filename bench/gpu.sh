@@ -2,7 +2,8 @@
 # sdlab vs diffusers on a GPU box, float16 on CUDA, 512x512: one script, run from a copy of the
 # repository (no network there).
 #
-#   bench/gpu.sh [SDLAB]     SDLAB: a CUDA build of sdlab (default .gpu/sdlab; .ci/cuda-build makes one)
+#   bench/gpu.sh [SDLAB]     SDLAB: a CUDA build of sdlab, or SDLAB.xz beside where it would be
+#                            (default .gpu/sdlab; .ci/cuda-build --out .gpu/sdlab makes both)
 #
 # Carried with the repository: .whl/ with the wheels of diffusers 0.42.1, accelerate and psutil (the
 # box's Python has torch, transformers, huggingface_hub, safetensors, numpy, pillow, regex, requests
@@ -46,6 +47,14 @@ echo "== nvidia-smi"
 nvidia-smi || true
 
 echo "== sdlab binary: $SDLAB"
+if [ ! -x "$SDLAB" ] && [ -f "$SDLAB.xz" ]; then
+  # .ci/cuda-build's packed form, the one that fits the trip here
+  "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$SDLAB.xz" /tmp/sdlab-unpacked
+  chmod +x /tmp/sdlab-unpacked
+  SDLAB=/tmp/sdlab-unpacked
+  echo "unpacked to $SDLAB"
+fi
 only=()
 if [ -x "$SDLAB" ]; then
   ldd "$SDLAB" || true
