@@ -104,8 +104,11 @@ fn zero_steps() {
 #[test]
 fn unknown_scheduler() {
     let dir = tempfile::tempdir().unwrap();
-    let out = generate(&fixture("sd2-tiny").join("model"), &["--scheduler", "euler"], dir.path());
-    assert_clear_error(&out, "unknown scheduler \"euler\": expected ddim");
+    let out = generate(&fixture("sd2-tiny").join("model"), &["--scheduler", "dpm_fast"], dir.path());
+    assert_clear_error(
+        &out,
+        "unknown scheduler \"dpm_fast\": expected one of ddim, euler, euler_karras, euler_a, or model",
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -234,4 +237,18 @@ fn bench_reports_a_whole_run_of_the_built_in_model() {
     // The run is the sum of its measured parts (the one-off stages as medians).
     assert!(run_s > parts[0] + 20.0 * sorted[1], "{json}");
     assert_eq!((json["width"].as_u64(), json["height"].as_u64()), (Some(64), Some(64)));
+}
+
+#[test]
+fn scheduler_model_names_the_class_it_cannot_run() {
+    // `model` takes the class the model's config names: sd15-tiny's PNDM is not computed yet
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    let model = fixture("sd15-tiny").join("model");
+    let args = ["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--steps", "2"];
+    let out = sdlab(&[&args[..], &["--scheduler", "model", "--out", png.to_str().unwrap()]].concat());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("PNDMScheduler") && err.contains("euler_karras"), "{err}");
+    assert!(!png.exists());
 }

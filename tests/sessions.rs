@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
+use sdlab::scheduler::SamplerName;
 use sdlab::session::store::{ImageSettings, OpenOptions, SaveOptions, SessionRecord};
 use sdlab::session::trace::trace_tensors;
 use sdlab::session::{Session, Settings, Stage};
@@ -27,6 +28,7 @@ fn settings(name: &str, eta: f64) -> Settings {
         eta,
         width: run.width,
         height: run.height,
+        scheduler: Default::default(),
     }
 }
 
@@ -47,8 +49,13 @@ fn finish(s: &mut Session) {
 /// The sessions are saved along one run (saving does not change a run); each is
 /// resumed on its own. 32x32 images keep the 11 resumes quick.
 fn exact_resume_at_every_step(name: &str, eta: f64) {
+    exact_resume_with(name, Settings { eta, ..settings(name, eta) });
+}
+
+fn exact_resume_with(name: &str, settings: Settings) {
+    let (eta, scheduler) = (settings.eta, settings.scheduler);
     let model_dir = fixture(name).join("model");
-    let settings = Settings { steps: 10, width: 32, height: 32, ..settings(name, eta) };
+    let settings = Settings { steps: 10, width: 32, height: 32, ..settings };
     let tmp = tempfile::tempdir().unwrap();
     let mut straight = Session::new(open_model(&model_dir), settings).unwrap();
     straight.encode_prompt().unwrap();
@@ -68,9 +75,11 @@ fn exact_resume_at_every_step(name: &str, eta: f64) {
         let mut s = opened.session;
         assert_eq!(s.history().len(), k);
         finish(&mut s);
-        assert!(trace_bytes(&s) == expected, "{name} eta {eta}: resumed at step {k} differs");
+        assert!(trace_bytes(&s) == expected, "{name} {scheduler} eta {eta}: resumed at step {k} differs");
     }
-    println!("{name} eta {eta}: resumed at each of steps 0..=10, all 11 traces equal the uninterrupted one");
+    println!(
+        "{name} {scheduler} eta {eta}: resumed at each of steps 0..=10, all 11 traces equal the uninterrupted one"
+    );
 }
 
 #[test]
@@ -81,6 +90,15 @@ fn exact_resume_at_every_step_with_eta() {
 #[test]
 fn exact_resume_at_every_step_deterministic() {
     exact_resume_at_every_step("sd2-tiny", 0.0);
+}
+
+/// The ancestral sampler draws fresh noise each step from the run's generator, and
+/// Karras sigmas give fractional timesteps: both resume bit for bit.
+#[test]
+fn exact_resume_at_every_step_with_euler_samplers() {
+    for scheduler in [SamplerName::EulerA, SamplerName::EulerKarras] {
+        exact_resume_with("sd15-tiny", Settings { scheduler, ..settings("sd15-tiny", 0.0) });
+    }
 }
 
 /// A session saved before anything ran resumes too (prompt and latent computed on resume).
@@ -128,11 +146,11 @@ fn replay_needs_no_model() {
     assert_eq!(enc.prompt.tokens[0].text, "<|startoftext|>");
     assert_eq!(enc.prompt_embeds.dims(), [2, 77, 32]);
     assert_eq!(record.init_latents().unwrap().dims(), [1, 4, 32, 32]);
-    let schedule = record.scheduler().unwrap();
+    let schedule = record.sampler().unwrap();
     assert_eq!(record.history.len(), 10);
     for (i, step) in record.history.iter().enumerate() {
         assert_eq!(step.index, i);
-        assert_eq!(step.denoise.scheduler.timestep, schedule.timesteps()[i]);
+        assert_eq!(step.denoise.scheduler.timestep(), schedule.timesteps()[i]);
         assert!(step.denoise.noise_pred_uncond.is_some());
     }
     assert_eq!(record.image.as_ref().unwrap().dims(), [1, 3, 64, 64]);
@@ -143,7 +161,7 @@ fn replay_needs_no_model() {
     let last = record.history.last().unwrap();
     let latents = reference.tensor("latents").unwrap();
     let row = latents.data().len() / 10;
-    let got = last.denoise.scheduler.prev_sample.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let got = last.denoise.scheduler.prev_sample().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let got: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
     assert!(got == latents.data()[9 * row..]);
 }

@@ -368,10 +368,10 @@ fn talk_slides_show_each_stage_with_its_own_code_in_both_languages() {
         for (step, op, marker) in [
             (0, DenoiseOp::Unet, "unet.forward(&latent_model_input"),
             (0, DenoiseOp::Guidance, "* guidance_scale"),
-            (0, DenoiseOp::Scheduler, "scheduler.step("),
+            (0, DenoiseOp::Scheduler, "sampler.step("),
             (1, DenoiseOp::Unet, "unet.forward(&latent_model_input"),
             (1, DenoiseOp::Guidance, "* guidance_scale"),
-            (1, DenoiseOp::Scheduler, "scheduler.step("),
+            (1, DenoiseOp::Scheduler, "sampler.step("),
         ] {
             lab.key(KeyCode::PageDown);
             assert_eq!(lab.app.talk.denoise, DenoiseAt::Step { index: step, op });
@@ -510,7 +510,7 @@ fn talk_high_contrast_theme_and_toggles() {
     let unet = read_slide(&lab.render_buffer(120, 40), "src/stages/denoise.rs");
     let marked: Vec<&str> = unet.highlighted.iter().map(|&n| line_at(&source, n)).collect();
     assert!(
-        marked.iter().any(|l| l.contains("unet.forward(latents, t, &prompt_embeds.narrow(0, 1, 1)?")),
+        marked.iter().any(|l| l.contains("unet.forward(&scaled, t, &prompt_embeds.narrow(0, 1, 1)?")),
         "{marked:?}"
     );
     assert!(unet.values.contains(&"UNet input: [1, 4, 32, 32]".to_string()), "{:?}", unet.values);

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use sdlab::preview::latent_to_rgb;
 use sdlab::rng::torch::TorchRng;
-use sdlab::scheduler::DdimScheduler;
+use sdlab::scheduler::{Sampler, SamplerName};
 use sdlab::session::{Limits, Settings};
 use sdlab::stages::{self, Guidance};
 use serde::Serialize;
@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Repeats of the one-off stages (encode, decode, ...), reported as min and median: 1 to 1000.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
     repeats: u16,
+    /// The sampler (see `generate --scheduler`).
+    #[arg(long, default_value = "ddim", value_parser = super::generate::parse_scheduler)]
+    scheduler: String,
     /// Allow image sides past 4096 pixels.
     #[arg(long)]
     allow_large: bool,
@@ -126,7 +129,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let load_s = start.elapsed().as_secs_f64();
     let device = model.device().clone();
     let (width, height) = (args.width.unwrap_or(model.default_size()), args.height.unwrap_or(model.default_size()));
-    let settings = Settings { width, height, steps: args.steps, ..Settings::new("a photo of a cat", width) };
+    let scheduler = SamplerName::parse(&args.scheduler, &model.scheduler_config)?;
+    let settings = Settings { width, height, steps: args.steps, scheduler, ..Settings::new("a photo of a cat", width) };
     settings.check(&Limits::of_model(&model, Limits::max_side(args.allow_large)))?;
     let repeats = usize::from(args.repeats);
 
@@ -139,31 +143,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let encode = time(&device, repeats, || Ok(model.text_encoder.forward(&ids)?))?;
     let prompt_embeds = model.text_encoder.forward(&ids)?;
 
-    let scheduler = DdimScheduler::new(&model.scheduler_config, settings.steps)?;
+    let sampler = Sampler::new(settings.scheduler, &model.scheduler_config, settings.steps)?;
     let shape = stages::latent_shape(model.unet_config.in_channels, width, height, model.vae_scale_factor());
-    let sigma = scheduler.init_noise_sigma();
+    let sigma = sampler.init_noise_sigma();
     let latent =
         time(&device, repeats, || stages::get_latent(&mut TorchRng::new(0), shape, sigma, &device, model.dtype()))?;
 
     let mut rng = TorchRng::new(0);
     let mut latents = stages::get_latent(&mut rng, shape, sigma, &device, model.dtype())?;
     let guide = Guidance { guidance_scale: settings.guidance_scale, eta: 0.0 };
-    let timesteps = scheduler.timesteps().to_vec();
     // warm-up step, untimed
-    stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, timesteps[0], guide, &mut rng, None)?;
+    stages::denoise_step(&model.unet, &sampler, &latents, &prompt_embeds, 0, guide, &mut rng, None)?;
     device.synchronize()?;
-    let mut step_s = Vec::with_capacity(timesteps.len());
+    let mut step_s = Vec::with_capacity(sampler.calls());
     let mut last = None;
-    for &t in &timesteps {
+    for index in 0..sampler.calls() {
         let started = Instant::now();
-        let step = stages::denoise_step(&model.unet, &scheduler, &latents, &prompt_embeds, t, guide, &mut rng, None)?;
+        let step = stages::denoise_step(&model.unet, &sampler, &latents, &prompt_embeds, index, guide, &mut rng, None)?;
         device.synchronize()?;
         step_s.push(started.elapsed().as_secs_f64());
-        latents = step.scheduler.prev_sample.clone();
-        last = Some((step.guided_model_output, t));
+        latents = step.scheduler.prev_sample().clone();
+        last = Some((step.guided_model_output, index));
     }
-    let (output, t) = last.expect("at least one step");
-    let scheduler_step = time(&device, repeats, || Ok(scheduler.step(&output, t, &latents, 0.0, None)?))?;
+    let (output, index) = last.expect("at least one step");
+    let scheduler_step =
+        time(&device, repeats, || Ok(sampler.step(index, &output, &latents, 0.0, &mut TorchRng::new(0))?))?;
     let preview = time(&device, repeats, || latent_to_rgb(&latents))?;
     let decode =
         time(&device, repeats, || stages::vae_decode(&model.vae, &model.vae_config, model.vae_dtype, &latents))?;
@@ -209,7 +213,7 @@ fn print_table(r: &Report, timed: [(f64, f64); 6]) {
         "tokenize (both prompts)",
         "text encode (batch of 2)",
         "latent (torch randn)",
-        "scheduler step (DDIM)",
+        "scheduler step",
         "latent preview (RGB)",
         "vae decode",
     ];

@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sdlab::fsutil::{check_output, write_atomic};
 use sdlab::image_out::to_rgb8;
+use sdlab::scheduler::SamplerName;
 use sdlab::session::store::{self, SaveOptions};
 use sdlab::session::{trace::write_trace, Session, Settings};
 use sdlab::text::printable;
@@ -36,6 +37,8 @@ pub struct GenerateArgs {
     width: Option<usize>,
     #[arg(long)]
     height: Option<usize>,
+    /// The sampler: ddim, euler, euler_karras, euler_a, or model (the class the
+    /// model's scheduler_config.json names).
     #[arg(long, default_value = "ddim", value_parser = parse_scheduler)]
     scheduler: String,
     /// DDIM eta: 0 is deterministic, > 0 adds seeded noise at every step.
@@ -69,12 +72,13 @@ pub struct GenerateArgs {
     graphics: GraphicsMode,
 }
 
-/// DDIM is the scheduler sdlab implements (from any scheduler_config.json).
+/// A sampler's name (one of `SamplerName::ALL`), or `model` for the class the
+/// model's `scheduler_config.json` names (resolved once the model is open).
 pub fn parse_scheduler(name: &str) -> Result<String, String> {
-    match name {
-        "ddim" => Ok(name.into()),
-        other => Err(format!("unknown scheduler {other:?}: expected ddim")),
+    if name == "model" {
+        return Ok(name.into());
     }
+    SamplerName::from_name(name).map(|s| s.as_str().into()).map_err(|e| e.to_string())
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -103,6 +107,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         eta: args.eta,
         width: args.width.unwrap_or(default_size),
         height: args.height.unwrap_or(default_size),
+        scheduler: SamplerName::parse(&args.scheduler, &model.scheduler_config)?,
     };
     let mut session = Session::new_with(model, settings, args.allow_large)?;
 
@@ -178,7 +183,7 @@ pub fn finish(
         }
         let record = session.step()?;
         let s = &record.denoise.scheduler;
-        bar.set_message(format!("t={} alpha_prod_t={:.4}", s.timestep, s.alpha_prod_t));
+        bar.set_message(format!("t={:.2} alpha_prod_t={:.4}", s.timestep(), s.alpha_prod_t()));
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -8,6 +8,7 @@ use sdlab::fsutil::{check_output, limits, read_regular};
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
+use sdlab::scheduler::SamplerName;
 use sdlab::session::store::{self, ImageSettings, ModelInfo, OpenOptions, SessionRecord};
 use sdlab::session::{Limits, Origin, Session, SettingError, Settings};
 use sdlab::text::printable_line;
@@ -151,9 +152,14 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
 fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
     let p = A1111Parameters::parse(text);
     let need = |key: &str| anyhow!("parameters: no {key}");
-    if let Some(sampler) = p.get("Sampler").filter(|s| !s.eq_ignore_ascii_case("ddim")) {
+    let named = p.get("Sampler");
+    let scheduler = named
+        .and_then(|name| SamplerName::ALL.iter().find(|s| s.a1111_name().eq_ignore_ascii_case(name)))
+        .copied()
+        .unwrap_or_default();
+    if let Some(sampler) = named.filter(|name| !scheduler.a1111_name().eq_ignore_ascii_case(name)) {
         let sampler = printable_line(sampler);
-        eprintln!("note: the image was made with the {sampler} sampler; sdlab runs DDIM, so it will differ");
+        eprintln!("note: the image was made with the {sampler} sampler, which sdlab does not compute; it runs DDIM, so it will differ");
     }
     let (width, height) = p.size()?.ok_or_else(|| need("Size"))?;
     let source = match (&args.model, p.get("Model")) {
@@ -170,14 +176,15 @@ fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
         eta: p.number("Eta")?.or(p.number("Eta DDIM")?).unwrap_or(0.0),
         width,
         height,
+        scheduler,
     };
     Ok(ImageSettings {
         format: store::FORMAT,
         sdlab_version: String::new(),
         model: ModelInfo { source, variant: None, fingerprint: String::new() },
         runtime: store::RuntimeInfo { device: "cpu".into(), dtype: "f32".into() },
+        scheduler: settings.scheduler.as_str().into(),
         settings,
-        scheduler: "ddim".into(),
         scheduler_config: Default::default(),
         guidance_scales: Vec::new(),
     })

@@ -62,6 +62,7 @@ pub struct TuiArgs {
     width: Option<usize>,
     #[arg(long)]
     height: Option<usize>,
+    /// The sampler (see `generate --scheduler`).
     #[arg(long, default_value = "ddim", value_parser = super::generate::parse_scheduler)]
     scheduler: String,
     #[arg(long, default_value_t = 0.0)]
@@ -122,6 +123,7 @@ pub fn run(mut args: TuiArgs) -> Result<()> {
         steps: args.steps.unwrap_or(suggested.steps),
         guidance_scale: args.guidance.unwrap_or(suggested.guidance),
         eta: args.eta,
+        scheduler: args.scheduler,
         width: args.width,
         height: args.height,
         session,

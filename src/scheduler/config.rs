@@ -92,8 +92,10 @@ config_enum! {
 /// `config` holds (missing keys take DDIM's defaults, see [`Default`]; keys
 /// DDIM does not know are ignored). Configs that ask for something sdlab does
 /// not compute (`thresholding: true`) are refused rather than run differently.
-/// Serializes back to diffusers' key names.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Serializes back to diffusers' key names: the keys as read when it was read
+/// from JSON (so that the other samplers' classes see the same keys missing),
+/// else every DDIM key.
+#[derive(Debug, Clone, Serialize)]
 pub struct SchedulerConfig {
     /// The scheduler the checkpoint's authors chose (`_class_name`), kept only
     /// for display: sdlab always runs DDIM.
@@ -118,6 +120,31 @@ pub struct SchedulerConfig {
     /// Rescale the betas so the last training timestep has zero SNR
     /// ("Common Diffusion Noise Schedules and Sample Steps are Flawed").
     pub rescale_betas_zero_snr: bool,
+    /// The keys as read, after `_use_default_values` (see [`effective_keys`]);
+    /// empty for a config built in code. Other samplers' classes read their own
+    /// keys and defaults from it, as their `from_config` would.
+    #[serde(skip)]
+    pub source: Map<String, Value>,
+}
+
+impl PartialEq for SchedulerConfig {
+    /// The same DDIM schedule; `source` may differ in keys that say what DDIM's
+    /// defaults say (an older session wrote every key).
+    fn eq(&self, other: &Self) -> bool {
+        let view = |c: &Self| Self { source: Map::new(), ..c.clone() };
+        serde_json::to_value(view(self)).ok() == serde_json::to_value(view(other)).ok()
+    }
+}
+
+impl SchedulerConfig {
+    /// What a session and a PNG keep: the keys as read, else the DDIM view.
+    pub fn to_json(&self) -> Value {
+        if self.source.is_empty() {
+            serde_json::to_value(self).unwrap_or(Value::Null)
+        } else {
+            Value::Object(self.source.clone())
+        }
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -138,6 +165,7 @@ impl Default for SchedulerConfig {
             prediction_type: PredictionType::Epsilon,
             timestep_spacing: TimestepSpacing::Leading,
             rescale_betas_zero_snr: false,
+            source: Map::new(),
         }
     }
 }
@@ -161,9 +189,8 @@ impl SchedulerConfig {
 
     /// Builds the config from parsed JSON, as `DDIMScheduler.from_config` would.
     pub fn from_json(value: &Value) -> anyhow::Result<Self> {
-        let Some(map) = value.as_object() else {
-            bail!("expected a JSON object, found {}", describe(value));
-        };
+        let map = effective_keys(value)?;
+        let map = &map;
         let d = Self::default();
         let fields = Fields(map);
         if fields.get("thresholding", Fields::bool)?.unwrap_or(false) {
@@ -192,6 +219,7 @@ impl SchedulerConfig {
             rescale_betas_zero_snr: fields
                 .get("rescale_betas_zero_snr", Fields::bool)?
                 .unwrap_or(d.rescale_betas_zero_snr),
+            source: map.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -249,6 +277,25 @@ impl SchedulerConfig {
              (exclusive): a DDIM step would divide by zero there"
         )
     }
+}
+
+/// The keys of a config object that `from_config` passes on: diffusers drops
+/// those its `_use_default_values` lists (they were not in the original file, so
+/// each class takes its own default for them) and the list itself.
+pub(crate) fn effective_keys(value: &Value) -> anyhow::Result<Map<String, Value>> {
+    let Some(map) = value.as_object() else {
+        bail!("expected a JSON object, found {}", describe(value));
+    };
+    let defaults: Vec<&str> = match map.get("_use_default_values") {
+        None => Vec::new(),
+        Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_str).collect(),
+        Some(other) => bail!("_use_default_values: expected a list of key names, found {}", describe(other)),
+    };
+    Ok(map
+        .iter()
+        .filter(|(k, _)| k.as_str() != "_use_default_values" && !defaults.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }
 
 /// The most training timesteps a config may have: SD uses 1000, and the
@@ -398,6 +445,7 @@ mod tests {
             prediction_type: PredictionType::Sample,
             timestep_spacing: TimestepSpacing::Trailing,
             rescale_betas_zero_snr: true,
+            source: Map::new(),
         };
         assert_eq!(config, expected);
         // serializes back to diffusers' names, and reads back the same

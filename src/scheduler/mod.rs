@@ -1,16 +1,25 @@
-//! The DDIM scheduler, computed exactly as diffusers' `DDIMScheduler`.
+//! The samplers, each computed exactly as its diffusers class.
 //!
 //! [`SchedulerConfig`] reads a checkpoint's `scheduler/scheduler_config.json`
 //! (whatever scheduler it names) the way `DDIMScheduler.from_config` does,
-//! and [`DdimScheduler`] reproduces diffusers' schedule, timesteps and steps
-//! with torch's float32 arithmetic, returning every intermediate of a step.
+//! and keeps the keys as read for the other classes. [`DdimScheduler`]
+//! reproduces diffusers' DDIM schedule, timesteps and steps with torch's float32
+//! arithmetic, returning every intermediate of a step; [`Euler`] does the same
+//! for the Euler samplers; [`Sampler`] is the one interface a run uses.
 
 mod config;
 mod ddim;
+mod euler;
+mod sampler;
 mod schedule;
+mod sigmas;
 
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 pub use ddim::{DdimScheduler, DdimStep};
+pub use euler::{Euler, EulerStep};
+pub use sampler::{Sampler, SamplerName, SamplerStep};
 
+#[cfg(test)]
+mod sampler_tests;
 #[cfg(test)]
 mod tests;

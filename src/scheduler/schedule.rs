@@ -149,7 +149,7 @@ pub(crate) fn timesteps(config: &SchedulerConfig, steps: usize) -> anyhow::Resul
 /// `np.arange(start, stop, step)` for float64: `ceil((stop - start) / step)`
 /// values, the second one `start + step` and the others
 /// `start + i * (second - start)`, as numpy's `DOUBLE_fill` computes them.
-fn numpy_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
+pub(crate) fn numpy_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
     if len.is_nan() || len <= 0.0 {
         return Vec::new();
@@ -166,7 +166,7 @@ fn numpy_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
 
 /// `np.linspace(start, stop, num)` for float64: `i * ((stop - start) / (num - 1)) + start`,
 /// with the last value set to `stop` exactly.
-fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+pub(crate) fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
         return vec![start];
     }

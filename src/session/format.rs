@@ -13,20 +13,19 @@ use super::store::{ModelInfo, RuntimeInfo, SessionRecord, FORMAT};
 use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
 use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
-use crate::scheduler::{DdimScheduler, DdimStep, SchedulerConfig};
+use crate::scheduler::{DdimStep, EulerStep, Sampler, SamplerStep, SchedulerConfig};
 use crate::stages::{DenoiseStep, PromptEncoding};
 
 /// The tensors of a step, in the order they are computed; `noise_pred_uncond` is
 /// absent when guidance was off for the step.
-pub(super) fn step_tensors(d: &DenoiseStep) -> [(&'static str, Option<&Tensor>); 6] {
-    [
+pub(super) fn step_tensors(d: &DenoiseStep) -> Vec<(&'static str, Option<&Tensor>)> {
+    let mut out = vec![
         ("noise_pred_uncond", d.noise_pred_uncond.as_ref()),
         ("noise_pred_text", Some(&d.noise_pred_text)),
         ("guided_model_output", Some(&d.guided_model_output)),
-        ("pred_original_sample", Some(&d.scheduler.pred_original_sample)),
-        ("pred_epsilon", Some(&d.scheduler.pred_epsilon)),
-        ("prev_sample", Some(&d.scheduler.prev_sample)),
-    ]
+    ];
+    out.extend(d.scheduler.tensors().into_iter().map(|(name, t)| (name, Some(t))));
+    out
 }
 
 pub(super) fn stage_of(encoded: bool, latent: bool, steps: usize, decoded: bool) -> Stage {
@@ -65,8 +64,9 @@ pub(super) struct SessionFile {
     pub(super) model: ModelInfo,
     runtime: RuntimeInfo,
     pub(super) settings: Settings,
+    /// The sampler's name, as `settings.scheduler` (format 1 files have only this).
     scheduler: String,
-    #[serde(deserialize_with = "scheduler_config")]
+    #[serde(deserialize_with = "scheduler_config", serialize_with = "write_scheduler_config")]
     scheduler_config: SchedulerConfig,
     /// `start`, `encode_prompt`, `get_latent`, `denoise` or `vae_decode`.
     pub(super) stage: String,
@@ -100,17 +100,26 @@ struct LatentFile {
     generator: TorchRng,
 }
 
+/// A step's scalars: DDIM's, or a sigma sampler's.
 #[derive(Serialize, Deserialize)]
 struct StepFile {
-    timestep: usize,
-    prev_timestep: i64,
+    /// What the UNet was given (fractional for Karras sigmas); whole ones are
+    /// written as integers, as format 1 has always had them.
+    #[serde(serialize_with = "whole_or_float")]
+    timestep: f64,
     alpha_prod_t: f64,
-    alpha_prod_t_prev: f64,
-    beta_prod_t: f64,
-    std_dev_t: f64,
+    #[serde(flatten)]
+    sampler: StepScalars,
     guidance_scale: f64,
-    /// The generator after the step (it draws eta noise when eta > 0).
+    /// The generator after the step (it draws eta and ancestral noise).
     generator: TorchRng,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StepScalars {
+    Ddim { prev_timestep: i64, alpha_prod_t_prev: f64, beta_prod_t: f64, std_dev_t: f64 },
+    Sigma { sigma: f64, sigma_next: f64, sigma_up: f64, sigma_down: f64 },
 }
 
 impl SessionFile {
@@ -124,14 +133,24 @@ impl SessionFile {
             .history
             .iter()
             .map(|r| {
-                let s = &r.denoise.scheduler;
+                let sampler = match &r.denoise.scheduler {
+                    SamplerStep::Ddim(s) => StepScalars::Ddim {
+                        prev_timestep: s.prev_timestep,
+                        alpha_prod_t_prev: s.alpha_prod_t_prev,
+                        beta_prod_t: s.beta_prod_t,
+                        std_dev_t: s.std_dev_t,
+                    },
+                    SamplerStep::Euler(s) => StepScalars::Sigma {
+                        sigma: s.sigma,
+                        sigma_next: s.sigma_next,
+                        sigma_up: s.sigma_up,
+                        sigma_down: s.sigma_down,
+                    },
+                };
                 StepFile {
-                    timestep: s.timestep,
-                    prev_timestep: s.prev_timestep,
-                    alpha_prod_t: s.alpha_prod_t,
-                    alpha_prod_t_prev: s.alpha_prod_t_prev,
-                    beta_prod_t: s.beta_prod_t,
-                    std_dev_t: s.std_dev_t,
+                    timestep: r.denoise.scheduler.timestep(),
+                    alpha_prod_t: r.denoise.scheduler.alpha_prod_t(),
+                    sampler,
                     guidance_scale: r.denoise.guidance_scale,
                     generator: r.rng_after.clone(),
                 }
@@ -145,7 +164,7 @@ impl SessionFile {
             model: record.model.clone(),
             runtime: record.runtime.clone(),
             settings: record.settings.clone(),
-            scheduler: "ddim".into(),
+            scheduler: record.settings.scheduler.as_str().into(),
             scheduler_config: record.scheduler_config.clone(),
             stage: stage_name(record.stage()).into(),
             steps_done: record.history.len(),
@@ -165,8 +184,12 @@ impl SessionFile {
     /// Checks that the file agrees with itself, then reads its tensors.
     pub(super) fn into_record(self, tensors: &mut TensorReader) -> Result<SessionRecord> {
         let num_train = self.scheduler_config.num_train_timesteps;
-        if self.scheduler != "ddim" {
-            bail!("scheduler: expected \"ddim\", found {:?}", self.scheduler);
+        if self.scheduler != self.settings.scheduler.as_str() {
+            bail!(
+                "scheduler: expected {:?} (settings.scheduler), found {:?}",
+                self.settings.scheduler.as_str(),
+                self.scheduler
+            );
         }
         // Sides are checked against the model's VAE and the size limit when a model
         // is put under the run; a replay computes nothing.
@@ -185,9 +208,9 @@ impl SessionFile {
         if !self.steps.is_empty() && (self.encoding.is_none() || self.latent.is_none()) {
             bail!("steps are listed without the encoding and latent they start from");
         }
-        let scheduler = DdimScheduler::new(&self.scheduler_config, self.settings.steps)
+        let sampler = Sampler::new(self.settings.scheduler, &self.scheduler_config, self.settings.steps)
             .map_err(|e| anyhow!("scheduler_config: {e:#}"))?;
-        for (i, (step, &t)) in self.steps.iter().zip(scheduler.timesteps()).enumerate() {
+        for (i, (step, t)) in self.steps.iter().zip(sampler.timesteps()).enumerate() {
             if step.timestep != t {
                 bail!("steps[{i}].timestep is {}, the schedule says {t}", step.timestep);
             }
@@ -242,17 +265,7 @@ impl SessionFile {
                     noise_pred_uncond,
                     noise_pred_text: take("noise_pred_text")?,
                     guided_model_output: take("guided_model_output")?,
-                    scheduler: DdimStep {
-                        timestep: step.timestep,
-                        prev_timestep: step.prev_timestep,
-                        alpha_prod_t: step.alpha_prod_t,
-                        alpha_prod_t_prev: step.alpha_prod_t_prev,
-                        beta_prod_t: step.beta_prod_t,
-                        std_dev_t: step.std_dev_t,
-                        pred_original_sample: take("pred_original_sample")?,
-                        pred_epsilon: take("pred_epsilon")?,
-                        prev_sample: take("prev_sample")?,
-                    },
+                    scheduler: sampler_step(index, &step, &sampler, &mut take)?,
                 };
                 history.push(StepRecord { index, denoise, rng_after: step.generator, taps: None });
             }
@@ -280,6 +293,53 @@ impl SessionFile {
             recovered: None,
         })
     }
+}
+
+/// A step's sampler record from its scalars and tensors; the scalars must be
+/// the kind the run's sampler writes.
+fn sampler_step(
+    index: usize,
+    step: &StepFile,
+    sampler: &Sampler,
+    take: &mut dyn FnMut(&str) -> Result<Tensor>,
+) -> Result<SamplerStep> {
+    let pred_original_sample = take("pred_original_sample")?;
+    Ok(match (sampler, &step.sampler) {
+        (Sampler::Ddim(_), &StepScalars::Ddim { prev_timestep, alpha_prod_t_prev, beta_prod_t, std_dev_t }) => {
+            SamplerStep::Ddim(DdimStep {
+                // equal to the schedule's (checked), so a whole number
+                timestep: step.timestep as usize,
+                prev_timestep,
+                alpha_prod_t: step.alpha_prod_t,
+                alpha_prod_t_prev,
+                beta_prod_t,
+                std_dev_t,
+                pred_original_sample,
+                pred_epsilon: take("pred_epsilon")?,
+                prev_sample: take("prev_sample")?,
+            })
+        }
+        (Sampler::Euler(..), &StepScalars::Sigma { sigma, sigma_next, sigma_up, sigma_down }) => {
+            SamplerStep::Euler(EulerStep {
+                index,
+                timestep: step.timestep,
+                sigma,
+                sigma_next,
+                alpha_prod_t: step.alpha_prod_t,
+                sigma_up,
+                sigma_down,
+                pred_original_sample,
+                derivative: take("derivative")?,
+                prev_sample: take("prev_sample")?,
+            })
+        }
+        (_, StepScalars::Ddim { .. }) => {
+            bail!("steps[{index}] holds DDIM's values, the run's sampler is {}", sampler.name())
+        }
+        (_, StepScalars::Sigma { .. }) => {
+            bail!("steps[{index}] holds sigmas, the run's sampler is {}", sampler.name())
+        }
+    })
 }
 
 fn tokens_from(file: TokensFile, ids: Vec<u32>) -> Result<TokenizedPrompt> {
@@ -376,6 +436,20 @@ pub(super) fn parse_session_json(bytes: &[u8]) -> Result<SessionFile> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| anyhow!("not valid JSON ({e})"))?;
     check_format(&value)?;
     from_value(value)
+}
+
+fn whole_or_float<S: serde::Serializer>(t: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if t.fract() == 0.0 && t.abs() < 1e15 {
+        s.serialize_i64(*t as i64)
+    } else {
+        s.serialize_f64(*t)
+    }
+}
+
+/// The config as read (see [`SchedulerConfig::to_json`]), so another sampler built
+/// from a saved session sees the keys the model's file had.
+pub(super) fn write_scheduler_config<S: serde::Serializer>(config: &SchedulerConfig, s: S) -> Result<S::Ok, S::Error> {
+    config.to_json().serialize(s)
 }
 
 pub(super) fn scheduler_config<'de, D: Deserializer<'de>>(de: D) -> Result<SchedulerConfig, D::Error> {

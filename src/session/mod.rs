@@ -21,7 +21,7 @@ use candle_core::Tensor;
 use crate::model::unet::{StepTaps, TapRecorder, UNetObserver};
 use crate::model::StableDiffusion;
 use crate::rng::torch::TorchRng;
-use crate::scheduler::DdimScheduler;
+use crate::scheduler::Sampler;
 use crate::stages::{self, DenoiseStep, Guidance, PromptEncoding};
 pub use settings::{Field, Limits, Origin, SettingError, Settings, MAX_GUIDANCE, MAX_SIDE};
 
@@ -59,7 +59,7 @@ pub struct StepRecord {
 pub struct Session {
     model: StableDiffusion,
     settings: Settings,
-    scheduler: DdimScheduler,
+    sampler: Sampler,
     encoding: Option<PromptEncoding>,
     latent: Option<Latent>,
     history: Vec<StepRecord>,
@@ -83,11 +83,11 @@ impl Session {
     pub fn new_with(model: StableDiffusion, settings: Settings, allow_large: bool) -> Result<Self> {
         let max_side = Limits::max_side(allow_large);
         settings.check(&Limits::of_model(&model, max_side))?;
-        let scheduler = DdimScheduler::new(&model.scheduler_config, settings.steps)?;
+        let sampler = Sampler::new(settings.scheduler, &model.scheduler_config, settings.steps)?;
         Ok(Self {
             model,
             settings,
-            scheduler,
+            sampler,
             encoding: None,
             latent: None,
             history: Vec::new(),
@@ -106,8 +106,8 @@ impl Session {
         &self.settings
     }
 
-    pub fn scheduler(&self) -> &DdimScheduler {
-        &self.scheduler
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
     }
 
     /// Stage 1's result, once computed.
@@ -123,7 +123,7 @@ impl Session {
     /// x_t: the initial noise before any step, then each step's `prev_sample`.
     pub fn latents(&self) -> Option<&Tensor> {
         match self.history.last() {
-            Some(record) => Some(&record.denoise.scheduler.prev_sample),
+            Some(record) => Some(record.denoise.scheduler.prev_sample()),
             None => self.init_latents(),
         }
     }
@@ -187,8 +187,7 @@ impl Session {
             m.vae_scale_factor(),
         );
         let mut rng = TorchRng::new(self.settings.seed);
-        let init_latents =
-            stages::get_latent(&mut rng, shape, self.scheduler.init_noise_sigma(), m.device(), m.dtype())?;
+        let init_latents = stages::get_latent(&mut rng, shape, self.sampler.init_noise_sigma(), m.device(), m.dtype())?;
         check_finite(&init_latents).map_err(|what| anyhow::anyhow!("get_latent: the initial noise {what}"))?;
         self.reset_denoise();
         let latent = self.latent.insert(Latent { init_latents, rng_after: rng });
@@ -205,11 +204,11 @@ impl Session {
             bail!("denoise needs the initial latent: run get_latent first");
         };
         let index = self.history.len();
-        let Some(&timestep) = self.scheduler.timesteps().get(index) else {
+        let Ok(timestep) = self.sampler.timestep(index) else {
             bail!("all {} denoising steps are done: decode, or change the settings to run again", self.settings.steps);
         };
         let (latents, mut rng) = match self.history.last() {
-            Some(last) => (&last.denoise.scheduler.prev_sample, last.rng_after.clone()),
+            Some(last) => (last.denoise.scheduler.prev_sample(), last.rng_after.clone()),
             None => (&latent.init_latents, latent.rng_after.clone()),
         };
         let guide = Guidance { guidance_scale: self.settings.guidance_scale, eta: self.settings.eta };
@@ -217,18 +216,18 @@ impl Session {
         let mut recorder = self.record_taps.then(|| TapRecorder::new((h, w)));
         let denoise = stages::denoise_step(
             &self.model.unet,
-            &self.scheduler,
+            &self.sampler,
             latents,
             &encoding.prompt_embeds,
-            timestep,
+            index,
             guide,
             &mut rng,
             recorder.as_mut().map(|r| r as &mut dyn UNetObserver),
         )?;
         let taps = recorder.map(TapRecorder::finish).transpose()?;
         for (name, latent) in [
-            ("prev_sample", &denoise.scheduler.prev_sample),
-            ("pred_original_sample", &denoise.scheduler.pred_original_sample),
+            ("prev_sample", denoise.scheduler.prev_sample()),
+            ("pred_original_sample", denoise.scheduler.pred_original_sample()),
         ] {
             check_finite(latent).map_err(|what| {
                 anyhow::anyhow!(
@@ -292,25 +291,27 @@ impl Session {
     }
 
     /// Replaces the settings, dropping exactly the results that depended on what changed:
-    /// prompts drop the encoding, seed or size the latent, steps or eta the schedule,
+    /// prompts drop the encoding, seed, size or sampler the latent (its scale is the
+    /// sampler's), steps, eta or sampler the schedule,
     /// and each of those the denoising history and the image.
     pub fn update_settings(&mut self, settings: Settings) -> Result<()> {
         settings.check(&Limits::of_model(&self.model, self.max_side))?;
         let old = std::mem::replace(&mut self.settings, settings);
         let new = &self.settings;
-        if old.steps != new.steps {
-            self.scheduler = DdimScheduler::new(&self.model.scheduler_config, new.steps)?;
+        if (old.steps, old.scheduler) != (new.steps, new.scheduler) {
+            self.sampler = Sampler::new(new.scheduler, &self.model.scheduler_config, new.steps)?;
         }
         if (old.prompt != new.prompt) || (old.negative_prompt != new.negative_prompt) {
             self.encoding = None;
         }
-        if (old.seed, old.width, old.height) != (new.seed, new.width, new.height) {
+        if (old.seed, old.width, old.height, old.scheduler) != (new.seed, new.width, new.height, new.scheduler) {
             self.latent = None;
         }
         let denoise_inputs_changed = old.prompt != new.prompt
             || old.negative_prompt != new.negative_prompt
             || (old.seed, old.width, old.height, old.steps) != (new.seed, new.width, new.height, new.steps)
-            || old.eta != new.eta;
+            || old.eta != new.eta
+            || old.scheduler != new.scheduler;
         if denoise_inputs_changed {
             self.reset_denoise();
         }

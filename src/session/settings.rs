@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::scheduler::SamplerName;
+
 /// The largest image side a run takes unless the user allows more (`--allow-large`):
 /// 8x SD 1.5's 512. A 65536-pixel side would allocate tens of GB before failing.
 pub const MAX_SIDE: usize = 4096;
@@ -23,6 +25,9 @@ pub struct Settings {
     pub eta: f64,
     pub width: usize,
     pub height: usize,
+    /// The sampler; sessions written before there was a choice ran DDIM.
+    #[serde(default)]
+    pub scheduler: SamplerName,
 }
 
 /// What the model and the user allow: settings are checked against these.
@@ -147,6 +152,7 @@ impl Settings {
             eta: 0.0,
             width: default_size,
             height: default_size,
+            scheduler: SamplerName::Ddim,
         }
     }
 

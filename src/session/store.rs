@@ -41,7 +41,7 @@ use crate::fsutil::{limits, open_regular, read_regular};
 use crate::image_out::to_rgb8;
 use crate::model::{ModelFiles, StableDiffusion};
 use crate::png_meta::{encode_png, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
-use crate::scheduler::{DdimScheduler, DdimStep, SchedulerConfig};
+use crate::scheduler::{Sampler, SchedulerConfig};
 use crate::stages::{DenoiseStep, PromptEncoding};
 
 /// The `format` this sdlab writes and reads; bumped on any change an older sdlab
@@ -135,9 +135,12 @@ pub struct ImageSettings {
     pub model: ModelInfo,
     pub runtime: RuntimeInfo,
     pub settings: Settings,
-    /// Always `ddim`: the scheduler sdlab runs, built from `scheduler_config`.
+    /// The sampler's name, as `settings.scheduler` (kept for readers of format 1).
     pub scheduler: String,
-    #[serde(deserialize_with = "super::format::scheduler_config")]
+    #[serde(
+        deserialize_with = "super::format::scheduler_config",
+        serialize_with = "super::format::write_scheduler_config"
+    )]
     pub scheduler_config: SchedulerConfig,
     /// The guidance scale of each step taken, which differs from
     /// `settings.guidance_scale` where it was changed mid-run.
@@ -150,7 +153,7 @@ impl ImageSettings {
         let s = &self.settings;
         let mut params = vec![
             ("Steps".to_string(), s.steps.to_string()),
-            ("Sampler".into(), "DDIM".into()),
+            ("Sampler".into(), s.scheduler.a1111_name().into()),
             ("CFG scale".into(), s.guidance_scale.to_string()),
             ("Seed".into(), s.seed.to_string()),
             ("Size".into(), format!("{}x{}", s.width, s.height)),
@@ -212,9 +215,9 @@ impl SessionRecord {
         stage_of(self.encoding.is_some(), self.latent.is_some(), self.history.len(), self.image.is_some())
     }
 
-    /// The schedule the run used (timesteps, alphas), built without a model.
-    pub fn scheduler(&self) -> Result<DdimScheduler> {
-        DdimScheduler::new(&self.scheduler_config, self.settings.steps)
+    /// The sampler the run used (timesteps, alphas), built without a model.
+    pub fn sampler(&self) -> Result<Sampler> {
+        Sampler::new(self.settings.scheduler, &self.scheduler_config, self.settings.steps)
     }
 
     /// The settings to run this again from the start.
@@ -225,7 +228,7 @@ impl SessionRecord {
             model: self.model.clone(),
             runtime: self.runtime.clone(),
             settings: self.settings.clone(),
-            scheduler: "ddim".into(),
+            scheduler: self.settings.scheduler.as_str().into(),
             scheduler_config: self.scheduler_config.clone(),
             guidance_scales: self.history.iter().map(|r| r.denoise.guidance_scale).collect(),
         }
@@ -392,7 +395,10 @@ impl Session {
                 here.source, here.fingerprint, record.model.source, record.model.fingerprint
             ));
         }
-        if model.scheduler_config != record.scheduler_config {
+        let settings = &record.settings;
+        let here_sampler = Sampler::new(settings.scheduler, &model.scheduler_config, settings.steps);
+        let same_schedule = matches!((here_sampler, record.sampler()), (Ok(a), Ok(b)) if a == b);
+        if model.scheduler_config != record.scheduler_config || !same_schedule {
             mismatch.push(format!("model {} has another scheduler config than the session's", here.source));
         }
         for problem in mismatch {
@@ -422,18 +428,12 @@ impl Session {
         let mut history = Vec::with_capacity(record.history.len());
         for r in record.history {
             let d = r.denoise;
-            let s = d.scheduler;
             let denoise = DenoiseStep {
                 guidance_scale: d.guidance_scale,
                 noise_pred_uncond: d.noise_pred_uncond.as_ref().map(to).transpose()?,
                 noise_pred_text: to(&d.noise_pred_text)?,
                 guided_model_output: to(&d.guided_model_output)?,
-                scheduler: DdimStep {
-                    pred_original_sample: to(&s.pred_original_sample)?,
-                    pred_epsilon: to(&s.pred_epsilon)?,
-                    prev_sample: to(&s.prev_sample)?,
-                    ..s
-                },
+                scheduler: d.scheduler.map_tensors(to)?,
             };
             history.push(StepRecord { index: r.index, denoise, rng_after: r.rng_after, taps: r.taps });
         }
@@ -541,6 +541,7 @@ fn rfc3339(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::model::Runtime;
+    use crate::scheduler::{DdimStep, SamplerStep};
 
     fn bits(t: &Tensor) -> Vec<u8> {
         let t = t.flatten_all().unwrap();
@@ -601,7 +602,9 @@ mod tests {
             assert_eq!(x.index, y.index);
             assert_eq!(x.rng_after, y.rng_after);
             assert_eq!(dx.guidance_scale.to_bits(), dy.guidance_scale.to_bits());
-            let (sx, sy) = (&dx.scheduler, &dy.scheduler);
+            let (SamplerStep::Ddim(sx), SamplerStep::Ddim(sy)) = (&dx.scheduler, &dy.scheduler) else {
+                panic!("a DDIM run reads back as DDIM steps");
+            };
             let scalars = |s: &DdimStep| {
                 (
                     s.timestep,

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::Session;
 use crate::fsutil::write_atomic;
+use crate::scheduler::Sampler;
 
 /// The trace of what the session has computed so far; stages not reached yet are
 /// simply absent, and per-step tensors have one row per step taken.
@@ -29,17 +30,27 @@ pub fn trace_tensors(session: &Session) -> Result<Vec<(&'static str, Tensor)>> {
     }
     let history = session.history();
     if !history.is_empty() {
-        let timesteps: Vec<i64> = history.iter().map(|r| r.denoise.scheduler.timestep as i64).collect();
-        let alphas: Vec<f64> = history.iter().map(|r| r.denoise.scheduler.alpha_prod_t).collect();
-        out.push(("timesteps", Tensor::new(timesteps, &Device::Cpu)?));
+        let timesteps: Vec<f64> = history.iter().map(|r| r.denoise.scheduler.timestep()).collect();
+        let alphas: Vec<f64> = history.iter().map(|r| r.denoise.scheduler.alpha_prod_t()).collect();
+        // DDIM's timesteps are whole numbers, written as integers as diffusers keeps them
+        match session.sampler() {
+            Sampler::Ddim(_) => {
+                let whole: Vec<i64> = timesteps.iter().map(|&t| t as i64).collect();
+                out.push(("timesteps", Tensor::new(whole, &Device::Cpu)?));
+            }
+            _ => out.push(("timesteps", Tensor::new(timesteps, &Device::Cpu)?)),
+        }
+        if let Some(sigmas) = session.sampler().sigmas() {
+            out.push(("sigmas", Tensor::new(sigmas, &Device::Cpu)?));
+        }
         out.push(("alpha_prod_t", Tensor::new(alphas, &Device::Cpu)?));
         let stack = |pick: fn(&super::StepRecord) -> &Tensor| -> Result<Tensor> {
             let rows = history.iter().map(|r| cpu(&pick(r).squeeze(0)?)).collect::<Result<Vec<_>>>()?;
             Ok(Tensor::stack(&rows, 0)?)
         };
         out.push(("guided_model_output", stack(|r| &r.denoise.guided_model_output)?));
-        out.push(("pred_original_sample", stack(|r| &r.denoise.scheduler.pred_original_sample)?));
-        out.push(("latents", stack(|r| &r.denoise.scheduler.prev_sample)?));
+        out.push(("pred_original_sample", stack(|r| r.denoise.scheduler.pred_original_sample())?));
+        out.push(("latents", stack(|r| r.denoise.scheduler.prev_sample())?));
     }
     if let Some(image) = session.image() {
         out.push(("image", cpu(&image.squeeze(0)?.permute((1, 2, 0))?.contiguous()?)?));

@@ -5,7 +5,7 @@ use candle_core::Tensor;
 
 use crate::model::unet::{UNet2DConditionModel, UNetObserver};
 use crate::rng::torch::TorchRng;
-use crate::scheduler::{DdimScheduler, DdimStep};
+use crate::scheduler::{Sampler, SamplerStep};
 
 /// Everything one step computed, kept for inspection.
 pub struct DenoiseStep {
@@ -16,8 +16,8 @@ pub struct DenoiseStep {
     pub noise_pred_text: Tensor,
     /// `uncond + guidance_scale * (text - uncond)`: what the scheduler steps with.
     pub guided_model_output: Tensor,
-    /// The scheduler's values: t, alpha_prod_t, the predicted x0 and the new latent.
-    pub scheduler: DdimStep,
+    /// The sampler's values: t, alpha_prod_t (or sigma), the predicted x0 and the new latent.
+    pub scheduler: SamplerStep,
 }
 
 /// The two knobs of a step that a user may turn between steps.
@@ -25,50 +25,41 @@ pub struct DenoiseStep {
 pub struct Guidance {
     /// Classifier-free guidance scale; at or below 1 the negative prompt is not used.
     pub guidance_scale: f64,
-    /// DDIM's eta: 0 is deterministic DDIM, 1 is DDPM-like fresh noise each step.
+    /// DDIM's eta: 0 is deterministic DDIM, 1 is DDPM-like fresh noise each step
+    /// (other samplers ignore it).
     pub eta: f64,
 }
 
 /// One denoising step: the latent twice through the UNet (negative + prompt),
-/// classifier-free guidance, then the DDIM step. `taps` observes the UNet pass.
+/// classifier-free guidance, then the sampler's step. Sigma samplers scale x_t
+/// for the UNet (DDIM passes it as is); stochastic ones draw their noise from
+/// `rng`, the run's generator. `taps` observes the UNet pass.
 // Every input stays a plain argument: this function is the talk's denoise slide.
 #[allow(clippy::too_many_arguments)]
 pub fn denoise_step(
     unet: &UNet2DConditionModel,
-    scheduler: &DdimScheduler,
+    sampler: &Sampler,
     latents: &Tensor,
     prompt_embeds: &Tensor,
-    timestep: usize,
+    index: usize,
     Guidance { guidance_scale, eta }: Guidance,
     rng: &mut TorchRng,
     taps: Option<&mut dyn UNetObserver>,
 ) -> Result<DenoiseStep> {
-    let t = timestep as f64;
+    let t = sampler.timestep(index)?;
+    let scaled = sampler.scale_model_input(latents, index)?;
     let (noise_pred_uncond, noise_pred_text) = if guidance_scale > 1.0 {
-        let latent_model_input = Tensor::cat(&[latents, latents], 0)?;
+        let latent_model_input = Tensor::cat(&[&scaled, &scaled], 0)?;
         let noise_pred = unet.forward(&latent_model_input, t, prompt_embeds, taps)?;
         let halves = noise_pred.chunk(2, 0)?;
         (Some(halves[0].clone()), halves[1].clone())
     } else {
-        (None, unet.forward(latents, t, &prompt_embeds.narrow(0, 1, 1)?, taps)?)
+        (None, unet.forward(&scaled, t, &prompt_embeds.narrow(0, 1, 1)?, taps)?)
     };
     let guided_model_output = match &noise_pred_uncond {
         Some(uncond) => (uncond + ((&noise_pred_text - uncond)? * guidance_scale)?)?,
         None => noise_pred_text.clone(),
     };
-    let variance_noise = variance_noise(rng, eta, latents)?;
-    let scheduler = scheduler.step(&guided_model_output, timestep, latents, eta, variance_noise.as_ref())?;
+    let scheduler = sampler.step(index, &guided_model_output, latents, eta, rng)?;
     Ok(DenoiseStep { guidance_scale, noise_pred_uncond, noise_pred_text, guided_model_output, scheduler })
-}
-
-/// DDIM's fresh noise for eta > 0, shaped like the latent. diffusers draws it from the
-/// pipeline's generator, after the initial latent, so the generator is shared; kept out
-/// of `denoise_step` so that the step fits on one slide of talk mode.
-fn variance_noise(rng: &mut TorchRng, eta: f64, latents: &Tensor) -> Result<Option<Tensor>> {
-    if eta > 0.0 {
-        let noise = rng.randn_tensor(latents.dims())?;
-        Ok(Some(noise.to_dtype(latents.dtype())?.to_device(latents.device())?))
-    } else {
-        Ok(None)
-    }
 }

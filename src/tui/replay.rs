@@ -46,13 +46,13 @@ impl Replay {
     /// Shows stages 1 and 2 as recorded and no step yet: the speaker steps through them.
     pub fn start(&mut self, send: &impl Fn(Event)) -> Result<()> {
         let r = &self.record;
-        let scheduler = r.scheduler()?;
+        let sampler = r.sampler()?;
         let latent_width = r.init_latents().map_or(0, |l| l.dims().last().copied().unwrap_or(0));
         let vae_scale_factor = r.settings.width.checked_div(latent_width).unwrap_or(8);
         let facts = RunFacts { name: &r.model.source, device: "replay", dtype: &r.runtime.dtype };
         let info = ModelInfo {
             recorded_steps: Some(r.history.len()),
-            ..facts.info(&r.settings, &scheduler, vae_scale_factor)
+            ..facts.info(&r.settings, &sampler, &r.scheduler_config, vae_scale_factor)
         };
         send(Event::Loaded(Box::new(info)));
         send(Event::Reset);

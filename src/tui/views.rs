@@ -20,10 +20,12 @@ pub struct ModelInfo {
     pub height: usize,
     pub vae_scale_factor: usize,
     pub scheduler_class: String,
+    /// The sampler the run uses (`ddim`, `euler_a`, ...).
+    pub sampler: String,
     pub prediction_type: String,
     pub timestep_spacing: String,
     pub steps: usize,
-    pub timesteps: Vec<usize>,
+    pub timesteps: Vec<Timestep>,
     /// `alpha_prod_t` at every scheduled timestep, for the chart over the schedule.
     pub alpha_prod_t: Vec<f64>,
     /// The run's settings as the worker has them (those of an opened session).
@@ -60,13 +62,48 @@ pub struct LatentView {
     pub rgb: RgbImage,
 }
 
+/// A timestep as the UNet gets it: whole for DDIM, fractional for Karras sigmas;
+/// shown without decimals when whole.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timestep(pub f64);
+
+impl std::fmt::Display for Timestep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.fract() == 0.0 {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{:.2}", self.0)
+        }
+    }
+}
+
+/// Where a step lands: DDIM's previous timestep, or a sigma sampler's next sigma.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Landing {
+    /// DDIM's `prev_timestep`, negative after the last step.
+    Timestep(i64),
+    /// The sigma the step starts from, and the one it lands on.
+    Sigma { sigma: f64, next: f64 },
+}
+
+impl std::fmt::Display for Landing {
+    /// What the latent after the step is at: `t = ...` or `sigma = ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timestep(t) => write!(f, "t = {}", t.max(&0)),
+            Self::Sigma { next, .. } => write!(f, "sigma = {next:.4}"),
+        }
+    }
+}
+
 /// One denoising step for the screen: the scheduler's values and both latents as previews.
 #[derive(Clone, Debug)]
 pub struct StepView {
     pub index: usize,
-    pub timestep: usize,
-    pub prev_timestep: i64,
+    pub timestep: Timestep,
+    pub landing: Landing,
     pub alpha_prod_t: f64,
+    /// The noise level the step lands on, as alpha_prod (`1 / (1 + sigma^2)` for sigmas).
     pub alpha_prod_t_prev: f64,
     pub beta_prod_t: f64,
     pub guidance_scale: f64,

@@ -15,12 +15,12 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 
 use super::replay::Replay;
-use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
+use super::views::{DecodedView, EncodeView, Landing, LatentView, ModelInfo, StepView, Timestep};
 use crate::fsutil::write_atomic;
 use crate::image_out::to_rgb8;
 use crate::model::{self, Progress, Runtime, StableDiffusion};
 use crate::preview;
-use crate::scheduler::DdimScheduler;
+use crate::scheduler::{Sampler, SamplerName, SamplerStep, SchedulerConfig, TimestepSpacing};
 use crate::session::store::{self, OpenOptions, SaveOptions, SessionRecord};
 use crate::session::{Session, Settings, Stage, StepRecord};
 use crate::stages::PromptEncoding;
@@ -120,6 +120,8 @@ pub struct LoadSpec {
     pub steps: usize,
     pub guidance_scale: f64,
     pub eta: f64,
+    /// A sampler's name, or `model` (see `SamplerName::parse`).
+    pub scheduler: String,
     pub width: Option<usize>,
     pub height: Option<usize>,
     /// Start from this saved session (its model, unless `model_given`).
@@ -233,6 +235,7 @@ pub fn session_for(model: StableDiffusion, spec: &LoadSpec) -> Result<Session> {
         eta: spec.eta,
         width: spec.width.unwrap_or(size),
         height: spec.height.unwrap_or(size),
+        scheduler: SamplerName::parse(&spec.scheduler, &model.scheduler_config)?,
     };
     Session::new_with(model, settings, spec.allow_large)
 }
@@ -343,7 +346,7 @@ impl Worker {
             }
             Command::DecodeX0(index) => {
                 let record = self.session.history().get(index).with_context(|| format!("no step {}", index + 1))?;
-                let x0 = record.denoise.scheduler.pred_original_sample.clone();
+                let x0 = record.denoise.scheduler.pred_original_sample().clone();
                 self.send(Event::Busy(format!("decoding x0 of step {} with the VAE", index + 1)));
                 let started = Instant::now();
                 let image = to_rgb8(&self.session.decode(&x0)?)?;
@@ -479,7 +482,7 @@ pub fn model_info(session: &Session) -> ModelInfo {
     let model = session.model();
     let device = if model.device().is_cuda() { "cuda" } else { "cpu" };
     let run = RunFacts { name: &model.files.name, device, dtype: model.dtype().as_str() };
-    run.info(session.settings(), session.scheduler(), model.vae_scale_factor())
+    run.info(session.settings(), session.sampler(), &model.scheduler_config, model.vae_scale_factor())
 }
 
 /// What the header says about where a run happens, for a live or a replayed run.
@@ -490,8 +493,13 @@ pub struct RunFacts<'a> {
 }
 
 impl RunFacts<'_> {
-    pub fn info(&self, settings: &Settings, scheduler: &DdimScheduler, vae_scale_factor: usize) -> ModelInfo {
-        let config = scheduler.config();
+    pub fn info(
+        &self,
+        settings: &Settings,
+        sampler: &Sampler,
+        config: &SchedulerConfig,
+        vae_scale_factor: usize,
+    ) -> ModelInfo {
         ModelInfo {
             name: self.name.to_string(),
             device: self.device.to_string(),
@@ -501,10 +509,20 @@ impl RunFacts<'_> {
             vae_scale_factor,
             scheduler_class: config.class_name.clone().unwrap_or_else(|| "DDIMScheduler".into()),
             prediction_type: config.prediction_type.to_string(),
-            timestep_spacing: config.timestep_spacing.to_string(),
+            sampler: sampler.name().to_string(),
+            timestep_spacing: match sampler {
+                Sampler::Ddim(_) => config.timestep_spacing.to_string(),
+                // the class's own default where the model's file says nothing
+                _ => config
+                    .source
+                    .get("timestep_spacing")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(TimestepSpacing::Linspace.as_str())
+                    .to_string(),
+            },
             steps: settings.steps,
-            timesteps: scheduler.timesteps().to_vec(),
-            alpha_prod_t: scheduler.timesteps().iter().map(|&t| scheduler.alphas_cumprod()[t]).collect(),
+            timesteps: sampler.timesteps().into_iter().map(Timestep).collect(),
+            alpha_prod_t: sampler.alpha_prod_t(),
             settings: settings.clone(),
             recorded_steps: None,
         }
@@ -557,24 +575,31 @@ pub fn decodes_every_step(settings: &Settings) -> bool {
 /// is given, else as the latent preview.
 pub fn step_view(record: &StepRecord, elapsed: Duration, vae: Option<&Session>) -> Result<StepView> {
     let s = &record.denoise.scheduler;
-    let latent: &Tensor = &s.prev_sample;
+    let latent: &Tensor = s.prev_sample();
+    let x0 = s.pred_original_sample();
+    let (landing, alpha_prod_t_prev) = match s {
+        SamplerStep::Ddim(d) => (Landing::Timestep(d.prev_timestep), d.alpha_prod_t_prev),
+        SamplerStep::Euler(e) => {
+            (Landing::Sigma { sigma: e.sigma, next: e.sigma_next }, 1.0 / (1.0 + e.sigma_next * e.sigma_next))
+        }
+    };
     let picture = |latent: &Tensor| match vae {
         Some(session) => to_rgb8(&session.decode(latent)?),
         None => preview::latent_to_rgb(latent),
     };
     Ok(StepView {
         index: record.index,
-        timestep: s.timestep,
-        prev_timestep: s.prev_timestep,
-        alpha_prod_t: s.alpha_prod_t,
-        alpha_prod_t_prev: s.alpha_prod_t_prev,
-        beta_prod_t: s.beta_prod_t,
+        timestep: Timestep(s.timestep()),
+        landing,
+        alpha_prod_t: s.alpha_prod_t(),
+        alpha_prod_t_prev,
+        beta_prod_t: 1.0 - s.alpha_prod_t(),
         guidance_scale: record.denoise.guidance_scale,
         latent_rgb: picture(latent)?,
-        x0_rgb: picture(&s.pred_original_sample)?,
+        x0_rgb: picture(x0)?,
         decoded: vae.is_some(),
         latent_stats: preview::stats(latent)?,
-        x0_stats: preview::stats(&s.pred_original_sample)?,
+        x0_stats: preview::stats(x0)?,
         elapsed,
         taps: record.taps.clone(),
     })

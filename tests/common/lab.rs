@@ -39,6 +39,7 @@ impl Lab {
             steps: run.steps,
             guidance_scale: run.guidance_scale,
             eta: 0.0,
+            scheduler: "ddim".into(),
             width: Some(run.width),
             height: Some(run.height),
             session: None,

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use super::source::{extract, Function};
 use super::{DenoiseAt, DenoiseOp};
 use crate::tui::app::{App, Screen};
+use crate::tui::views::Landing;
 
 /// Where a stage function lives.
 pub struct StageSource {
@@ -81,15 +82,15 @@ mod denoise {
     pub const LATENTS: &str = "latents: &Tensor,";
     pub const PROMPT_EMBEDS: &str = "prompt_embeds: &Tensor,";
     pub const GUIDE: &str = "Guidance { guidance_scale, eta }: Guidance,";
-    pub const T: &str = "let t = timestep as f64;";
-    pub const CAT: &str = "Tensor::cat(&[latents, latents], 0)";
+    pub const T: &str = "let t = sampler.timestep(index)?;";
+    pub const CAT: &str = "Tensor::cat(&[&scaled, &scaled], 0)";
     pub const UNET: &str = "unet.forward(&latent_model_input";
     pub const CHUNK: &str = "noise_pred.chunk(2, 0)";
     pub const TEXT_EMBEDS: &str = "prompt_embeds.narrow(0, 1, 1)";
-    pub const UNET_TEXT: &str = "unet.forward(latents";
+    pub const UNET_TEXT: &str = "unet.forward(&scaled";
     pub const GUIDANCE: &str = "(&noise_pred_text - uncond)? * guidance_scale";
     pub const NO_GUIDANCE: &str = "None => noise_pred_text.clone()";
-    pub const STEP: &str = "scheduler.step(&guided_model_output";
+    pub const STEP: &str = "sampler.step(index, &guided_model_output";
     #[cfg(test)]
     pub const ALL: &[&str] =
         &[LATENTS, PROMPT_EMBEDS, GUIDE, T, CAT, UNET, CHUNK, TEXT_EMBEDS, UNET_TEXT, GUIDANCE, NO_GUIDANCE, STEP];
@@ -208,10 +209,15 @@ fn denoise_live(app: &App) -> Live {
         DenoiseOp::Scheduler => {
             live.highlight = vec![denoise::STEP];
             if let Some(s) = done {
-                let values = format!(
-                    "t {} -> {}: alpha_prod_t {:.4}, alpha_prod_t_prev {:.4}",
-                    s.timestep, s.prev_timestep, s.alpha_prod_t, s.alpha_prod_t_prev
-                );
+                let values = match s.landing {
+                    Landing::Timestep(prev) => format!(
+                        "t {} -> {prev}: alpha_prod_t {:.4}, alpha_prod_t_prev {:.4}",
+                        s.timestep, s.alpha_prod_t, s.alpha_prod_t_prev
+                    ),
+                    Landing::Sigma { sigma, next } => {
+                        format!("t {}: sigma {sigma:.4} -> {next:.4}, alpha_prod_t {:.4}", s.timestep, s.alpha_prod_t)
+                    }
+                };
                 live.values.push((denoise::STEP, values));
             }
         }

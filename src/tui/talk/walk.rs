@@ -8,6 +8,7 @@ use image::RgbImage;
 
 use super::{DenoiseAt, DenoiseOp};
 use crate::tui::app::{App, Screen};
+use crate::tui::views::Timestep;
 use crate::tui::worker::Command;
 
 impl App {
@@ -114,7 +115,7 @@ impl App {
 
     /// The timestep of step `index` (0-based): the recorded one once taken, else the
     /// schedule's, so a step being computed already shows its `t`.
-    pub fn talk_timestep(&self, index: usize) -> Option<usize> {
+    pub fn talk_timestep(&self, index: usize) -> Option<Timestep> {
         let scheduled = || self.info.as_ref().and_then(|i| i.timesteps.get(index).copied());
         self.history.get(index).map(|s| s.timestep).or_else(scheduled)
     }

@@ -13,6 +13,7 @@ use super::{attention, block, has_focus, num, spark, unet};
 use crate::tui::app::{App, DenoiseView, Focus};
 use crate::tui::images::Images;
 use crate::tui::text_field;
+use crate::tui::views::Landing;
 
 pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
     let [main, strip] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(area);
@@ -78,14 +79,19 @@ fn draw_values(frame: &mut Frame, app: &App, area: Rect) {
         Line::from(format!("alpha_prod_t_prev   {}", num(step.alpha_prod_t_prev))),
         Line::from(format!("√alpha      (signal) {}", num(step.alpha_prod_t.sqrt()))),
         Line::from(format!("√(1-alpha)  (noise)  {}", num((1.0 - step.alpha_prod_t).sqrt()))),
-        Line::from(format!("t -> prev t         {} -> {}", step.timestep, step.prev_timestep)),
+        match step.landing {
+            Landing::Timestep(prev) => Line::from(format!("t -> prev t         {} -> {prev}", step.timestep)),
+            Landing::Sigma { sigma, next } => {
+                Line::from(format!("sigma -> next       {} -> {}", num(sigma), num(next)))
+            }
+        },
         Line::from(format!("guidance scale      {}  (+/-)", step.guidance_scale)),
     ];
     if app.guidance_scale != step.guidance_scale {
         lines.push(Line::from(format!("  next steps use    {}", app.guidance_scale)));
     }
     if let Some(info) = info {
-        lines.push(Line::from(format!("DDIM · {} · {}", info.prediction_type, info.timestep_spacing)));
+        lines.push(Line::from(format!("{} · {} · {}", info.sampler, info.prediction_type, info.timestep_spacing)));
     }
     lines.push(Line::from(vec![state, Span::raw(format!("  {:.2} s/step", step.elapsed.as_secs_f64()))]));
     if app.selected.is_some() {

@@ -291,13 +291,13 @@ fn draw_denoise(frame: &mut Frame, app: &App, images: &mut Images, labels: &Labe
     let index = app.talk.denoise.step().unwrap_or(0);
     let step = app.history.get(index);
     let t = if pictures.latents_out {
-        step.map(|s| s.prev_timestep.max(0).to_string())
+        step.map(|s| s.landing.to_string())
     } else {
-        app.talk_timestep(index).map(|t| t.to_string())
+        app.talk_timestep(index).map(|t| format!("t = {t}"))
     };
     let label = if pictures.latents_out { labels.latents_out } else { labels.latents_in };
     let title = match t {
-        Some(t) => format!("{label} · t = {t}"),
+        Some(t) => format!("{label} · {t}"),
         None => label.to_string(),
     };
     draw_pane(frame, &mut images.x_t, pictures.latents.is_some(), b(title, cells[0].width), labels, cells[0]);

@@ -1,0 +1,302 @@
+//! The samplers a run can use, behind one interface: set up the timesteps, scale
+//! the UNet's input, step. Each sampler is its own file (DDIM first); this one
+//! only names them and dispatches.
+
+use std::fmt;
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{DdimScheduler, DdimStep, Euler, EulerStep, SchedulerConfig};
+use crate::rng::torch::TorchRng;
+
+/// A sampler by the name the CLI, sessions and PNG metadata use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerName {
+    #[default]
+    Ddim,
+    Euler,
+    EulerKarras,
+    EulerA,
+}
+
+impl SamplerName {
+    pub const ALL: &'static [Self] = &[Self::Ddim, Self::Euler, Self::EulerKarras, Self::EulerA];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ddim => "ddim",
+            Self::Euler => "euler",
+            Self::EulerKarras => "euler_karras",
+            Self::EulerA => "euler_a",
+        }
+    }
+
+    /// What AUTOMATIC1111 calls it (its `Sampler` parameter).
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            Self::Ddim => "DDIM",
+            Self::Euler => "Euler",
+            Self::EulerKarras => "Euler Karras",
+            Self::EulerA => "Euler a",
+        }
+    }
+
+    /// The diffusers class that computes the same thing.
+    pub fn diffusers_class(self) -> &'static str {
+        match self {
+            Self::Ddim => "DDIMScheduler",
+            Self::Euler | Self::EulerKarras => "EulerDiscreteScheduler",
+            Self::EulerA => "EulerAncestralDiscreteScheduler",
+        }
+    }
+
+    /// A name from the command line: one of [`Self::ALL`], or `model` for the
+    /// class the model's `scheduler_config.json` names.
+    pub fn parse(name: &str, config: &SchedulerConfig) -> Result<Self> {
+        if name == "model" {
+            return Self::of_model(config);
+        }
+        Self::from_name(name)
+    }
+
+    pub fn from_name(name: &str) -> Result<Self> {
+        match Self::ALL.iter().find(|s| s.as_str() == name) {
+            Some(&s) => Ok(s),
+            None => bail!("unknown scheduler {name:?}: expected one of {}, or model", Self::names()),
+        }
+    }
+
+    /// The sampler the model's config names in `_class_name`, as
+    /// `StableDiffusionPipeline.from_pretrained` would use it.
+    pub fn of_model(config: &SchedulerConfig) -> Result<Self> {
+        let class = config.class_name.as_deref().unwrap_or("(none)");
+        let karras = config.source.get("use_karras_sigmas").and_then(Value::as_bool).unwrap_or(false);
+        match (class, karras) {
+            ("DDIMScheduler", _) => Ok(Self::Ddim),
+            ("EulerDiscreteScheduler", false) => Ok(Self::Euler),
+            ("EulerDiscreteScheduler", true) => Ok(Self::EulerKarras),
+            ("EulerAncestralDiscreteScheduler", _) => Ok(Self::EulerA),
+            _ => bail!(
+                "--scheduler model: the model's scheduler_config.json names {class}, which sdlab does not compute \
+                 yet; choose one of {}",
+                Self::names()
+            ),
+        }
+    }
+
+    fn names() -> String {
+        Self::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl fmt::Display for SamplerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A sampler set up for one run of `steps` steps. Plain data: cheap to clone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampler {
+    Ddim(DdimScheduler),
+    Euler(SamplerName, Euler),
+}
+
+/// What one `scheduler.step` call used and computed.
+#[derive(Debug, Clone)]
+pub enum SamplerStep {
+    Ddim(DdimStep),
+    Euler(EulerStep),
+}
+
+impl Sampler {
+    /// The sampler `name` builds from the model's config, with `steps` timesteps,
+    /// as diffusers' `Class.from_config(config, **extra).set_timesteps(steps)`.
+    pub fn new(name: SamplerName, config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        let source = Value::Object(config.source.clone());
+        Ok(match name {
+            SamplerName::Ddim => Self::Ddim(DdimScheduler::new(config, steps)?),
+            SamplerName::Euler => Self::Euler(name, Euler::from_config(&source, steps, false, false)?),
+            SamplerName::EulerKarras => Self::Euler(name, Euler::from_config(&source, steps, true, false)?),
+            SamplerName::EulerA => Self::Euler(name, Euler::from_config(&source, steps, false, true)?),
+        })
+    }
+
+    pub fn name(&self) -> SamplerName {
+        match self {
+            Self::Ddim(_) => SamplerName::Ddim,
+            Self::Euler(name, _) => *name,
+        }
+    }
+
+    /// The timestep the UNet gets at each step call, first first.
+    pub fn timesteps(&self) -> Vec<f64> {
+        match self {
+            Self::Ddim(d) => d.timesteps().iter().map(|&t| t as f64).collect(),
+            Self::Euler(_, e) => e.timesteps().iter().map(|&t| f64::from(t)).collect(),
+        }
+    }
+
+    /// The timestep of step call `index`.
+    pub fn timestep(&self, index: usize) -> candle_core::Result<f64> {
+        let t = match self {
+            Self::Ddim(d) => d.timesteps().get(index).map(|&t| t as f64),
+            Self::Euler(_, e) => e.timesteps().get(index).map(|&t| f64::from(t)),
+        };
+        match t {
+            Some(t) => Ok(t),
+            None => candle_core::bail!("step call {index} is past the run's {} calls", self.calls()),
+        }
+    }
+
+    /// How many `step` calls the run makes.
+    pub fn calls(&self) -> usize {
+        match self {
+            Self::Ddim(d) => d.timesteps().len(),
+            Self::Euler(_, e) => e.timesteps().len(),
+        }
+    }
+
+    /// The noise level of each step call as DDIM's `alpha_prod_t`
+    /// (`1 / (1 + sigma^2)` for the sigma samplers), so one chart fits all.
+    pub fn alpha_prod_t(&self) -> Vec<f64> {
+        match self {
+            Self::Ddim(d) => d.timesteps().iter().map(|&t| d.alphas_cumprod()[t]).collect(),
+            Self::Euler(_, e) => {
+                e.sigmas()[..e.timesteps().len()].iter().map(|&s| 1.0 / (1.0 + f64::from(s) * f64::from(s))).collect()
+            }
+        }
+    }
+
+    /// The sampler's own sigmas (`calls + 1` values), for those that have them.
+    pub fn sigmas(&self) -> Option<Vec<f64>> {
+        match self {
+            Self::Ddim(_) => None,
+            Self::Euler(_, e) => Some(e.sigmas().iter().map(|&s| f64::from(s)).collect()),
+        }
+    }
+
+    /// The standard deviation the seeded noise is scaled to.
+    pub fn init_noise_sigma(&self) -> f64 {
+        match self {
+            Self::Ddim(d) => d.init_noise_sigma(),
+            Self::Euler(_, e) => e.init_noise_sigma(),
+        }
+    }
+
+    /// `scale_model_input`: what the UNet sees of the latent at step call `index`.
+    pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Ddim(_) => Ok(sample.clone()),
+            Self::Euler(_, e) => e.scale_model_input(sample, index),
+        }
+    }
+
+    /// Step call `index` from `sample` with the guided model output. Stochastic
+    /// samplers (DDIM with `eta > 0`, Euler a) draw their noise from `rng`, as
+    /// diffusers draws it from the run's generator.
+    pub fn step(
+        &self,
+        index: usize,
+        model_output: &Tensor,
+        sample: &Tensor,
+        eta: f64,
+        rng: &mut TorchRng,
+    ) -> candle_core::Result<SamplerStep> {
+        let noise = |rng: &mut TorchRng| -> candle_core::Result<Tensor> {
+            rng.randn_tensor(sample.dims())?.to_dtype(sample.dtype())?.to_device(sample.device())
+        };
+        match self {
+            Self::Ddim(d) => {
+                let Some(&t) = d.timesteps().get(index) else {
+                    candle_core::bail!("DDIM step: call {index} is past the run's {} calls", d.timesteps().len());
+                };
+                let variance_noise = if eta > 0.0 { Some(noise(rng)?) } else { None };
+                d.step(model_output, t, sample, eta, variance_noise.as_ref()).map(SamplerStep::Ddim)
+            }
+            Self::Euler(name, e) => {
+                let fresh = if *name == SamplerName::EulerA { Some(noise(rng)?) } else { None };
+                e.step(index, model_output, sample, fresh.as_ref()).map(SamplerStep::Euler)
+            }
+        }
+    }
+}
+
+impl SamplerStep {
+    /// The timestep the UNet was given.
+    pub fn timestep(&self) -> f64 {
+        match self {
+            Self::Ddim(s) => s.timestep as f64,
+            Self::Euler(s) => s.timestep,
+        }
+    }
+
+    pub fn alpha_prod_t(&self) -> f64 {
+        match self {
+            Self::Ddim(s) => s.alpha_prod_t,
+            Self::Euler(s) => s.alpha_prod_t,
+        }
+    }
+
+    pub fn sigma(&self) -> Option<f64> {
+        match self {
+            Self::Ddim(_) => None,
+            Self::Euler(s) => Some(s.sigma),
+        }
+    }
+
+    /// x0 as the sampler predicts it.
+    pub fn pred_original_sample(&self) -> &Tensor {
+        match self {
+            Self::Ddim(s) => &s.pred_original_sample,
+            Self::Euler(s) => &s.pred_original_sample,
+        }
+    }
+
+    /// The latent the next step call starts from.
+    pub fn prev_sample(&self) -> &Tensor {
+        match self {
+            Self::Ddim(s) => &s.prev_sample,
+            Self::Euler(s) => &s.prev_sample,
+        }
+    }
+
+    /// The step's tensors by the names sessions store them under, in the order
+    /// they are computed.
+    pub fn tensors(&self) -> Vec<(&'static str, &Tensor)> {
+        match self {
+            Self::Ddim(s) => vec![
+                ("pred_original_sample", &s.pred_original_sample),
+                ("pred_epsilon", &s.pred_epsilon),
+                ("prev_sample", &s.prev_sample),
+            ],
+            Self::Euler(s) => vec![
+                ("pred_original_sample", &s.pred_original_sample),
+                ("derivative", &s.derivative),
+                ("prev_sample", &s.prev_sample),
+            ],
+        }
+    }
+
+    /// The same step with every tensor passed through `f` (to another device or dtype).
+    pub fn map_tensors<E>(&self, f: impl Fn(&Tensor) -> Result<Tensor, E>) -> Result<Self, E> {
+        Ok(match self {
+            Self::Ddim(s) => Self::Ddim(DdimStep {
+                pred_original_sample: f(&s.pred_original_sample)?,
+                pred_epsilon: f(&s.pred_epsilon)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+            Self::Euler(s) => Self::Euler(EulerStep {
+                pred_original_sample: f(&s.pred_original_sample)?,
+                derivative: f(&s.derivative)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+        })
+    }
+}
