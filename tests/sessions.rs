@@ -92,11 +92,12 @@ fn exact_resume_at_every_step_deterministic() {
     exact_resume_at_every_step("sd2-tiny", 0.0);
 }
 
-/// The ancestral sampler draws fresh noise each step from the run's generator, and
-/// Karras sigmas give fractional timesteps: both resume bit for bit.
+/// The ancestral sampler draws fresh noise each step from the run's generator,
+/// Karras sigmas give fractional timesteps, DPM++ 2M uses the previous step's x0:
+/// all resume bit for bit.
 #[test]
 fn exact_resume_at_every_step_with_euler_samplers() {
-    for scheduler in [SamplerName::EulerA, SamplerName::EulerKarras] {
+    for scheduler in [SamplerName::EulerA, SamplerName::EulerKarras, SamplerName::Dpmpp2mKarras] {
         exact_resume_with("sd15-tiny", Settings { scheduler, ..settings("sd15-tiny", 0.0) });
     }
 }

@@ -153,21 +153,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut latents = stages::get_latent(&mut rng, shape, sigma, &device, model.dtype())?;
     let guide = Guidance { guidance_scale: settings.guidance_scale, eta: 0.0 };
     // warm-up step, untimed
-    stages::denoise_step(&model.unet, &sampler, &latents, &prompt_embeds, 0, guide, &mut rng, None)?;
+    stages::denoise_step(&model.unet, &sampler, &latents, None, &prompt_embeds, 0, guide, &mut rng, None)?;
     device.synchronize()?;
     let mut step_s = Vec::with_capacity(sampler.calls());
-    let mut last = None;
+    let mut last: Option<stages::DenoiseStep> = None;
     for index in 0..sampler.calls() {
         let started = Instant::now();
-        let step = stages::denoise_step(&model.unet, &sampler, &latents, &prompt_embeds, index, guide, &mut rng, None)?;
+        let previous = last.as_ref().map(|s| &s.scheduler);
+        let step = stages::denoise_step(
+            &model.unet,
+            &sampler,
+            &latents,
+            previous,
+            &prompt_embeds,
+            index,
+            guide,
+            &mut rng,
+            None,
+        )?;
         device.synchronize()?;
         step_s.push(started.elapsed().as_secs_f64());
         latents = step.scheduler.prev_sample().clone();
-        last = Some((step.guided_model_output, index));
+        last = Some(step);
     }
-    let (output, index) = last.expect("at least one step");
-    let scheduler_step =
-        time(&device, repeats, || Ok(sampler.step(index, &output, &latents, 0.0, &mut TorchRng::new(0))?))?;
+    let last = last.expect("at least one step");
+    let index = sampler.calls() - 1;
+    // the last step's record stands in for its predecessor's: only the time counts here
+    let scheduler_step = time(&device, repeats, || {
+        let (output, previous) = (&last.guided_model_output, Some(&last.scheduler));
+        Ok(sampler.step(index, output, &latents, previous, 0.0, &mut TorchRng::new(0))?)
+    })?;
     let preview = time(&device, repeats, || latent_to_rgb(&latents))?;
     let decode =
         time(&device, repeats, || stages::vae_decode(&model.vae, &model.vae_config, model.vae_dtype, &latents))?;

@@ -9,6 +9,7 @@
 
 mod config;
 mod ddim;
+mod dpmpp;
 mod euler;
 mod sampler;
 mod schedule;
@@ -16,6 +17,7 @@ mod sigmas;
 
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 pub use ddim::{DdimScheduler, DdimStep};
+pub use dpmpp::{DpmSolverPP, DpmStep};
 pub use euler::{Euler, EulerStep};
 pub use sampler::{Sampler, SamplerName, SamplerStep};
 

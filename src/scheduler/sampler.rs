@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DdimScheduler, DdimStep, Euler, EulerStep, SchedulerConfig};
+use super::{DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, SchedulerConfig};
 use crate::rng::torch::TorchRng;
 
 /// A sampler by the name the CLI, sessions and PNG metadata use.
@@ -21,10 +21,15 @@ pub enum SamplerName {
     Euler,
     EulerKarras,
     EulerA,
+    #[serde(rename = "dpmpp_2m")]
+    Dpmpp2m,
+    #[serde(rename = "dpmpp_2m_karras")]
+    Dpmpp2mKarras,
 }
 
 impl SamplerName {
-    pub const ALL: &'static [Self] = &[Self::Ddim, Self::Euler, Self::EulerKarras, Self::EulerA];
+    pub const ALL: &'static [Self] =
+        &[Self::Ddim, Self::Euler, Self::EulerKarras, Self::EulerA, Self::Dpmpp2m, Self::Dpmpp2mKarras];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,6 +37,8 @@ impl SamplerName {
             Self::Euler => "euler",
             Self::EulerKarras => "euler_karras",
             Self::EulerA => "euler_a",
+            Self::Dpmpp2m => "dpmpp_2m",
+            Self::Dpmpp2mKarras => "dpmpp_2m_karras",
         }
     }
 
@@ -42,6 +49,8 @@ impl SamplerName {
             Self::Euler => "Euler",
             Self::EulerKarras => "Euler Karras",
             Self::EulerA => "Euler a",
+            Self::Dpmpp2m => "DPM++ 2M",
+            Self::Dpmpp2mKarras => "DPM++ 2M Karras",
         }
     }
 
@@ -51,6 +60,7 @@ impl SamplerName {
             Self::Ddim => "DDIMScheduler",
             Self::Euler | Self::EulerKarras => "EulerDiscreteScheduler",
             Self::EulerA => "EulerAncestralDiscreteScheduler",
+            Self::Dpmpp2m | Self::Dpmpp2mKarras => "DPMSolverMultistepScheduler",
         }
     }
 
@@ -80,6 +90,8 @@ impl SamplerName {
             ("EulerDiscreteScheduler", false) => Ok(Self::Euler),
             ("EulerDiscreteScheduler", true) => Ok(Self::EulerKarras),
             ("EulerAncestralDiscreteScheduler", _) => Ok(Self::EulerA),
+            ("DPMSolverMultistepScheduler", false) if dpmpp_2m(config) => Ok(Self::Dpmpp2m),
+            ("DPMSolverMultistepScheduler", true) if dpmpp_2m(config) => Ok(Self::Dpmpp2mKarras),
             _ => bail!(
                 "--scheduler model: the model's scheduler_config.json names {class}, which sdlab does not compute \
                  yet; choose one of {}",
@@ -93,6 +105,14 @@ impl SamplerName {
     }
 }
 
+/// Whether a DPMSolverMultistepScheduler config asks for what sdlab computes:
+/// dpmsolver++ (the default) of order 2 (the default).
+fn dpmpp_2m(config: &SchedulerConfig) -> bool {
+    let source = &config.source;
+    source.get("algorithm_type").and_then(Value::as_str).unwrap_or("dpmsolver++") == "dpmsolver++"
+        && source.get("solver_order").and_then(Value::as_u64).unwrap_or(2) == 2
+}
+
 impl fmt::Display for SamplerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -104,6 +124,7 @@ impl fmt::Display for SamplerName {
 pub enum Sampler {
     Ddim(DdimScheduler),
     Euler(SamplerName, Euler),
+    Dpm(SamplerName, DpmSolverPP),
 }
 
 /// What one `scheduler.step` call used and computed.
@@ -111,6 +132,7 @@ pub enum Sampler {
 pub enum SamplerStep {
     Ddim(DdimStep),
     Euler(EulerStep),
+    Dpm(DpmStep),
 }
 
 impl Sampler {
@@ -123,13 +145,15 @@ impl Sampler {
             SamplerName::Euler => Self::Euler(name, Euler::from_config(&source, steps, false, false)?),
             SamplerName::EulerKarras => Self::Euler(name, Euler::from_config(&source, steps, true, false)?),
             SamplerName::EulerA => Self::Euler(name, Euler::from_config(&source, steps, false, true)?),
+            SamplerName::Dpmpp2m => Self::Dpm(name, DpmSolverPP::from_config(&source, steps, false)?),
+            SamplerName::Dpmpp2mKarras => Self::Dpm(name, DpmSolverPP::from_config(&source, steps, true)?),
         })
     }
 
     pub fn name(&self) -> SamplerName {
         match self {
             Self::Ddim(_) => SamplerName::Ddim,
-            Self::Euler(name, _) => *name,
+            Self::Euler(name, _) | Self::Dpm(name, _) => *name,
         }
     }
 
@@ -138,6 +162,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| t as f64).collect(),
             Self::Euler(_, e) => e.timesteps().iter().map(|&t| f64::from(t)).collect(),
+            Self::Dpm(_, d) => d.timesteps().iter().map(|&t| f64::from(t)).collect(),
         }
     }
 
@@ -146,6 +171,7 @@ impl Sampler {
         let t = match self {
             Self::Ddim(d) => d.timesteps().get(index).map(|&t| t as f64),
             Self::Euler(_, e) => e.timesteps().get(index).map(|&t| f64::from(t)),
+            Self::Dpm(_, d) => d.timesteps().get(index).map(|&t| f64::from(t)),
         };
         match t {
             Some(t) => Ok(t),
@@ -158,6 +184,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().len(),
             Self::Euler(_, e) => e.timesteps().len(),
+            Self::Dpm(_, d) => d.timesteps().len(),
         }
     }
 
@@ -166,8 +193,9 @@ impl Sampler {
     pub fn alpha_prod_t(&self) -> Vec<f64> {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| d.alphas_cumprod()[t]).collect(),
-            Self::Euler(_, e) => {
-                e.sigmas()[..e.timesteps().len()].iter().map(|&s| 1.0 / (1.0 + f64::from(s) * f64::from(s))).collect()
+            Self::Euler(..) | Self::Dpm(..) => {
+                let sigmas = self.sigmas().unwrap_or_default();
+                sigmas[..self.calls()].iter().map(|&s| 1.0 / (1.0 + s * s)).collect()
             }
         }
     }
@@ -177,6 +205,7 @@ impl Sampler {
         match self {
             Self::Ddim(_) => None,
             Self::Euler(_, e) => Some(e.sigmas().iter().map(|&s| f64::from(s)).collect()),
+            Self::Dpm(_, d) => Some(d.sigmas().iter().map(|&s| f64::from(s)).collect()),
         }
     }
 
@@ -185,18 +214,20 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.init_noise_sigma(),
             Self::Euler(_, e) => e.init_noise_sigma(),
+            Self::Dpm(..) => 1.0,
         }
     }
 
     /// `scale_model_input`: what the UNet sees of the latent at step call `index`.
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
         match self {
-            Self::Ddim(_) => Ok(sample.clone()),
+            Self::Ddim(_) | Self::Dpm(..) => Ok(sample.clone()),
             Self::Euler(_, e) => e.scale_model_input(sample, index),
         }
     }
 
-    /// Step call `index` from `sample` with the guided model output. Stochastic
+    /// Step call `index` from `sample` with the guided model output; `previous`
+    /// is step `index - 1`'s record, the history multistep solvers use. Stochastic
     /// samplers (DDIM with `eta > 0`, Euler a) draw their noise from `rng`, as
     /// diffusers draws it from the run's generator.
     pub fn step(
@@ -204,6 +235,7 @@ impl Sampler {
         index: usize,
         model_output: &Tensor,
         sample: &Tensor,
+        previous: Option<&SamplerStep>,
         eta: f64,
         rng: &mut TorchRng,
     ) -> candle_core::Result<SamplerStep> {
@@ -222,6 +254,10 @@ impl Sampler {
                 let fresh = if *name == SamplerName::EulerA { Some(noise(rng)?) } else { None };
                 e.step(index, model_output, sample, fresh.as_ref()).map(SamplerStep::Euler)
             }
+            Self::Dpm(_, d) => {
+                let previous_x0 = previous.map(SamplerStep::pred_original_sample);
+                d.step(index, model_output, sample, previous_x0).map(SamplerStep::Dpm)
+            }
         }
     }
 }
@@ -232,6 +268,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => s.timestep as f64,
             Self::Euler(s) => s.timestep,
+            Self::Dpm(s) => s.timestep,
         }
     }
 
@@ -239,6 +276,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => s.alpha_prod_t,
             Self::Euler(s) => s.alpha_prod_t,
+            Self::Dpm(s) => s.alpha_prod_t,
         }
     }
 
@@ -246,6 +284,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(_) => None,
             Self::Euler(s) => Some(s.sigma),
+            Self::Dpm(s) => Some(s.sigma),
         }
     }
 
@@ -254,6 +293,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => &s.pred_original_sample,
             Self::Euler(s) => &s.pred_original_sample,
+            Self::Dpm(s) => &s.pred_original_sample,
         }
     }
 
@@ -262,6 +302,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => &s.prev_sample,
             Self::Euler(s) => &s.prev_sample,
+            Self::Dpm(s) => &s.prev_sample,
         }
     }
 
@@ -279,6 +320,7 @@ impl SamplerStep {
                 ("derivative", &s.derivative),
                 ("prev_sample", &s.prev_sample),
             ],
+            Self::Dpm(s) => vec![("pred_original_sample", &s.pred_original_sample), ("prev_sample", &s.prev_sample)],
         }
     }
 
@@ -294,6 +336,11 @@ impl SamplerStep {
             Self::Euler(s) => Self::Euler(EulerStep {
                 pred_original_sample: f(&s.pred_original_sample)?,
                 derivative: f(&s.derivative)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+            Self::Dpm(s) => Self::Dpm(DpmStep {
+                pred_original_sample: f(&s.pred_original_sample)?,
                 prev_sample: f(&s.prev_sample)?,
                 ..s.clone()
             }),

@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use super::Euler;
+use super::{DpmSolverPP, Euler};
 use crate::rng::torch::TorchRng;
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
 }
 
+/// Python's json writes `-Infinity` (DPM-Solver's `lambda_min_clipped`), which is not JSON.
 fn read_json(path: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(path)).unwrap()).unwrap()
+    let text = std::fs::read_to_string(fixture(path)).unwrap().replace("-Infinity", "null");
+    serde_json::from_str(&text).unwrap()
 }
 
 fn load(path: &str) -> HashMap<String, Tensor> {
@@ -126,4 +128,52 @@ fn keys_diffusers_marks_as_defaults_take_each_class_default() {
     assert_eq!(euler.timesteps(), &[999.0, 666.0, 333.0, 0.0]);
     let ddim = super::SchedulerConfig::from_json(&config).unwrap();
     assert_eq!(ddim.timestep_spacing, super::TimestepSpacing::Leading, "DDIM's own default is leading");
+}
+
+/// One diffusers DPM-Solver++(2M) run replayed call by call, each step given the
+/// x0 diffusers' previous step converted.
+fn check_dpmpp_run(model: &str, name: &str, karras: bool) {
+    let dir = format!("{model}/samplers/txt2img/{name}");
+    let run = read_json(&format!("{dir}/run.json"));
+    let reference = load(&format!("{dir}/reference.safetensors"));
+    let config = read_json(&format!("{model}/model/scheduler/scheduler_config.json"));
+    let steps = run["steps"].as_u64().unwrap() as usize;
+    let dpm = DpmSolverPP::from_config(&config, steps, karras).unwrap();
+    let timesteps: Vec<f64> = dpm.timesteps().iter().map(|&t| f64::from(t)).collect();
+    assert_eq!(timesteps, to_f64(&reference["timesteps"]), "{dir}: timesteps");
+    let sigmas: Vec<f64> = dpm.sigmas().iter().map(|&s| f64::from(s)).collect();
+    let expected_s = to_f64(&reference["sigmas"]);
+    for (s, e) in sigmas.iter().zip(&expected_s) {
+        assert!((s - e).abs() <= 1e-6 * e.max(1.0), "{dir}: sigmas {sigmas:?}, diffusers {expected_s:?}");
+    }
+    let (init, outputs, latents, x0s) = (
+        &reference["init_latents"],
+        &reference["guided_model_output"],
+        &reference["latents"],
+        &reference["pred_original_sample"],
+    );
+    let row = |t: &Tensor, i: usize| t.get(i).unwrap().unsqueeze(0).unwrap();
+    let mut worst = (0.0f64, 0.0f64);
+    let mut orders = Vec::new();
+    for i in 0..steps {
+        let sample = if i == 0 { init.clone() } else { row(latents, i - 1) };
+        let previous = (i > 0).then(|| row(x0s, i - 1));
+        let step = dpm.step(i, &row(outputs, i), &sample, previous.as_ref()).unwrap();
+        orders.push(step.order);
+        worst.0 = worst.0.max(max_rel_diff(&step.pred_original_sample, &row(x0s, i)));
+        worst.1 = worst.1.max(max_rel_diff(&step.prev_sample, &row(latents, i)));
+    }
+    println!("{dir}: orders {orders:?}, x0 {:.1e}, latents {:.1e}", worst.0, worst.1);
+    // first order on the first step (no history) and the last (final sigma 0)
+    assert_eq!((orders[0], orders[steps - 1]), (1, 1));
+    assert!(orders[1..steps - 1].iter().all(|&o| o == 2));
+    assert!(worst.0 < 1e-5 && worst.1 < 1e-5, "{dir}: x0 {:e}, latents {:e}", worst.0, worst.1);
+}
+
+#[test]
+fn dpmpp_2m_matches_diffusers_call_by_call() {
+    for model in MODELS {
+        check_dpmpp_run(model, "dpmpp_2m", false);
+        check_dpmpp_run(model, "dpmpp_2m_karras", true);
+    }
 }

@@ -121,7 +121,7 @@ fn interp(x: f64, fp: &[f32]) -> f64 {
 
 /// `_convert_to_karras`: rho 7 between the interpolated range's ends (or the
 /// config's `sigma_min` / `sigma_max`), float64 throughout.
-fn karras(sigmas: &[f64], steps: usize, options: &SigmaOptions) -> Vec<f64> {
+pub(super) fn karras(sigmas: &[f64], steps: usize, options: &SigmaOptions) -> Vec<f64> {
     const RHO: f64 = 7.0;
     let sigma_min = options.sigma_min.unwrap_or(sigmas[sigmas.len() - 1]);
     let sigma_max = options.sigma_max.unwrap_or(sigmas[0]);
@@ -137,7 +137,7 @@ fn karras(sigmas: &[f64], steps: usize, options: &SigmaOptions) -> Vec<f64> {
 /// interpolating linearly in log sigma between the two neighbours. numpy mixes
 /// precisions here: the log sigmas are float32, `low - high` is a float32
 /// difference, everything else float64.
-fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+pub(super) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     let log_sigma = sigma.max(1e-10).ln();
     // cumsum(dists >= 0).argmax(): the last index whose log sigma is <= log_sigma
     // (0 when there is none), at most len - 2

@@ -13,7 +13,7 @@ use super::store::{ModelInfo, RuntimeInfo, SessionRecord, FORMAT};
 use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
 use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
-use crate::scheduler::{DdimStep, EulerStep, Sampler, SamplerStep, SchedulerConfig};
+use crate::scheduler::{DdimStep, DpmStep, EulerStep, Sampler, SamplerStep, SchedulerConfig};
 use crate::stages::{DenoiseStep, PromptEncoding};
 
 /// The tensors of a step, in the order they are computed; `noise_pred_uncond` is
@@ -118,8 +118,25 @@ struct StepFile {
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum StepScalars {
-    Ddim { prev_timestep: i64, alpha_prod_t_prev: f64, beta_prod_t: f64, std_dev_t: f64 },
-    Sigma { sigma: f64, sigma_next: f64, sigma_up: f64, sigma_down: f64 },
+    Ddim {
+        prev_timestep: i64,
+        alpha_prod_t_prev: f64,
+        beta_prod_t: f64,
+        std_dev_t: f64,
+    },
+    Sigma {
+        sigma: f64,
+        sigma_next: f64,
+        sigma_up: f64,
+        sigma_down: f64,
+    },
+    /// `h` is null on a step to sigma 0, where it is infinite.
+    Multistep {
+        sigma: f64,
+        sigma_next: f64,
+        order: u8,
+        h: Option<f64>,
+    },
 }
 
 impl SessionFile {
@@ -146,6 +163,10 @@ impl SessionFile {
                         sigma_up: s.sigma_up,
                         sigma_down: s.sigma_down,
                     },
+                    SamplerStep::Dpm(s) => {
+                        let h = s.h.is_finite().then_some(s.h);
+                        StepScalars::Multistep { sigma: s.sigma, sigma_next: s.sigma_next, order: s.order, h }
+                    }
                 };
                 StepFile {
                     timestep: r.denoise.scheduler.timestep(),
@@ -333,11 +354,25 @@ fn sampler_step(
                 prev_sample: take("prev_sample")?,
             })
         }
+        (Sampler::Dpm(..), &StepScalars::Multistep { sigma, sigma_next, order, h }) => SamplerStep::Dpm(DpmStep {
+            index,
+            timestep: step.timestep,
+            sigma,
+            sigma_next,
+            alpha_prod_t: step.alpha_prod_t,
+            order,
+            h: h.unwrap_or(f64::INFINITY),
+            pred_original_sample,
+            prev_sample: take("prev_sample")?,
+        }),
         (_, StepScalars::Ddim { .. }) => {
             bail!("steps[{index}] holds DDIM's values, the run's sampler is {}", sampler.name())
         }
         (_, StepScalars::Sigma { .. }) => {
-            bail!("steps[{index}] holds sigmas, the run's sampler is {}", sampler.name())
+            bail!("steps[{index}] holds Euler's sigmas, the run's sampler is {}", sampler.name())
+        }
+        (_, StepScalars::Multistep { .. }) => {
+            bail!("steps[{index}] holds a multistep solver's values, the run's sampler is {}", sampler.name())
         }
     })
 }

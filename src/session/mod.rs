@@ -218,6 +218,7 @@ impl Session {
             &self.model.unet,
             &self.sampler,
             latents,
+            self.history.last().map(|r| &r.denoise.scheduler),
             &encoding.prompt_embeds,
             index,
             guide,

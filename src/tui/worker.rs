@@ -582,6 +582,9 @@ pub fn step_view(record: &StepRecord, elapsed: Duration, vae: Option<&Session>) 
         SamplerStep::Euler(e) => {
             (Landing::Sigma { sigma: e.sigma, next: e.sigma_next }, 1.0 / (1.0 + e.sigma_next * e.sigma_next))
         }
+        SamplerStep::Dpm(d) => {
+            (Landing::Sigma { sigma: d.sigma, next: d.sigma_next }, 1.0 / (1.0 + d.sigma_next * d.sigma_next))
+        }
     };
     let picture = |latent: &Tensor| match vae {
         Some(session) => to_rgb8(&session.decode(latent)?),

@@ -85,7 +85,7 @@ mod denoise {
     pub const T: &str = "let t = sampler.timestep(index)?;";
     pub const CAT: &str = "Tensor::cat(&[&scaled, &scaled], 0)";
     pub const UNET: &str = "unet.forward(&latent_model_input";
-    pub const CHUNK: &str = "noise_pred.chunk(2, 0)";
+    pub const CHUNK: &str = "noise_pred.narrow(0, 0, 1)";
     pub const TEXT_EMBEDS: &str = "prompt_embeds.narrow(0, 1, 1)";
     pub const UNET_TEXT: &str = "unet.forward(&scaled";
     pub const GUIDANCE: &str = "(&noise_pred_text - uncond)? * guidance_scale";
