@@ -66,6 +66,16 @@ fn check_sampler(name: &str, sampler: &str) {
     check_run(name, &fixture(name).join("samplers/txt2img").join(sampler), sampler);
 }
 
+/// PNDM makes one call more than steps: the second redoes the first step.
+#[test]
+fn pndm_matches_diffusers() {
+    for name in ["sd2-tiny", "sd15-tiny"] {
+        check_sampler(name, "pndm");
+    }
+    // SD 1.x names PNDM in its scheduler_config.json: `model` runs what diffusers' pipeline runs
+    check_run("sd15-tiny", &fixture("sd15-tiny").join("samplers/txt2img/pndm"), "model");
+}
+
 fn check_run(name: &str, run_dir: &std::path::Path, scheduler: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ours = generate_trace(name, run_dir, scheduler, dir.path());
@@ -83,7 +93,7 @@ fn check_run(name: &str, run_dir: &std::path::Path, scheduler: &str) {
         let tolerance = match key.as_str() {
             "input_ids" | "negative_input_ids" => 0.0,
             // whole numbers for DDIM; a sigma sampler's are float32 values of numpy's math
-            "timesteps" if scheduler == "ddim" => 0.0,
+            "timesteps" if ["ddim", "pndm", "model"].contains(&scheduler) => 0.0,
             "timesteps" => 1e-3,
             "sigmas" => 1e-6,
             "alpha_prod_t" => 1e-9,

@@ -39,8 +39,8 @@ fn trace_bytes(s: &Session) -> Vec<u8> {
 }
 
 fn finish(s: &mut Session) {
-    let steps = s.settings().steps;
-    s.run_to(steps).unwrap();
+    let calls = s.calls();
+    s.run_to(calls).unwrap();
     s.vae_decode().unwrap();
 }
 
@@ -60,7 +60,8 @@ fn exact_resume_with(name: &str, settings: Settings) {
     let mut straight = Session::new(open_model(&model_dir), settings).unwrap();
     straight.encode_prompt().unwrap();
     straight.get_latent().unwrap();
-    for k in 0..=10 {
+    let calls = straight.calls();
+    for k in 0..=calls {
         straight.run_to(k).unwrap();
         straight.save(&tmp.path().join(format!("stop-{k}")), SaveOptions::default()).unwrap();
     }
@@ -68,7 +69,7 @@ fn exact_resume_with(name: &str, settings: Settings) {
     let expected = trace_bytes(&straight);
     drop(straight);
 
-    for k in 0..=10 {
+    for k in 0..=calls {
         let dir = tmp.path().join(format!("stop-{k}"));
         let opened = Session::open(&dir, open_model(&model_dir), OpenOptions::default()).unwrap();
         assert!(opened.warnings.is_empty(), "{:?}", opened.warnings);
@@ -78,7 +79,8 @@ fn exact_resume_with(name: &str, settings: Settings) {
         assert!(trace_bytes(&s) == expected, "{name} {scheduler} eta {eta}: resumed at step {k} differs");
     }
     println!(
-        "{name} {scheduler} eta {eta}: resumed at each of steps 0..=10, all 11 traces equal the uninterrupted one"
+        "{name} {scheduler} eta {eta}: resumed at each of steps 0..={calls}, all {} traces equal the uninterrupted one",
+        calls + 1
     );
 }
 
@@ -93,11 +95,11 @@ fn exact_resume_at_every_step_deterministic() {
 }
 
 /// The ancestral sampler draws fresh noise each step from the run's generator,
-/// Karras sigmas give fractional timesteps, DPM++ 2M uses the previous step's x0:
-/// all resume bit for bit.
+/// Karras sigmas give fractional timesteps, DPM++ 2M uses the previous step's x0,
+/// PNDM the earlier predictions and the first latent: all resume bit for bit.
 #[test]
 fn exact_resume_at_every_step_with_euler_samplers() {
-    for scheduler in [SamplerName::EulerA, SamplerName::EulerKarras, SamplerName::Dpmpp2mKarras] {
+    for scheduler in [SamplerName::EulerA, SamplerName::EulerKarras, SamplerName::Dpmpp2mKarras, SamplerName::Pndm] {
         exact_resume_with("sd15-tiny", Settings { scheduler, ..settings("sd15-tiny", 0.0) });
     }
 }

@@ -153,18 +153,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut latents = stages::get_latent(&mut rng, shape, sigma, &device, model.dtype())?;
     let guide = Guidance { guidance_scale: settings.guidance_scale, eta: 0.0 };
     // warm-up step, untimed
-    stages::denoise_step(&model.unet, &sampler, &latents, None, &prompt_embeds, 0, guide, &mut rng, None)?;
+    stages::denoise_step(&model.unet, &sampler, &latents, &[], &prompt_embeds, 0, guide, &mut rng, None)?;
     device.synchronize()?;
     let mut step_s = Vec::with_capacity(sampler.calls());
-    let mut last: Option<stages::DenoiseStep> = None;
+    let mut done: Vec<stages::DenoiseStep> = Vec::new();
     for index in 0..sampler.calls() {
         let started = Instant::now();
-        let previous = last.as_ref().map(|s| &s.scheduler);
+        let history: Vec<_> = done.iter().map(|s| &s.scheduler).collect();
         let step = stages::denoise_step(
             &model.unet,
             &sampler,
             &latents,
-            previous,
+            &history,
             &prompt_embeds,
             index,
             guide,
@@ -174,14 +174,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         device.synchronize()?;
         step_s.push(started.elapsed().as_secs_f64());
         latents = step.scheduler.prev_sample().clone();
-        last = Some(step);
+        done.push(step);
     }
-    let last = last.expect("at least one step");
+    // the last step again, from its own input and history
     let index = sampler.calls() - 1;
-    // the last step's record stands in for its predecessor's: only the time counts here
+    let (last, earlier) = done.split_last().expect("at least one step");
+    let history: Vec<_> = earlier.iter().map(|s| &s.scheduler).collect();
+    let input = earlier.last().map_or(&latents, |s| s.scheduler.prev_sample());
     let scheduler_step = time(&device, repeats, || {
-        let (output, previous) = (&last.guided_model_output, Some(&last.scheduler));
-        Ok(sampler.step(index, output, &latents, previous, 0.0, &mut TorchRng::new(0))?)
+        Ok(sampler.step(index, &last.guided_model_output, input, &history, 0.0, &mut TorchRng::new(0))?)
     })?;
     let preview = time(&device, repeats, || latent_to_rgb(&latents))?;
     let decode =

@@ -171,7 +171,7 @@ pub fn finish(
     outputs: &Outputs,
     force: bool,
 ) -> Result<()> {
-    let steps = session.settings().steps;
+    let steps = session.calls();
     let target = stop_at.unwrap_or(steps);
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("denoise {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]").expect("valid template"),

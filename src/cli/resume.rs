@@ -83,7 +83,7 @@ pub fn run(args: ResumeArgs) -> Result<()> {
         eprintln!("warning: {}", printable_line(warning));
     }
     let mut session = opened.session;
-    eprintln!("resuming {} at step {} of {}", dir.display(), session.history().len(), session.settings().steps);
+    eprintln!("resuming {} at step {} of {}", dir.display(), session.history().len(), session.calls());
     let outputs = Outputs { png: args.out.as_deref(), trace: args.trace.as_deref(), session: Some(&dir), show: None };
     // The session folder is this run's own: saving the finished run over it is the point.
     finish(&mut session, None, &[], &outputs, true)

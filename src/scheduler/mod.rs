@@ -11,6 +11,7 @@ mod config;
 mod ddim;
 mod dpmpp;
 mod euler;
+mod pndm;
 mod sampler;
 mod schedule;
 mod sigmas;
@@ -19,6 +20,7 @@ pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing}
 pub use ddim::{DdimScheduler, DdimStep};
 pub use dpmpp::{DpmSolverPP, DpmStep};
 pub use euler::{Euler, EulerStep};
+pub use pndm::{Pndm, PndmStep};
 pub use sampler::{Sampler, SamplerName, SamplerStep};
 
 #[cfg(test)]

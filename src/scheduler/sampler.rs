@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, SchedulerConfig};
+use super::{DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Pndm, PndmStep, SchedulerConfig};
 use crate::rng::torch::TorchRng;
 
 /// A sampler by the name the CLI, sessions and PNG metadata use.
@@ -18,6 +18,7 @@ use crate::rng::torch::TorchRng;
 pub enum SamplerName {
     #[default]
     Ddim,
+    Pndm,
     Euler,
     EulerKarras,
     EulerA,
@@ -29,11 +30,12 @@ pub enum SamplerName {
 
 impl SamplerName {
     pub const ALL: &'static [Self] =
-        &[Self::Ddim, Self::Euler, Self::EulerKarras, Self::EulerA, Self::Dpmpp2m, Self::Dpmpp2mKarras];
+        &[Self::Ddim, Self::Pndm, Self::Euler, Self::EulerKarras, Self::EulerA, Self::Dpmpp2m, Self::Dpmpp2mKarras];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
+            Self::Pndm => "pndm",
             Self::Euler => "euler",
             Self::EulerKarras => "euler_karras",
             Self::EulerA => "euler_a",
@@ -46,6 +48,7 @@ impl SamplerName {
     pub fn a1111_name(self) -> &'static str {
         match self {
             Self::Ddim => "DDIM",
+            Self::Pndm => "PLMS",
             Self::Euler => "Euler",
             Self::EulerKarras => "Euler Karras",
             Self::EulerA => "Euler a",
@@ -58,6 +61,7 @@ impl SamplerName {
     pub fn diffusers_class(self) -> &'static str {
         match self {
             Self::Ddim => "DDIMScheduler",
+            Self::Pndm => "PNDMScheduler",
             Self::Euler | Self::EulerKarras => "EulerDiscreteScheduler",
             Self::EulerA => "EulerAncestralDiscreteScheduler",
             Self::Dpmpp2m | Self::Dpmpp2mKarras => "DPMSolverMultistepScheduler",
@@ -87,6 +91,7 @@ impl SamplerName {
         let karras = config.source.get("use_karras_sigmas").and_then(Value::as_bool).unwrap_or(false);
         match (class, karras) {
             ("DDIMScheduler", _) => Ok(Self::Ddim),
+            ("PNDMScheduler", _) => Ok(Self::Pndm),
             ("EulerDiscreteScheduler", false) => Ok(Self::Euler),
             ("EulerDiscreteScheduler", true) => Ok(Self::EulerKarras),
             ("EulerAncestralDiscreteScheduler", _) => Ok(Self::EulerA),
@@ -123,6 +128,7 @@ impl fmt::Display for SamplerName {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sampler {
     Ddim(DdimScheduler),
+    Pndm(Pndm),
     Euler(SamplerName, Euler),
     Dpm(SamplerName, DpmSolverPP),
 }
@@ -131,6 +137,7 @@ pub enum Sampler {
 #[derive(Debug, Clone)]
 pub enum SamplerStep {
     Ddim(DdimStep),
+    Pndm(PndmStep),
     Euler(EulerStep),
     Dpm(DpmStep),
 }
@@ -142,6 +149,7 @@ impl Sampler {
         let source = Value::Object(config.source.clone());
         Ok(match name {
             SamplerName::Ddim => Self::Ddim(DdimScheduler::new(config, steps)?),
+            SamplerName::Pndm => Self::Pndm(Pndm::from_config(&source, steps)?),
             SamplerName::Euler => Self::Euler(name, Euler::from_config(&source, steps, false, false)?),
             SamplerName::EulerKarras => Self::Euler(name, Euler::from_config(&source, steps, true, false)?),
             SamplerName::EulerA => Self::Euler(name, Euler::from_config(&source, steps, false, true)?),
@@ -153,6 +161,7 @@ impl Sampler {
     pub fn name(&self) -> SamplerName {
         match self {
             Self::Ddim(_) => SamplerName::Ddim,
+            Self::Pndm(_) => SamplerName::Pndm,
             Self::Euler(name, _) | Self::Dpm(name, _) => *name,
         }
     }
@@ -161,6 +170,7 @@ impl Sampler {
     pub fn timesteps(&self) -> Vec<f64> {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| t as f64).collect(),
+            Self::Pndm(p) => p.timesteps().iter().map(|&t| t as f64).collect(),
             Self::Euler(_, e) => e.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Dpm(_, d) => d.timesteps().iter().map(|&t| f64::from(t)).collect(),
         }
@@ -170,6 +180,7 @@ impl Sampler {
     pub fn timestep(&self, index: usize) -> candle_core::Result<f64> {
         let t = match self {
             Self::Ddim(d) => d.timesteps().get(index).map(|&t| t as f64),
+            Self::Pndm(p) => p.timesteps().get(index).map(|&t| t as f64),
             Self::Euler(_, e) => e.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Dpm(_, d) => d.timesteps().get(index).map(|&t| f64::from(t)),
         };
@@ -183,6 +194,7 @@ impl Sampler {
     pub fn calls(&self) -> usize {
         match self {
             Self::Ddim(d) => d.timesteps().len(),
+            Self::Pndm(p) => p.timesteps().len(),
             Self::Euler(_, e) => e.timesteps().len(),
             Self::Dpm(_, d) => d.timesteps().len(),
         }
@@ -193,6 +205,7 @@ impl Sampler {
     pub fn alpha_prod_t(&self) -> Vec<f64> {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| d.alphas_cumprod()[t]).collect(),
+            Self::Pndm(p) => p.timesteps().iter().map(|&t| p.alpha_prod_t(t)).collect(),
             Self::Euler(..) | Self::Dpm(..) => {
                 let sigmas = self.sigmas().unwrap_or_default();
                 sigmas[..self.calls()].iter().map(|&s| 1.0 / (1.0 + s * s)).collect()
@@ -203,7 +216,7 @@ impl Sampler {
     /// The sampler's own sigmas (`calls + 1` values), for those that have them.
     pub fn sigmas(&self) -> Option<Vec<f64>> {
         match self {
-            Self::Ddim(_) => None,
+            Self::Ddim(_) | Self::Pndm(_) => None,
             Self::Euler(_, e) => Some(e.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Dpm(_, d) => Some(d.sigmas().iter().map(|&s| f64::from(s)).collect()),
         }
@@ -213,6 +226,7 @@ impl Sampler {
     pub fn init_noise_sigma(&self) -> f64 {
         match self {
             Self::Ddim(d) => d.init_noise_sigma(),
+            Self::Pndm(_) => 1.0,
             Self::Euler(_, e) => e.init_noise_sigma(),
             Self::Dpm(..) => 1.0,
         }
@@ -221,13 +235,13 @@ impl Sampler {
     /// `scale_model_input`: what the UNet sees of the latent at step call `index`.
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
         match self {
-            Self::Ddim(_) | Self::Dpm(..) => Ok(sample.clone()),
+            Self::Ddim(_) | Self::Pndm(_) | Self::Dpm(..) => Ok(sample.clone()),
             Self::Euler(_, e) => e.scale_model_input(sample, index),
         }
     }
 
-    /// Step call `index` from `sample` with the guided model output; `previous`
-    /// is step `index - 1`'s record, the history multistep solvers use. Stochastic
+    /// Step call `index` from `sample` with the guided model output; `history`
+    /// holds the records of calls `0..index`, which multistep solvers use. Stochastic
     /// samplers (DDIM with `eta > 0`, Euler a) draw their noise from `rng`, as
     /// diffusers draws it from the run's generator.
     pub fn step(
@@ -235,7 +249,7 @@ impl Sampler {
         index: usize,
         model_output: &Tensor,
         sample: &Tensor,
-        previous: Option<&SamplerStep>,
+        history: &[&SamplerStep],
         eta: f64,
         rng: &mut TorchRng,
     ) -> candle_core::Result<SamplerStep> {
@@ -254,8 +268,18 @@ impl Sampler {
                 let fresh = if *name == SamplerName::EulerA { Some(noise(rng)?) } else { None };
                 e.step(index, model_output, sample, fresh.as_ref()).map(SamplerStep::Euler)
             }
+            Self::Pndm(p) => {
+                let earlier: Vec<&PndmStep> = history
+                    .iter()
+                    .filter_map(|s| match s {
+                        SamplerStep::Pndm(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                p.step(index, model_output, sample, &earlier).map(SamplerStep::Pndm)
+            }
             Self::Dpm(_, d) => {
-                let previous_x0 = previous.map(SamplerStep::pred_original_sample);
+                let previous_x0 = history.last().map(|s| s.pred_original_sample());
                 d.step(index, model_output, sample, previous_x0).map(SamplerStep::Dpm)
             }
         }
@@ -267,6 +291,7 @@ impl SamplerStep {
     pub fn timestep(&self) -> f64 {
         match self {
             Self::Ddim(s) => s.timestep as f64,
+            Self::Pndm(s) => s.timestep as f64,
             Self::Euler(s) => s.timestep,
             Self::Dpm(s) => s.timestep,
         }
@@ -275,6 +300,7 @@ impl SamplerStep {
     pub fn alpha_prod_t(&self) -> f64 {
         match self {
             Self::Ddim(s) => s.alpha_prod_t,
+            Self::Pndm(s) => s.alpha_prod_t,
             Self::Euler(s) => s.alpha_prod_t,
             Self::Dpm(s) => s.alpha_prod_t,
         }
@@ -282,7 +308,7 @@ impl SamplerStep {
 
     pub fn sigma(&self) -> Option<f64> {
         match self {
-            Self::Ddim(_) => None,
+            Self::Ddim(_) | Self::Pndm(_) => None,
             Self::Euler(s) => Some(s.sigma),
             Self::Dpm(s) => Some(s.sigma),
         }
@@ -292,6 +318,7 @@ impl SamplerStep {
     pub fn pred_original_sample(&self) -> &Tensor {
         match self {
             Self::Ddim(s) => &s.pred_original_sample,
+            Self::Pndm(s) => &s.pred_original_sample,
             Self::Euler(s) => &s.pred_original_sample,
             Self::Dpm(s) => &s.pred_original_sample,
         }
@@ -301,6 +328,7 @@ impl SamplerStep {
     pub fn prev_sample(&self) -> &Tensor {
         match self {
             Self::Ddim(s) => &s.prev_sample,
+            Self::Pndm(s) => &s.prev_sample,
             Self::Euler(s) => &s.prev_sample,
             Self::Dpm(s) => &s.prev_sample,
         }
@@ -315,6 +343,15 @@ impl SamplerStep {
                 ("pred_epsilon", &s.pred_epsilon),
                 ("prev_sample", &s.prev_sample),
             ],
+            Self::Pndm(s) => {
+                let mut out = vec![
+                    ("model_output", &s.model_output),
+                    ("pred_original_sample", &s.pred_original_sample),
+                    ("prev_sample", &s.prev_sample),
+                ];
+                out.extend(s.sample_in.as_ref().map(|t| ("sample_in", t)));
+                out
+            }
             Self::Euler(s) => vec![
                 ("pred_original_sample", &s.pred_original_sample),
                 ("derivative", &s.derivative),
@@ -330,6 +367,13 @@ impl SamplerStep {
             Self::Ddim(s) => Self::Ddim(DdimStep {
                 pred_original_sample: f(&s.pred_original_sample)?,
                 pred_epsilon: f(&s.pred_epsilon)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+            Self::Pndm(s) => Self::Pndm(PndmStep {
+                model_output: f(&s.model_output)?,
+                sample_in: s.sample_in.as_ref().map(&f).transpose()?,
+                pred_original_sample: f(&s.pred_original_sample)?,
                 prev_sample: f(&s.prev_sample)?,
                 ..s.clone()
             }),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use super::{DpmSolverPP, Euler};
+use super::{DpmSolverPP, Euler, Pndm, PndmStep};
 use crate::rng::torch::TorchRng;
 
 fn fixture(path: &str) -> PathBuf {
@@ -175,5 +175,38 @@ fn dpmpp_2m_matches_diffusers_call_by_call() {
     for model in MODELS {
         check_dpmpp_run(model, "dpmpp_2m", false);
         check_dpmpp_run(model, "dpmpp_2m_karras", true);
+    }
+}
+
+/// PNDM's diffusers runs replayed call by call, each call given the records of
+/// the earlier ones (as computed here: they hold only what the inputs determine).
+#[test]
+fn pndm_matches_diffusers_call_by_call() {
+    for model in MODELS {
+        let dir = format!("{model}/samplers/txt2img/pndm");
+        let run = read_json(&format!("{dir}/run.json"));
+        let reference = load(&format!("{dir}/reference.safetensors"));
+        let config = read_json(&format!("{model}/model/scheduler/scheduler_config.json"));
+        let steps = run["steps"].as_u64().unwrap() as usize;
+        let pndm = Pndm::from_config(&config, steps).unwrap();
+        let timesteps: Vec<f64> = pndm.timesteps().iter().map(|&t| t as f64).collect();
+        assert_eq!(timesteps, to_f64(&reference["timesteps"]), "{dir}: timesteps");
+        assert_eq!(timesteps.len(), steps + 1);
+        let (init, outputs, latents) =
+            (&reference["init_latents"], &reference["guided_model_output"], &reference["latents"]);
+        let row = |t: &Tensor, i: usize| t.get(i).unwrap().unsqueeze(0).unwrap();
+        let mut done: Vec<PndmStep> = Vec::new();
+        let mut worst = 0.0f64;
+        for i in 0..timesteps.len() {
+            let sample = if i == 0 { init.clone() } else { row(latents, i - 1) };
+            let history: Vec<&PndmStep> = done.iter().collect();
+            let step = pndm.step(i, &row(outputs, i), &sample, &history).unwrap();
+            worst = worst.max(max_rel_diff(&step.prev_sample, &row(latents, i)));
+            done.push(step);
+        }
+        let mixed: Vec<usize> = done.iter().map(|s| s.mixed).collect();
+        println!("{dir}: mixed {mixed:?}, latents {worst:.1e}");
+        assert_eq!(&mixed[..4], &[1, 2, 2, 3]);
+        assert!(worst < 1e-5, "{dir}: latents {worst:e}");
     }
 }

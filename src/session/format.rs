@@ -13,7 +13,7 @@ use super::store::{ModelInfo, RuntimeInfo, SessionRecord, FORMAT};
 use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
 use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
-use crate::scheduler::{DdimStep, DpmStep, EulerStep, Sampler, SamplerStep, SchedulerConfig};
+use crate::scheduler::{DdimStep, DpmStep, EulerStep, PndmStep, Sampler, SamplerStep, SchedulerConfig};
 use crate::stages::{DenoiseStep, PromptEncoding};
 
 /// The tensors of a step, in the order they are computed; `noise_pred_uncond` is
@@ -67,7 +67,7 @@ pub(super) struct SessionFile {
     /// The sampler's name, as `settings.scheduler` (format 1 files have only this).
     scheduler: String,
     #[serde(deserialize_with = "scheduler_config", serialize_with = "write_scheduler_config")]
-    scheduler_config: SchedulerConfig,
+    pub(super) scheduler_config: SchedulerConfig,
     /// `start`, `encode_prompt`, `get_latent`, `denoise` or `vae_decode`.
     pub(super) stage: String,
     pub(super) steps_done: usize,
@@ -137,6 +137,12 @@ enum StepScalars {
         order: u8,
         h: Option<f64>,
     },
+    Plms {
+        step_from: usize,
+        prev_timestep: i64,
+        alpha_prod_t_prev: f64,
+        mixed: usize,
+    },
 }
 
 impl SessionFile {
@@ -162,6 +168,12 @@ impl SessionFile {
                         sigma_next: s.sigma_next,
                         sigma_up: s.sigma_up,
                         sigma_down: s.sigma_down,
+                    },
+                    SamplerStep::Pndm(s) => StepScalars::Plms {
+                        step_from: s.step_from,
+                        prev_timestep: s.prev_timestep,
+                        alpha_prod_t_prev: s.alpha_prod_t_prev,
+                        mixed: s.mixed,
                     },
                     SamplerStep::Dpm(s) => {
                         let h = s.h.is_finite().then_some(s.h);
@@ -219,9 +231,6 @@ impl SessionFile {
         if self.steps_done != self.steps.len() {
             bail!("steps_done is {} but {} steps are listed", self.steps_done, self.steps.len());
         }
-        if self.steps.len() > self.settings.steps {
-            bail!("{} steps are listed, settings.steps is {}", self.steps.len(), self.settings.steps);
-        }
         let stage = stage_of(self.encoding.is_some(), self.latent.is_some(), self.steps.len(), self.image.is_some());
         if self.stage != stage_name(stage) {
             bail!("stage is {:?} but what is saved reaches {:?}", self.stage, stage_name(stage));
@@ -231,6 +240,15 @@ impl SessionFile {
         }
         let sampler = Sampler::new(self.settings.scheduler, &self.scheduler_config, self.settings.steps)
             .map_err(|e| anyhow!("scheduler_config: {e:#}"))?;
+        if self.steps.len() > sampler.calls() {
+            bail!(
+                "{} steps are listed, the run has {} (settings.steps {}, {})",
+                self.steps.len(),
+                sampler.calls(),
+                self.settings.steps,
+                self.settings.scheduler
+            );
+        }
         for (i, (step, t)) in self.steps.iter().zip(sampler.timesteps()).enumerate() {
             if step.timestep != t {
                 bail!("steps[{i}].timestep is {}, the schedule says {t}", step.timestep);
@@ -365,6 +383,25 @@ fn sampler_step(
             pred_original_sample,
             prev_sample: take("prev_sample")?,
         }),
+        (Sampler::Pndm(_), &StepScalars::Plms { step_from, prev_timestep, alpha_prod_t_prev, mixed }) => {
+            SamplerStep::Pndm(PndmStep {
+                index,
+                // equal to the schedule's (checked), so a whole number
+                timestep: step.timestep as usize,
+                step_from,
+                prev_timestep,
+                alpha_prod_t: step.alpha_prod_t,
+                alpha_prod_t_prev,
+                mixed,
+                model_output: take("model_output")?,
+                sample_in: if index == 0 { Some(take("sample_in")?) } else { None },
+                pred_original_sample,
+                prev_sample: take("prev_sample")?,
+            })
+        }
+        (_, StepScalars::Plms { .. }) => {
+            bail!("steps[{index}] holds PNDM's values, the run's sampler is {}", sampler.name())
+        }
         (_, StepScalars::Ddim { .. }) => {
             bail!("steps[{index}] holds DDIM's values, the run's sampler is {}", sampler.name())
         }

@@ -8,6 +8,7 @@ use super::folder::recover_all;
 use super::format::parse_session_json;
 use super::store::SESSION_JSON;
 use crate::fsutil::{limits, read_regular};
+use crate::scheduler::Sampler;
 
 /// One line of `sdlab sessions`. Text from the file is as written: print it with
 /// [`crate::text::printable_line`].
@@ -58,7 +59,8 @@ pub fn list_sessions(root: &Path) -> Result<Listing> {
                 prompt: file.settings.prompt,
                 model: file.model.source,
                 steps_done: file.steps_done,
-                steps: file.settings.steps,
+                steps: Sampler::new(file.settings.scheduler, &file.scheduler_config, file.settings.steps)
+                    .map_or(file.settings.steps, |s| s.calls()),
                 stage: file.stage,
                 saved: file.saved,
             })

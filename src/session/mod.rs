@@ -160,7 +160,13 @@ impl Session {
 
     /// True once every scheduled step has been taken.
     pub fn is_denoised(&self) -> bool {
-        self.history.len() == self.settings.steps
+        self.history.len() == self.calls()
+    }
+
+    /// How many sampler steps (UNet calls and `scheduler.step`s) the run takes:
+    /// `settings.steps`, and one more for PNDM, whose second step is a correction.
+    pub fn calls(&self) -> usize {
+        self.sampler.calls()
     }
 
     /// Stage 1: tokenize and encode both prompts.
@@ -205,7 +211,7 @@ impl Session {
         };
         let index = self.history.len();
         let Ok(timestep) = self.sampler.timestep(index) else {
-            bail!("all {} denoising steps are done: decode, or change the settings to run again", self.settings.steps);
+            bail!("all {} denoising steps are done: decode, or change the settings to run again", self.calls());
         };
         let (latents, mut rng) = match self.history.last() {
             Some(last) => (last.denoise.scheduler.prev_sample(), last.rng_after.clone()),
@@ -218,7 +224,7 @@ impl Session {
             &self.model.unet,
             &self.sampler,
             latents,
-            self.history.last().map(|r| &r.denoise.scheduler),
+            &self.history.iter().map(|r| &r.denoise.scheduler).collect::<Vec<_>>(),
             &encoding.prompt_embeds,
             index,
             guide,
@@ -235,7 +241,7 @@ impl Session {
                     "denoise step {} of {} (t={timestep}): {name} {what}; stopped here rather than go on with no picture \
                      (guidance {}, eta {}, {}; --dtype f32 avoids float16 overflow)",
                     index + 1,
-                    self.settings.steps,
+                    self.calls(),
                     self.settings.guidance_scale,
                     self.settings.eta,
                     self.model.dtype().as_str()
@@ -250,8 +256,8 @@ impl Session {
     /// Takes steps until `steps` of them are done, or rewinds to that point (the
     /// later steps are dropped; the generator state of step `steps` is restored).
     pub fn run_to(&mut self, steps: usize) -> Result<()> {
-        if steps > self.settings.steps {
-            bail!("run_to {steps}: this run has only {} steps", self.settings.steps);
+        if steps > self.calls() {
+            bail!("run_to {steps}: this run has only {} steps", self.calls());
         }
         if steps < self.history.len() {
             self.history.truncate(steps);

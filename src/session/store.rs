@@ -282,7 +282,8 @@ impl SessionRecord {
         let mut files = Vec::new();
         let mut image_path = None;
         if let Some(image) = &self.image {
-            let name = if self.history.len() == self.settings.steps {
+            let calls = self.sampler().map_or(self.settings.steps, |s| s.calls());
+            let name = if self.history.len() == calls {
                 "final.png".to_string()
             } else {
                 format!("step-{}.png", self.history.len())

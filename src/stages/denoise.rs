@@ -32,16 +32,16 @@ pub struct Guidance {
 
 /// One denoising step: the latent twice through the UNet (negative + prompt),
 /// classifier-free guidance, then the sampler's step. Sigma samplers scale x_t
-/// for the UNet (DDIM passes it as is); multistep ones also use the `previous`
-/// step; stochastic ones draw their noise from `rng`, the run's generator. `taps`
-/// observes the UNet pass.
+/// for the UNet (DDIM passes it as is); multistep ones also use the `history` of
+/// earlier steps; stochastic ones draw their noise from `rng`, the run's
+/// generator. `taps` observes the UNet pass.
 // Every input stays a plain argument: this function is the talk's denoise slide.
 #[allow(clippy::too_many_arguments)]
 pub fn denoise_step(
     unet: &UNet2DConditionModel,
     sampler: &Sampler,
     latents: &Tensor,
-    previous: Option<&SamplerStep>,
+    history: &[&SamplerStep],
     prompt_embeds: &Tensor,
     index: usize,
     Guidance { guidance_scale, eta }: Guidance,
@@ -61,6 +61,6 @@ pub fn denoise_step(
         Some(uncond) => (uncond + ((&noise_pred_text - uncond)? * guidance_scale)?)?,
         None => noise_pred_text.clone(),
     };
-    let scheduler = sampler.step(index, &guided_model_output, latents, previous, eta, rng)?;
+    let scheduler = sampler.step(index, &guided_model_output, latents, history, eta, rng)?;
     Ok(DenoiseStep { guidance_scale, noise_pred_uncond, noise_pred_text, guided_model_output, scheduler })
 }

@@ -520,7 +520,7 @@ impl RunFacts<'_> {
                     .unwrap_or(TimestepSpacing::Linspace.as_str())
                     .to_string(),
             },
-            steps: settings.steps,
+            steps: sampler.calls(),
             timesteps: sampler.timesteps().into_iter().map(Timestep).collect(),
             alpha_prod_t: sampler.alpha_prod_t(),
             settings: settings.clone(),
@@ -579,6 +579,7 @@ pub fn step_view(record: &StepRecord, elapsed: Duration, vae: Option<&Session>) 
     let x0 = s.pred_original_sample();
     let (landing, alpha_prod_t_prev) = match s {
         SamplerStep::Ddim(d) => (Landing::Timestep(d.prev_timestep), d.alpha_prod_t_prev),
+        SamplerStep::Pndm(p) => (Landing::Timestep(p.prev_timestep), p.alpha_prod_t_prev),
         SamplerStep::Euler(e) => {
             (Landing::Sigma { sigma: e.sigma, next: e.sigma_next }, 1.0 / (1.0 + e.sigma_next * e.sigma_next))
         }
