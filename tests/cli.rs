@@ -107,7 +107,7 @@ fn unknown_scheduler() {
     let out = generate(&fixture("sd2-tiny").join("model"), &["--scheduler", "dpm_fast"], dir.path());
     assert_clear_error(
         &out,
-        "unknown scheduler \"dpm_fast\": expected one of ddim, pndm, euler, euler_karras, euler_a, dpmpp_2m, dpmpp_2m_karras, or model",
+        "unknown scheduler \"dpm_fast\": expected one of ddim, pndm, lms, euler, euler_karras, euler_a, dpmpp_2m, dpmpp_2m_karras, or model",
     );
     assert_eq!(out.status.code(), Some(2));
 }
@@ -241,14 +241,14 @@ fn bench_reports_a_whole_run_of_the_built_in_model() {
 
 #[test]
 fn scheduler_model_names_the_class_it_cannot_run() {
-    // `model` takes the class the model's config names; LMS is not computed yet
+    // `model` takes the class the model's config names; KDPM2 is not computed
     let dir = tempfile::tempdir().unwrap();
     let model = model_copy(dir.path());
     let config = model.join("scheduler/scheduler_config.json");
-    let text = std::fs::read_to_string(&config).unwrap().replace("DDIMScheduler", "LMSDiscreteScheduler");
+    let text = std::fs::read_to_string(&config).unwrap().replace("DDIMScheduler", "KDPM2DiscreteScheduler");
     std::fs::write(&config, text).unwrap();
     let out = generate(&model, &["--scheduler", "model"], dir.path());
-    assert_clear_error(&out, "--scheduler model: the model's scheduler_config.json names LMSDiscreteScheduler");
+    assert_clear_error(&out, "--scheduler model: the model's scheduler_config.json names KDPM2DiscreteScheduler");
     assert!(stderr(&out).contains("dpmpp_2m_karras"));
     assert!(!dir.path().join("out.png").exists());
 }

@@ -66,6 +66,13 @@ fn check_sampler(name: &str, sampler: &str) {
     check_run(name, &fixture(name).join("samplers/txt2img").join(sampler), sampler);
 }
 
+#[test]
+fn lms_matches_diffusers() {
+    for name in ["sd2-tiny", "sd15-tiny"] {
+        check_sampler(name, "lms");
+    }
+}
+
 /// PNDM makes one call more than steps: the second redoes the first step.
 #[test]
 fn pndm_matches_diffusers() {

@@ -96,10 +96,13 @@ fn exact_resume_at_every_step_deterministic() {
 
 /// The ancestral sampler draws fresh noise each step from the run's generator,
 /// Karras sigmas give fractional timesteps, DPM++ 2M uses the previous step's x0,
-/// PNDM the earlier predictions and the first latent: all resume bit for bit.
+/// PNDM the earlier predictions and the first latent, LMS the earlier derivatives:
+/// all resume bit for bit.
 #[test]
-fn exact_resume_at_every_step_with_euler_samplers() {
-    for scheduler in [SamplerName::EulerA, SamplerName::EulerKarras, SamplerName::Dpmpp2mKarras, SamplerName::Pndm] {
+fn exact_resume_at_every_step_with_each_sampler() {
+    for scheduler in
+        [SamplerName::EulerA, SamplerName::EulerKarras, SamplerName::Dpmpp2mKarras, SamplerName::Pndm, SamplerName::Lms]
+    {
         exact_resume_with("sd15-tiny", Settings { scheduler, ..settings("sd15-tiny", 0.0) });
     }
 }

@@ -11,6 +11,7 @@ mod config;
 mod ddim;
 mod dpmpp;
 mod euler;
+mod lms;
 mod pndm;
 mod sampler;
 mod schedule;
@@ -20,6 +21,7 @@ pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing}
 pub use ddim::{DdimScheduler, DdimStep};
 pub use dpmpp::{DpmSolverPP, DpmStep};
 pub use euler::{Euler, EulerStep};
+pub use lms::{Lms, LmsStep};
 pub use pndm::{Pndm, PndmStep};
 pub use sampler::{Sampler, SamplerName, SamplerStep};
 

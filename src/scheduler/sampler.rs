@@ -9,7 +9,9 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Pndm, PndmStep, SchedulerConfig};
+use super::{
+    DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Lms, LmsStep, Pndm, PndmStep, SchedulerConfig,
+};
 use crate::rng::torch::TorchRng;
 
 /// A sampler by the name the CLI, sessions and PNG metadata use.
@@ -19,6 +21,7 @@ pub enum SamplerName {
     #[default]
     Ddim,
     Pndm,
+    Lms,
     Euler,
     EulerKarras,
     EulerA,
@@ -29,13 +32,22 @@ pub enum SamplerName {
 }
 
 impl SamplerName {
-    pub const ALL: &'static [Self] =
-        &[Self::Ddim, Self::Pndm, Self::Euler, Self::EulerKarras, Self::EulerA, Self::Dpmpp2m, Self::Dpmpp2mKarras];
+    pub const ALL: &'static [Self] = &[
+        Self::Ddim,
+        Self::Pndm,
+        Self::Lms,
+        Self::Euler,
+        Self::EulerKarras,
+        Self::EulerA,
+        Self::Dpmpp2m,
+        Self::Dpmpp2mKarras,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
             Self::Pndm => "pndm",
+            Self::Lms => "lms",
             Self::Euler => "euler",
             Self::EulerKarras => "euler_karras",
             Self::EulerA => "euler_a",
@@ -49,6 +61,7 @@ impl SamplerName {
         match self {
             Self::Ddim => "DDIM",
             Self::Pndm => "PLMS",
+            Self::Lms => "LMS",
             Self::Euler => "Euler",
             Self::EulerKarras => "Euler Karras",
             Self::EulerA => "Euler a",
@@ -62,6 +75,7 @@ impl SamplerName {
         match self {
             Self::Ddim => "DDIMScheduler",
             Self::Pndm => "PNDMScheduler",
+            Self::Lms => "LMSDiscreteScheduler",
             Self::Euler | Self::EulerKarras => "EulerDiscreteScheduler",
             Self::EulerA => "EulerAncestralDiscreteScheduler",
             Self::Dpmpp2m | Self::Dpmpp2mKarras => "DPMSolverMultistepScheduler",
@@ -92,6 +106,7 @@ impl SamplerName {
         match (class, karras) {
             ("DDIMScheduler", _) => Ok(Self::Ddim),
             ("PNDMScheduler", _) => Ok(Self::Pndm),
+            ("LMSDiscreteScheduler", _) => Ok(Self::Lms),
             ("EulerDiscreteScheduler", false) => Ok(Self::Euler),
             ("EulerDiscreteScheduler", true) => Ok(Self::EulerKarras),
             ("EulerAncestralDiscreteScheduler", _) => Ok(Self::EulerA),
@@ -129,6 +144,7 @@ impl fmt::Display for SamplerName {
 pub enum Sampler {
     Ddim(DdimScheduler),
     Pndm(Pndm),
+    Lms(Lms),
     Euler(SamplerName, Euler),
     Dpm(SamplerName, DpmSolverPP),
 }
@@ -138,6 +154,7 @@ pub enum Sampler {
 pub enum SamplerStep {
     Ddim(DdimStep),
     Pndm(PndmStep),
+    Lms(LmsStep),
     Euler(EulerStep),
     Dpm(DpmStep),
 }
@@ -150,6 +167,7 @@ impl Sampler {
         Ok(match name {
             SamplerName::Ddim => Self::Ddim(DdimScheduler::new(config, steps)?),
             SamplerName::Pndm => Self::Pndm(Pndm::from_config(&source, steps)?),
+            SamplerName::Lms => Self::Lms(Lms::from_config(&source, steps)?),
             SamplerName::Euler => Self::Euler(name, Euler::from_config(&source, steps, false, false)?),
             SamplerName::EulerKarras => Self::Euler(name, Euler::from_config(&source, steps, true, false)?),
             SamplerName::EulerA => Self::Euler(name, Euler::from_config(&source, steps, false, true)?),
@@ -162,6 +180,7 @@ impl Sampler {
         match self {
             Self::Ddim(_) => SamplerName::Ddim,
             Self::Pndm(_) => SamplerName::Pndm,
+            Self::Lms(_) => SamplerName::Lms,
             Self::Euler(name, _) | Self::Dpm(name, _) => *name,
         }
     }
@@ -171,6 +190,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| t as f64).collect(),
             Self::Pndm(p) => p.timesteps().iter().map(|&t| t as f64).collect(),
+            Self::Lms(l) => l.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Euler(_, e) => e.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Dpm(_, d) => d.timesteps().iter().map(|&t| f64::from(t)).collect(),
         }
@@ -181,6 +201,7 @@ impl Sampler {
         let t = match self {
             Self::Ddim(d) => d.timesteps().get(index).map(|&t| t as f64),
             Self::Pndm(p) => p.timesteps().get(index).map(|&t| t as f64),
+            Self::Lms(l) => l.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Euler(_, e) => e.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Dpm(_, d) => d.timesteps().get(index).map(|&t| f64::from(t)),
         };
@@ -195,6 +216,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().len(),
             Self::Pndm(p) => p.timesteps().len(),
+            Self::Lms(l) => l.timesteps().len(),
             Self::Euler(_, e) => e.timesteps().len(),
             Self::Dpm(_, d) => d.timesteps().len(),
         }
@@ -206,7 +228,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| d.alphas_cumprod()[t]).collect(),
             Self::Pndm(p) => p.timesteps().iter().map(|&t| p.alpha_prod_t(t)).collect(),
-            Self::Euler(..) | Self::Dpm(..) => {
+            Self::Lms(_) | Self::Euler(..) | Self::Dpm(..) => {
                 let sigmas = self.sigmas().unwrap_or_default();
                 sigmas[..self.calls()].iter().map(|&s| 1.0 / (1.0 + s * s)).collect()
             }
@@ -217,6 +239,7 @@ impl Sampler {
     pub fn sigmas(&self) -> Option<Vec<f64>> {
         match self {
             Self::Ddim(_) | Self::Pndm(_) => None,
+            Self::Lms(l) => Some(l.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Euler(_, e) => Some(e.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Dpm(_, d) => Some(d.sigmas().iter().map(|&s| f64::from(s)).collect()),
         }
@@ -227,6 +250,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.init_noise_sigma(),
             Self::Pndm(_) => 1.0,
+            Self::Lms(l) => l.init_noise_sigma(),
             Self::Euler(_, e) => e.init_noise_sigma(),
             Self::Dpm(..) => 1.0,
         }
@@ -237,6 +261,7 @@ impl Sampler {
         match self {
             Self::Ddim(_) | Self::Pndm(_) | Self::Dpm(..) => Ok(sample.clone()),
             Self::Euler(_, e) => e.scale_model_input(sample, index),
+            Self::Lms(l) => l.scale_model_input(sample, index),
         }
     }
 
@@ -278,6 +303,16 @@ impl Sampler {
                     .collect();
                 p.step(index, model_output, sample, &earlier).map(SamplerStep::Pndm)
             }
+            Self::Lms(l) => {
+                let earlier: Vec<&LmsStep> = history
+                    .iter()
+                    .filter_map(|s| match s {
+                        SamplerStep::Lms(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                l.step(index, model_output, sample, &earlier).map(SamplerStep::Lms)
+            }
             Self::Dpm(_, d) => {
                 let previous_x0 = history.last().map(|s| s.pred_original_sample());
                 d.step(index, model_output, sample, previous_x0).map(SamplerStep::Dpm)
@@ -292,6 +327,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => s.timestep as f64,
             Self::Pndm(s) => s.timestep as f64,
+            Self::Lms(s) => s.timestep,
             Self::Euler(s) => s.timestep,
             Self::Dpm(s) => s.timestep,
         }
@@ -301,6 +337,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => s.alpha_prod_t,
             Self::Pndm(s) => s.alpha_prod_t,
+            Self::Lms(s) => s.alpha_prod_t,
             Self::Euler(s) => s.alpha_prod_t,
             Self::Dpm(s) => s.alpha_prod_t,
         }
@@ -309,6 +346,7 @@ impl SamplerStep {
     pub fn sigma(&self) -> Option<f64> {
         match self {
             Self::Ddim(_) | Self::Pndm(_) => None,
+            Self::Lms(s) => Some(s.sigma),
             Self::Euler(s) => Some(s.sigma),
             Self::Dpm(s) => Some(s.sigma),
         }
@@ -319,6 +357,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => &s.pred_original_sample,
             Self::Pndm(s) => &s.pred_original_sample,
+            Self::Lms(s) => &s.pred_original_sample,
             Self::Euler(s) => &s.pred_original_sample,
             Self::Dpm(s) => &s.pred_original_sample,
         }
@@ -329,6 +368,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(s) => &s.prev_sample,
             Self::Pndm(s) => &s.prev_sample,
+            Self::Lms(s) => &s.prev_sample,
             Self::Euler(s) => &s.prev_sample,
             Self::Dpm(s) => &s.prev_sample,
         }
@@ -352,6 +392,11 @@ impl SamplerStep {
                 out.extend(s.sample_in.as_ref().map(|t| ("sample_in", t)));
                 out
             }
+            Self::Lms(s) => vec![
+                ("pred_original_sample", &s.pred_original_sample),
+                ("derivative", &s.derivative),
+                ("prev_sample", &s.prev_sample),
+            ],
             Self::Euler(s) => vec![
                 ("pred_original_sample", &s.pred_original_sample),
                 ("derivative", &s.derivative),
@@ -374,6 +419,12 @@ impl SamplerStep {
                 model_output: f(&s.model_output)?,
                 sample_in: s.sample_in.as_ref().map(&f).transpose()?,
                 pred_original_sample: f(&s.pred_original_sample)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+            Self::Lms(s) => Self::Lms(LmsStep {
+                pred_original_sample: f(&s.pred_original_sample)?,
+                derivative: f(&s.derivative)?,
                 prev_sample: f(&s.prev_sample)?,
                 ..s.clone()
             }),

@@ -13,7 +13,7 @@ use super::store::{ModelInfo, RuntimeInfo, SessionRecord, FORMAT};
 use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
 use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
-use crate::scheduler::{DdimStep, DpmStep, EulerStep, PndmStep, Sampler, SamplerStep, SchedulerConfig};
+use crate::scheduler::{DdimStep, DpmStep, EulerStep, LmsStep, PndmStep, Sampler, SamplerStep, SchedulerConfig};
 use crate::stages::{DenoiseStep, PromptEncoding};
 
 /// The tensors of a step, in the order they are computed; `noise_pred_uncond` is
@@ -137,6 +137,11 @@ enum StepScalars {
         order: u8,
         h: Option<f64>,
     },
+    Lms {
+        sigma: f64,
+        sigma_next: f64,
+        coefficients: Vec<f64>,
+    },
     Plms {
         step_from: usize,
         prev_timestep: i64,
@@ -168,6 +173,11 @@ impl SessionFile {
                         sigma_next: s.sigma_next,
                         sigma_up: s.sigma_up,
                         sigma_down: s.sigma_down,
+                    },
+                    SamplerStep::Lms(s) => StepScalars::Lms {
+                        sigma: s.sigma,
+                        sigma_next: s.sigma_next,
+                        coefficients: s.coefficients.clone(),
                     },
                     SamplerStep::Pndm(s) => StepScalars::Plms {
                         step_from: s.step_from,
@@ -398,6 +408,20 @@ fn sampler_step(
                 pred_original_sample,
                 prev_sample: take("prev_sample")?,
             })
+        }
+        (Sampler::Lms(_), StepScalars::Lms { sigma, sigma_next, coefficients }) => SamplerStep::Lms(LmsStep {
+            index,
+            timestep: step.timestep,
+            sigma: *sigma,
+            sigma_next: *sigma_next,
+            alpha_prod_t: step.alpha_prod_t,
+            coefficients: coefficients.clone(),
+            pred_original_sample,
+            derivative: take("derivative")?,
+            prev_sample: take("prev_sample")?,
+        }),
+        (_, StepScalars::Lms { .. }) => {
+            bail!("steps[{index}] holds LMS's values, the run's sampler is {}", sampler.name())
         }
         (_, StepScalars::Plms { .. }) => {
             bail!("steps[{index}] holds PNDM's values, the run's sampler is {}", sampler.name())
