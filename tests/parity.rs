@@ -66,6 +66,14 @@ fn check_sampler(name: &str, sampler: &str) {
     check_run(name, &fixture(name).join("samplers/txt2img").join(sampler), sampler);
 }
 
+/// Heun makes two calls per step but the last: 2N - 1.
+#[test]
+fn heun_matches_diffusers() {
+    for name in ["sd2-tiny", "sd15-tiny"] {
+        check_sampler(name, "heun");
+    }
+}
+
 #[test]
 fn lms_matches_diffusers() {
     for name in ["sd2-tiny", "sd15-tiny"] {

@@ -96,13 +96,18 @@ fn exact_resume_at_every_step_deterministic() {
 
 /// The ancestral sampler draws fresh noise each step from the run's generator,
 /// Karras sigmas give fractional timesteps, DPM++ 2M uses the previous step's x0,
-/// PNDM the earlier predictions and the first latent, LMS the earlier derivatives:
-/// all resume bit for bit.
+/// PNDM the earlier predictions and the first latent, LMS the earlier derivatives,
+/// Heun's second call its Euler call's slope and latent: all resume bit for bit.
 #[test]
 fn exact_resume_at_every_step_with_each_sampler() {
-    for scheduler in
-        [SamplerName::EulerA, SamplerName::EulerKarras, SamplerName::Dpmpp2mKarras, SamplerName::Pndm, SamplerName::Lms]
-    {
+    for scheduler in [
+        SamplerName::EulerA,
+        SamplerName::EulerKarras,
+        SamplerName::Dpmpp2mKarras,
+        SamplerName::Pndm,
+        SamplerName::Lms,
+        SamplerName::Heun,
+    ] {
         exact_resume_with("sd15-tiny", Settings { scheduler, ..settings("sd15-tiny", 0.0) });
     }
 }
@@ -496,6 +501,6 @@ fn sessions_are_never_overwritten_without_force_nor_written_outside_the_folder()
     // --stop-at past the end, and without --session
     assert_clear_error(
         &generate(&["--session", "late", "--stop-at", "3"]),
-        &["--stop-at 3: expected 0 to --steps (2)"],
+        &["--stop-at 3: expected 0 to 2 (the run's sampler calls for --steps 2)"],
     );
 }

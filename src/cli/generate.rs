@@ -91,11 +91,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     let suggested = args.model.suggested();
     let steps = args.steps.unwrap_or(suggested.steps);
-    if let Some(k) = args.stop_at {
-        if k > steps {
-            bail!("--stop-at {k}: expected 0 to --steps ({steps})");
-        }
-    }
     let model = args.model.open()?;
     let default_size = model.default_size();
     let settings = Settings {
@@ -110,6 +105,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         scheduler: SamplerName::parse(&args.scheduler, &model.scheduler_config)?,
     };
     let mut session = Session::new_with(model, settings, args.allow_large)?;
+    if let Some(k) = args.stop_at.filter(|&k| k > session.calls()) {
+        // calls, not steps: PNDM makes one more, Heun two per step but the last
+        bail!("--stop-at {k}: expected 0 to {} (the run's sampler calls for --steps {steps})", session.calls());
+    }
 
     let encoding = session.encode_prompt()?;
     if let Some(note) = dropped_tokens_note(&encoding.prompt.truncated) {

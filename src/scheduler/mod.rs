@@ -11,6 +11,7 @@ mod config;
 mod ddim;
 mod dpmpp;
 mod euler;
+mod heun;
 mod lms;
 mod pndm;
 mod sampler;
@@ -21,6 +22,7 @@ pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing}
 pub use ddim::{DdimScheduler, DdimStep};
 pub use dpmpp::{DpmSolverPP, DpmStep};
 pub use euler::{Euler, EulerStep};
+pub use heun::{Heun, HeunStep};
 pub use lms::{Lms, LmsStep};
 pub use pndm::{Pndm, PndmStep};
 pub use sampler::{Sampler, SamplerName, SamplerStep};

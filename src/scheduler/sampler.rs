@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Lms, LmsStep, Pndm, PndmStep, SchedulerConfig,
+    DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Heun, HeunStep, Lms, LmsStep, Pndm, PndmStep,
+    SchedulerConfig,
 };
 use crate::rng::torch::TorchRng;
 
@@ -22,6 +23,7 @@ pub enum SamplerName {
     Ddim,
     Pndm,
     Lms,
+    Heun,
     Euler,
     EulerKarras,
     EulerA,
@@ -36,6 +38,7 @@ impl SamplerName {
         Self::Ddim,
         Self::Pndm,
         Self::Lms,
+        Self::Heun,
         Self::Euler,
         Self::EulerKarras,
         Self::EulerA,
@@ -48,6 +51,7 @@ impl SamplerName {
             Self::Ddim => "ddim",
             Self::Pndm => "pndm",
             Self::Lms => "lms",
+            Self::Heun => "heun",
             Self::Euler => "euler",
             Self::EulerKarras => "euler_karras",
             Self::EulerA => "euler_a",
@@ -62,6 +66,7 @@ impl SamplerName {
             Self::Ddim => "DDIM",
             Self::Pndm => "PLMS",
             Self::Lms => "LMS",
+            Self::Heun => "Heun",
             Self::Euler => "Euler",
             Self::EulerKarras => "Euler Karras",
             Self::EulerA => "Euler a",
@@ -76,6 +81,7 @@ impl SamplerName {
             Self::Ddim => "DDIMScheduler",
             Self::Pndm => "PNDMScheduler",
             Self::Lms => "LMSDiscreteScheduler",
+            Self::Heun => "HeunDiscreteScheduler",
             Self::Euler | Self::EulerKarras => "EulerDiscreteScheduler",
             Self::EulerA => "EulerAncestralDiscreteScheduler",
             Self::Dpmpp2m | Self::Dpmpp2mKarras => "DPMSolverMultistepScheduler",
@@ -107,6 +113,7 @@ impl SamplerName {
             ("DDIMScheduler", _) => Ok(Self::Ddim),
             ("PNDMScheduler", _) => Ok(Self::Pndm),
             ("LMSDiscreteScheduler", _) => Ok(Self::Lms),
+            ("HeunDiscreteScheduler", _) => Ok(Self::Heun),
             ("EulerDiscreteScheduler", false) => Ok(Self::Euler),
             ("EulerDiscreteScheduler", true) => Ok(Self::EulerKarras),
             ("EulerAncestralDiscreteScheduler", _) => Ok(Self::EulerA),
@@ -145,6 +152,7 @@ pub enum Sampler {
     Ddim(DdimScheduler),
     Pndm(Pndm),
     Lms(Lms),
+    Heun(Heun),
     Euler(SamplerName, Euler),
     Dpm(SamplerName, DpmSolverPP),
 }
@@ -155,6 +163,7 @@ pub enum SamplerStep {
     Ddim(DdimStep),
     Pndm(PndmStep),
     Lms(LmsStep),
+    Heun(HeunStep),
     Euler(EulerStep),
     Dpm(DpmStep),
 }
@@ -168,6 +177,7 @@ impl Sampler {
             SamplerName::Ddim => Self::Ddim(DdimScheduler::new(config, steps)?),
             SamplerName::Pndm => Self::Pndm(Pndm::from_config(&source, steps)?),
             SamplerName::Lms => Self::Lms(Lms::from_config(&source, steps)?),
+            SamplerName::Heun => Self::Heun(Heun::from_config(&source, steps)?),
             SamplerName::Euler => Self::Euler(name, Euler::from_config(&source, steps, false, false)?),
             SamplerName::EulerKarras => Self::Euler(name, Euler::from_config(&source, steps, true, false)?),
             SamplerName::EulerA => Self::Euler(name, Euler::from_config(&source, steps, false, true)?),
@@ -181,6 +191,7 @@ impl Sampler {
             Self::Ddim(_) => SamplerName::Ddim,
             Self::Pndm(_) => SamplerName::Pndm,
             Self::Lms(_) => SamplerName::Lms,
+            Self::Heun(_) => SamplerName::Heun,
             Self::Euler(name, _) | Self::Dpm(name, _) => *name,
         }
     }
@@ -191,6 +202,7 @@ impl Sampler {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| t as f64).collect(),
             Self::Pndm(p) => p.timesteps().iter().map(|&t| t as f64).collect(),
             Self::Lms(l) => l.timesteps().iter().map(|&t| f64::from(t)).collect(),
+            Self::Heun(h) => h.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Euler(_, e) => e.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Dpm(_, d) => d.timesteps().iter().map(|&t| f64::from(t)).collect(),
         }
@@ -202,6 +214,7 @@ impl Sampler {
             Self::Ddim(d) => d.timesteps().get(index).map(|&t| t as f64),
             Self::Pndm(p) => p.timesteps().get(index).map(|&t| t as f64),
             Self::Lms(l) => l.timesteps().get(index).map(|&t| f64::from(t)),
+            Self::Heun(h) => h.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Euler(_, e) => e.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Dpm(_, d) => d.timesteps().get(index).map(|&t| f64::from(t)),
         };
@@ -217,6 +230,7 @@ impl Sampler {
             Self::Ddim(d) => d.timesteps().len(),
             Self::Pndm(p) => p.timesteps().len(),
             Self::Lms(l) => l.timesteps().len(),
+            Self::Heun(h) => h.timesteps().len(),
             Self::Euler(_, e) => e.timesteps().len(),
             Self::Dpm(_, d) => d.timesteps().len(),
         }
@@ -228,7 +242,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| d.alphas_cumprod()[t]).collect(),
             Self::Pndm(p) => p.timesteps().iter().map(|&t| p.alpha_prod_t(t)).collect(),
-            Self::Lms(_) | Self::Euler(..) | Self::Dpm(..) => {
+            Self::Lms(_) | Self::Heun(_) | Self::Euler(..) | Self::Dpm(..) => {
                 let sigmas = self.sigmas().unwrap_or_default();
                 sigmas[..self.calls()].iter().map(|&s| 1.0 / (1.0 + s * s)).collect()
             }
@@ -240,6 +254,7 @@ impl Sampler {
         match self {
             Self::Ddim(_) | Self::Pndm(_) => None,
             Self::Lms(l) => Some(l.sigmas().iter().map(|&s| f64::from(s)).collect()),
+            Self::Heun(h) => Some(h.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Euler(_, e) => Some(e.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Dpm(_, d) => Some(d.sigmas().iter().map(|&s| f64::from(s)).collect()),
         }
@@ -251,6 +266,7 @@ impl Sampler {
             Self::Ddim(d) => d.init_noise_sigma(),
             Self::Pndm(_) => 1.0,
             Self::Lms(l) => l.init_noise_sigma(),
+            Self::Heun(h) => h.init_noise_sigma(),
             Self::Euler(_, e) => e.init_noise_sigma(),
             Self::Dpm(..) => 1.0,
         }
@@ -262,6 +278,7 @@ impl Sampler {
             Self::Ddim(_) | Self::Pndm(_) | Self::Dpm(..) => Ok(sample.clone()),
             Self::Euler(_, e) => e.scale_model_input(sample, index),
             Self::Lms(l) => l.scale_model_input(sample, index),
+            Self::Heun(h) => h.scale_model_input(sample, index),
         }
     }
 
@@ -313,6 +330,13 @@ impl Sampler {
                     .collect();
                 l.step(index, model_output, sample, &earlier).map(SamplerStep::Lms)
             }
+            Self::Heun(h) => {
+                let previous = match history.last() {
+                    Some(SamplerStep::Heun(s)) => Some(s),
+                    _ => None,
+                };
+                h.step(index, model_output, sample, previous).map(SamplerStep::Heun)
+            }
             Self::Dpm(_, d) => {
                 let previous_x0 = history.last().map(|s| s.pred_original_sample());
                 d.step(index, model_output, sample, previous_x0).map(SamplerStep::Dpm)
@@ -328,6 +352,7 @@ impl SamplerStep {
             Self::Ddim(s) => s.timestep as f64,
             Self::Pndm(s) => s.timestep as f64,
             Self::Lms(s) => s.timestep,
+            Self::Heun(s) => s.timestep,
             Self::Euler(s) => s.timestep,
             Self::Dpm(s) => s.timestep,
         }
@@ -338,6 +363,7 @@ impl SamplerStep {
             Self::Ddim(s) => s.alpha_prod_t,
             Self::Pndm(s) => s.alpha_prod_t,
             Self::Lms(s) => s.alpha_prod_t,
+            Self::Heun(s) => s.alpha_prod_t,
             Self::Euler(s) => s.alpha_prod_t,
             Self::Dpm(s) => s.alpha_prod_t,
         }
@@ -347,6 +373,7 @@ impl SamplerStep {
         match self {
             Self::Ddim(_) | Self::Pndm(_) => None,
             Self::Lms(s) => Some(s.sigma),
+            Self::Heun(s) => Some(s.sigma),
             Self::Euler(s) => Some(s.sigma),
             Self::Dpm(s) => Some(s.sigma),
         }
@@ -358,6 +385,7 @@ impl SamplerStep {
             Self::Ddim(s) => &s.pred_original_sample,
             Self::Pndm(s) => &s.pred_original_sample,
             Self::Lms(s) => &s.pred_original_sample,
+            Self::Heun(s) => &s.pred_original_sample,
             Self::Euler(s) => &s.pred_original_sample,
             Self::Dpm(s) => &s.pred_original_sample,
         }
@@ -369,6 +397,7 @@ impl SamplerStep {
             Self::Ddim(s) => &s.prev_sample,
             Self::Pndm(s) => &s.prev_sample,
             Self::Lms(s) => &s.prev_sample,
+            Self::Heun(s) => &s.prev_sample,
             Self::Euler(s) => &s.prev_sample,
             Self::Dpm(s) => &s.prev_sample,
         }
@@ -397,6 +426,15 @@ impl SamplerStep {
                 ("derivative", &s.derivative),
                 ("prev_sample", &s.prev_sample),
             ],
+            Self::Heun(s) => {
+                let mut out = vec![
+                    ("pred_original_sample", &s.pred_original_sample),
+                    ("derivative", &s.derivative),
+                    ("prev_sample", &s.prev_sample),
+                ];
+                out.extend(s.sample_in.as_ref().map(|t| ("sample_in", t)));
+                out
+            }
             Self::Euler(s) => vec![
                 ("pred_original_sample", &s.pred_original_sample),
                 ("derivative", &s.derivative),
@@ -425,6 +463,13 @@ impl SamplerStep {
             Self::Lms(s) => Self::Lms(LmsStep {
                 pred_original_sample: f(&s.pred_original_sample)?,
                 derivative: f(&s.derivative)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+            Self::Heun(s) => Self::Heun(HeunStep {
+                pred_original_sample: f(&s.pred_original_sample)?,
+                derivative: f(&s.derivative)?,
+                sample_in: s.sample_in.as_ref().map(&f).transpose()?,
                 prev_sample: f(&s.prev_sample)?,
                 ..s.clone()
             }),

@@ -13,7 +13,9 @@ use super::store::{ModelInfo, RuntimeInfo, SessionRecord, FORMAT};
 use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
 use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
-use crate::scheduler::{DdimStep, DpmStep, EulerStep, LmsStep, PndmStep, Sampler, SamplerStep, SchedulerConfig};
+use crate::scheduler::{
+    DdimStep, DpmStep, EulerStep, HeunStep, LmsStep, PndmStep, Sampler, SamplerStep, SchedulerConfig,
+};
 use crate::stages::{DenoiseStep, PromptEncoding};
 
 /// The tensors of a step, in the order they are computed; `noise_pred_uncond` is
@@ -137,6 +139,12 @@ enum StepScalars {
         order: u8,
         h: Option<f64>,
     },
+    Heun {
+        sigma: f64,
+        sigma_next: f64,
+        first_order: bool,
+        dt: f64,
+    },
     Lms {
         sigma: f64,
         sigma_next: f64,
@@ -173,6 +181,12 @@ impl SessionFile {
                         sigma_next: s.sigma_next,
                         sigma_up: s.sigma_up,
                         sigma_down: s.sigma_down,
+                    },
+                    SamplerStep::Heun(s) => StepScalars::Heun {
+                        sigma: s.sigma,
+                        sigma_next: s.sigma_next,
+                        first_order: s.first_order,
+                        dt: s.dt,
                     },
                     SamplerStep::Lms(s) => StepScalars::Lms {
                         sigma: s.sigma,
@@ -420,6 +434,22 @@ fn sampler_step(
             derivative: take("derivative")?,
             prev_sample: take("prev_sample")?,
         }),
+        (Sampler::Heun(_), &StepScalars::Heun { sigma, sigma_next, first_order, dt }) => SamplerStep::Heun(HeunStep {
+            index,
+            timestep: step.timestep,
+            sigma,
+            sigma_next,
+            alpha_prod_t: step.alpha_prod_t,
+            first_order,
+            derivative: take("derivative")?,
+            dt,
+            sample_in: if first_order { Some(take("sample_in")?) } else { None },
+            pred_original_sample,
+            prev_sample: take("prev_sample")?,
+        }),
+        (_, StepScalars::Heun { .. }) => {
+            bail!("steps[{index}] holds Heun's values, the run's sampler is {}", sampler.name())
+        }
         (_, StepScalars::Lms { .. }) => {
             bail!("steps[{index}] holds LMS's values, the run's sampler is {}", sampler.name())
         }

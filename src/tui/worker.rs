@@ -583,6 +583,9 @@ pub fn step_view(record: &StepRecord, elapsed: Duration, vae: Option<&Session>) 
         SamplerStep::Euler(e) => {
             (Landing::Sigma { sigma: e.sigma, next: e.sigma_next }, 1.0 / (1.0 + e.sigma_next * e.sigma_next))
         }
+        SamplerStep::Heun(h) => {
+            (Landing::Sigma { sigma: h.sigma, next: h.sigma_next }, 1.0 / (1.0 + h.sigma_next * h.sigma_next))
+        }
         SamplerStep::Lms(l) => {
             (Landing::Sigma { sigma: l.sigma, next: l.sigma_next }, 1.0 / (1.0 + l.sigma_next * l.sigma_next))
         }
