@@ -66,6 +66,14 @@ fn check_sampler(name: &str, sampler: &str) {
     check_run(name, &fixture(name).join("samplers/txt2img").join(sampler), sampler);
 }
 
+/// LCM noises each step's result afresh from the run's generator.
+#[test]
+fn lcm_matches_diffusers() {
+    for name in ["sd2-tiny", "sd15-tiny"] {
+        check_sampler(name, "lcm");
+    }
+}
+
 /// Heun makes two calls per step but the last: 2N - 1.
 #[test]
 fn heun_matches_diffusers() {
@@ -108,7 +116,7 @@ fn check_run(name: &str, run_dir: &std::path::Path, scheduler: &str) {
         let tolerance = match key.as_str() {
             "input_ids" | "negative_input_ids" => 0.0,
             // whole numbers for DDIM; a sigma sampler's are float32 values of numpy's math
-            "timesteps" if ["ddim", "pndm", "model"].contains(&scheduler) => 0.0,
+            "timesteps" if ["ddim", "pndm", "lcm", "model"].contains(&scheduler) => 0.0,
             "timesteps" => 1e-3,
             "sigmas" => 1e-6,
             "alpha_prod_t" => 1e-9,

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Heun, HeunStep, Lms, LmsStep, Pndm, PndmStep,
-    SchedulerConfig,
+    DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Heun, HeunStep, Lcm, LcmStep, Lms, LmsStep, Pndm,
+    PndmStep, SchedulerConfig,
 };
 use crate::rng::torch::TorchRng;
 
@@ -31,6 +31,7 @@ pub enum SamplerName {
     Dpmpp2m,
     #[serde(rename = "dpmpp_2m_karras")]
     Dpmpp2mKarras,
+    Lcm,
 }
 
 impl SamplerName {
@@ -44,6 +45,7 @@ impl SamplerName {
         Self::EulerA,
         Self::Dpmpp2m,
         Self::Dpmpp2mKarras,
+        Self::Lcm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +59,7 @@ impl SamplerName {
             Self::EulerA => "euler_a",
             Self::Dpmpp2m => "dpmpp_2m",
             Self::Dpmpp2mKarras => "dpmpp_2m_karras",
+            Self::Lcm => "lcm",
         }
     }
 
@@ -72,6 +75,7 @@ impl SamplerName {
             Self::EulerA => "Euler a",
             Self::Dpmpp2m => "DPM++ 2M",
             Self::Dpmpp2mKarras => "DPM++ 2M Karras",
+            Self::Lcm => "LCM",
         }
     }
 
@@ -85,6 +89,7 @@ impl SamplerName {
             Self::Euler | Self::EulerKarras => "EulerDiscreteScheduler",
             Self::EulerA => "EulerAncestralDiscreteScheduler",
             Self::Dpmpp2m | Self::Dpmpp2mKarras => "DPMSolverMultistepScheduler",
+            Self::Lcm => "LCMScheduler",
         }
     }
 
@@ -114,6 +119,7 @@ impl SamplerName {
             ("PNDMScheduler", _) => Ok(Self::Pndm),
             ("LMSDiscreteScheduler", _) => Ok(Self::Lms),
             ("HeunDiscreteScheduler", _) => Ok(Self::Heun),
+            ("LCMScheduler", _) => Ok(Self::Lcm),
             ("EulerDiscreteScheduler", false) => Ok(Self::Euler),
             ("EulerDiscreteScheduler", true) => Ok(Self::EulerKarras),
             ("EulerAncestralDiscreteScheduler", _) => Ok(Self::EulerA),
@@ -155,6 +161,7 @@ pub enum Sampler {
     Heun(Heun),
     Euler(SamplerName, Euler),
     Dpm(SamplerName, DpmSolverPP),
+    Lcm(Lcm),
 }
 
 /// What one `scheduler.step` call used and computed.
@@ -166,6 +173,7 @@ pub enum SamplerStep {
     Heun(HeunStep),
     Euler(EulerStep),
     Dpm(DpmStep),
+    Lcm(LcmStep),
 }
 
 impl Sampler {
@@ -183,6 +191,7 @@ impl Sampler {
             SamplerName::EulerA => Self::Euler(name, Euler::from_config(&source, steps, false, true)?),
             SamplerName::Dpmpp2m => Self::Dpm(name, DpmSolverPP::from_config(&source, steps, false)?),
             SamplerName::Dpmpp2mKarras => Self::Dpm(name, DpmSolverPP::from_config(&source, steps, true)?),
+            SamplerName::Lcm => Self::Lcm(Lcm::from_config(&source, steps)?),
         })
     }
 
@@ -192,6 +201,7 @@ impl Sampler {
             Self::Pndm(_) => SamplerName::Pndm,
             Self::Lms(_) => SamplerName::Lms,
             Self::Heun(_) => SamplerName::Heun,
+            Self::Lcm(_) => SamplerName::Lcm,
             Self::Euler(name, _) | Self::Dpm(name, _) => *name,
         }
     }
@@ -201,6 +211,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| t as f64).collect(),
             Self::Pndm(p) => p.timesteps().iter().map(|&t| t as f64).collect(),
+            Self::Lcm(l) => l.timesteps().iter().map(|&t| t as f64).collect(),
             Self::Lms(l) => l.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Heun(h) => h.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Euler(_, e) => e.timesteps().iter().map(|&t| f64::from(t)).collect(),
@@ -213,6 +224,7 @@ impl Sampler {
         let t = match self {
             Self::Ddim(d) => d.timesteps().get(index).map(|&t| t as f64),
             Self::Pndm(p) => p.timesteps().get(index).map(|&t| t as f64),
+            Self::Lcm(l) => l.timesteps().get(index).map(|&t| t as f64),
             Self::Lms(l) => l.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Heun(h) => h.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Euler(_, e) => e.timesteps().get(index).map(|&t| f64::from(t)),
@@ -229,6 +241,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().len(),
             Self::Pndm(p) => p.timesteps().len(),
+            Self::Lcm(l) => l.timesteps().len(),
             Self::Lms(l) => l.timesteps().len(),
             Self::Heun(h) => h.timesteps().len(),
             Self::Euler(_, e) => e.timesteps().len(),
@@ -242,6 +255,7 @@ impl Sampler {
         match self {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| d.alphas_cumprod()[t]).collect(),
             Self::Pndm(p) => p.timesteps().iter().map(|&t| p.alpha_prod_t(t)).collect(),
+            Self::Lcm(l) => l.timesteps().iter().map(|&t| l.alpha_prod_t(t)).collect(),
             Self::Lms(_) | Self::Heun(_) | Self::Euler(..) | Self::Dpm(..) => {
                 let sigmas = self.sigmas().unwrap_or_default();
                 sigmas[..self.calls()].iter().map(|&s| 1.0 / (1.0 + s * s)).collect()
@@ -252,7 +266,7 @@ impl Sampler {
     /// The sampler's own sigmas (`calls + 1` values), for those that have them.
     pub fn sigmas(&self) -> Option<Vec<f64>> {
         match self {
-            Self::Ddim(_) | Self::Pndm(_) => None,
+            Self::Ddim(_) | Self::Pndm(_) | Self::Lcm(_) => None,
             Self::Lms(l) => Some(l.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Heun(h) => Some(h.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Euler(_, e) => Some(e.sigmas().iter().map(|&s| f64::from(s)).collect()),
@@ -264,7 +278,7 @@ impl Sampler {
     pub fn init_noise_sigma(&self) -> f64 {
         match self {
             Self::Ddim(d) => d.init_noise_sigma(),
-            Self::Pndm(_) => 1.0,
+            Self::Pndm(_) | Self::Lcm(_) => 1.0,
             Self::Lms(l) => l.init_noise_sigma(),
             Self::Heun(h) => h.init_noise_sigma(),
             Self::Euler(_, e) => e.init_noise_sigma(),
@@ -275,7 +289,7 @@ impl Sampler {
     /// `scale_model_input`: what the UNet sees of the latent at step call `index`.
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
         match self {
-            Self::Ddim(_) | Self::Pndm(_) | Self::Dpm(..) => Ok(sample.clone()),
+            Self::Ddim(_) | Self::Pndm(_) | Self::Dpm(..) | Self::Lcm(_) => Ok(sample.clone()),
             Self::Euler(_, e) => e.scale_model_input(sample, index),
             Self::Lms(l) => l.scale_model_input(sample, index),
             Self::Heun(h) => h.scale_model_input(sample, index),
@@ -341,6 +355,10 @@ impl Sampler {
                 let previous_x0 = history.last().map(|s| s.pred_original_sample());
                 d.step(index, model_output, sample, previous_x0).map(SamplerStep::Dpm)
             }
+            Self::Lcm(l) => {
+                let fresh = if l.draws_noise(index) { Some(noise(rng)?) } else { None };
+                l.step(index, model_output, sample, fresh.as_ref()).map(SamplerStep::Lcm)
+            }
         }
     }
 }
@@ -355,6 +373,7 @@ impl SamplerStep {
             Self::Heun(s) => s.timestep,
             Self::Euler(s) => s.timestep,
             Self::Dpm(s) => s.timestep,
+            Self::Lcm(s) => s.timestep as f64,
         }
     }
 
@@ -366,12 +385,13 @@ impl SamplerStep {
             Self::Heun(s) => s.alpha_prod_t,
             Self::Euler(s) => s.alpha_prod_t,
             Self::Dpm(s) => s.alpha_prod_t,
+            Self::Lcm(s) => s.alpha_prod_t,
         }
     }
 
     pub fn sigma(&self) -> Option<f64> {
         match self {
-            Self::Ddim(_) | Self::Pndm(_) => None,
+            Self::Ddim(_) | Self::Pndm(_) | Self::Lcm(_) => None,
             Self::Lms(s) => Some(s.sigma),
             Self::Heun(s) => Some(s.sigma),
             Self::Euler(s) => Some(s.sigma),
@@ -388,6 +408,7 @@ impl SamplerStep {
             Self::Heun(s) => &s.pred_original_sample,
             Self::Euler(s) => &s.pred_original_sample,
             Self::Dpm(s) => &s.pred_original_sample,
+            Self::Lcm(s) => &s.pred_original_sample,
         }
     }
 
@@ -400,6 +421,7 @@ impl SamplerStep {
             Self::Heun(s) => &s.prev_sample,
             Self::Euler(s) => &s.prev_sample,
             Self::Dpm(s) => &s.prev_sample,
+            Self::Lcm(s) => &s.prev_sample,
         }
     }
 
@@ -441,6 +463,7 @@ impl SamplerStep {
                 ("prev_sample", &s.prev_sample),
             ],
             Self::Dpm(s) => vec![("pred_original_sample", &s.pred_original_sample), ("prev_sample", &s.prev_sample)],
+            Self::Lcm(s) => vec![("pred_original_sample", &s.pred_original_sample), ("prev_sample", &s.prev_sample)],
         }
     }
 
@@ -480,6 +503,11 @@ impl SamplerStep {
                 ..s.clone()
             }),
             Self::Dpm(s) => Self::Dpm(DpmStep {
+                pred_original_sample: f(&s.pred_original_sample)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+            Self::Lcm(s) => Self::Lcm(LcmStep {
                 pred_original_sample: f(&s.pred_original_sample)?,
                 prev_sample: f(&s.prev_sample)?,
                 ..s.clone()

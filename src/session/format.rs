@@ -14,7 +14,7 @@ use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
 use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
 use crate::scheduler::{
-    DdimStep, DpmStep, EulerStep, HeunStep, LmsStep, PndmStep, Sampler, SamplerStep, SchedulerConfig,
+    DdimStep, DpmStep, EulerStep, HeunStep, LcmStep, LmsStep, PndmStep, Sampler, SamplerStep, SchedulerConfig,
 };
 use crate::stages::{DenoiseStep, PromptEncoding};
 
@@ -139,6 +139,12 @@ enum StepScalars {
         order: u8,
         h: Option<f64>,
     },
+    Lcm {
+        prev_timestep: usize,
+        alpha_prod_t_prev: f64,
+        c_skip: f64,
+        c_out: f64,
+    },
     Heun {
         sigma: f64,
         sigma_next: f64,
@@ -181,6 +187,12 @@ impl SessionFile {
                         sigma_next: s.sigma_next,
                         sigma_up: s.sigma_up,
                         sigma_down: s.sigma_down,
+                    },
+                    SamplerStep::Lcm(s) => StepScalars::Lcm {
+                        prev_timestep: s.prev_timestep,
+                        alpha_prod_t_prev: s.alpha_prod_t_prev,
+                        c_skip: s.c_skip,
+                        c_out: s.c_out,
                     },
                     SamplerStep::Heun(s) => StepScalars::Heun {
                         sigma: s.sigma,
@@ -447,6 +459,23 @@ fn sampler_step(
             pred_original_sample,
             prev_sample: take("prev_sample")?,
         }),
+        (Sampler::Lcm(_), &StepScalars::Lcm { prev_timestep, alpha_prod_t_prev, c_skip, c_out }) => {
+            SamplerStep::Lcm(LcmStep {
+                index,
+                // equal to the schedule's (checked), so a whole number
+                timestep: step.timestep as usize,
+                prev_timestep,
+                alpha_prod_t: step.alpha_prod_t,
+                alpha_prod_t_prev,
+                c_skip,
+                c_out,
+                pred_original_sample,
+                prev_sample: take("prev_sample")?,
+            })
+        }
+        (_, StepScalars::Lcm { .. }) => {
+            bail!("steps[{index}] holds LCM's values, the run's sampler is {}", sampler.name())
+        }
         (_, StepScalars::Heun { .. }) => {
             bail!("steps[{index}] holds Heun's values, the run's sampler is {}", sampler.name())
         }

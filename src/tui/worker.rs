@@ -580,6 +580,7 @@ pub fn step_view(record: &StepRecord, elapsed: Duration, vae: Option<&Session>) 
     let (landing, alpha_prod_t_prev) = match s {
         SamplerStep::Ddim(d) => (Landing::Timestep(d.prev_timestep), d.alpha_prod_t_prev),
         SamplerStep::Pndm(p) => (Landing::Timestep(p.prev_timestep), p.alpha_prod_t_prev),
+        SamplerStep::Lcm(l) => (Landing::Timestep(l.prev_timestep as i64), l.alpha_prod_t_prev),
         SamplerStep::Euler(e) => {
             (Landing::Sigma { sigma: e.sigma, next: e.sigma_next }, 1.0 / (1.0 + e.sigma_next * e.sigma_next))
         }
