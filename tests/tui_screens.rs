@@ -12,6 +12,7 @@ use ratatui::backend::TestBackend;
 use ratatui::buffer::{Buffer, CellWidth};
 use ratatui::style::Color;
 use ratatui::Terminal;
+use sdlab::scheduler::SamplerName;
 use sdlab::tui::app::{App, Message, Screen};
 use sdlab::tui::graphics::Graphics;
 use sdlab::tui::i18n::Lang;
@@ -94,6 +95,30 @@ fn denoise_screen_shows_the_current_steps_scheduler_values() {
     lab.key(KeyCode::Char('+'));
     assert_eq!(lab.app.guidance_scale, 8.0);
     assert_all(&lab.render(200, 60), &["next steps use    8"]);
+}
+
+/// S picks the next sampler: the run starts over on its schedule, and a sigma
+/// sampler's steps show their sigmas.
+#[test]
+fn denoise_screen_switches_samplers_with_s() {
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('n'));
+    assert_eq!(lab.app.history.len(), 1);
+    lab.key(KeyCode::Char('S'));
+    assert_eq!(lab.app.info.as_ref().unwrap().sampler, "pndm");
+    assert!(lab.app.history.is_empty());
+    let status = lab.app.status.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
+    assert!(status.contains("sampler pndm: 11 calls"), "{status}");
+    // PNDM's second call redoes the first step: 11 calls for 10 steps
+    assert_all(&lab.render(120, 40), &["0 / 11 steps taken"]);
+    // pndm -> lms -> heun -> euler
+    for _ in 0..3 {
+        lab.key(KeyCode::Char('S'));
+    }
+    assert_eq!(lab.worker.session.settings().scheduler, SamplerName::Euler);
+    lab.key(KeyCode::Char('n'));
+    assert_all(&lab.render(120, 40), &["sigma -> next", "euler · v_prediction · linspace", "1 / 10"]);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use super::text_field::{FieldAction, TextField};
 use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use super::worker::{Command, Event};
 use crate::model::tokenizer::TokenKind;
+use crate::scheduler::SamplerName;
 use crate::session::Stage;
 
 /// The attention view starts on the prompt's first word, the position after BOS.
@@ -366,6 +367,7 @@ impl App {
             }
             (Screen::Denoise, KeyCode::Char('+' | '=')) => return self.change_guidance(0.5),
             (Screen::Denoise, KeyCode::Char('-')) => return self.change_guidance(-0.5),
+            (Screen::Denoise, KeyCode::Char('S')) => return self.next_sampler(),
             (Screen::Denoise, KeyCode::Char('u')) => self.denoise_view = self.denoise_view.toggled(DenoiseView::UNet),
             (Screen::Denoise, KeyCode::Char('a')) => {
                 self.denoise_view = self.denoise_view.toggled(DenoiseView::Attention);
@@ -474,6 +476,14 @@ impl App {
         }
     }
 
+    /// The sampler after the current one in `SamplerName::ALL`, round.
+    fn next_sampler(&mut self) -> Vec<Command> {
+        let current = self.info.as_ref().and_then(|i| SamplerName::from_name(&i.sampler).ok()).unwrap_or_default();
+        let all = SamplerName::ALL;
+        let at = all.iter().position(|&s| s == current).unwrap_or(0);
+        vec![Command::SetScheduler(all[(at + 1) % all.len()])]
+    }
+
     fn change_guidance(&mut self, delta: f64) -> Vec<Command> {
         let scale = ((self.guidance_scale + delta) * 2.0).round() / 2.0;
         vec![Command::SetGuidance(scale.max(0.0))]
@@ -571,6 +581,15 @@ impl App {
                     dropped.push("the decoded image".into());
                 }
                 self.info(format!("{what}: dropped {}", dropped.join(" and ")));
+            }
+            Event::SamplerSet(info) => {
+                self.info(format!(
+                    "sampler {}: {} calls, from the start (S for the next)",
+                    info.sampler,
+                    info.timesteps.len()
+                ));
+                self.info = Some(*info);
+                self.clear_denoise();
             }
             Event::GuidanceSet(scale) => {
                 self.guidance_scale = scale;

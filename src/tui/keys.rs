@@ -37,6 +37,7 @@ pub const KEYMAP: &[KeyHint] = &[
     on(Screen::Denoise, "a", "attention to each prompt token, over x0"),
     on(Screen::Denoise, "g", "go to step (type it, Enter)"),
     on(Screen::Denoise, "+/-", "guidance scale"),
+    on(Screen::Denoise, "S", "next sampler (from the start)"),
     on(Screen::Denoise, "Left/Right", "browse the steps taken"),
     on(Screen::Denoise, PICK_TOKEN, "pick a token (in the a view)"),
     on(Screen::Denoise, "v", "decode this x0 with the VAE"),

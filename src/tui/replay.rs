@@ -115,6 +115,7 @@ impl Replay {
             }
             Command::DecodeX0(_) => bail!("replay: no VAE is loaded (run without --replay to decode x0)"),
             Command::SetGuidance(_) => bail!("replay: the guidance scale is as recorded"),
+            Command::SetScheduler(_) => bail!("replay: the sampler is as recorded"),
             Command::SavePng(path) => {
                 let Some(image) = &r.image else { bail!("replay: this run was saved before it was decoded") };
                 write_atomic(&path, &r.png_with_settings(&to_rgb8(image)?)?)?;

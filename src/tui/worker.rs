@@ -42,6 +42,9 @@ pub enum Command {
     /// Rewinds to `n` steps taken (later steps are dropped).
     RewindTo(usize),
     SetGuidance(f64),
+    /// Another sampler: the steps are dropped, and the latent drawn again (its scale
+    /// is the sampler's `init_noise_sigma`).
+    SetScheduler(SamplerName),
     /// Decodes step i's predicted x0 with the real VAE.
     DecodeX0(usize),
     /// Stage 4 on the current latent.
@@ -84,6 +87,8 @@ pub enum Event {
         what: &'static str,
     },
     GuidanceSet(f64),
+    /// The sampler changed: the schedule (timesteps, calls, alphas) is this.
+    SamplerSet(Box<ModelInfo>),
     Decoded(Box<DecodedView>),
     Saved(PathBuf),
     /// A session folder was written.
@@ -343,6 +348,15 @@ impl Worker {
             Command::SetGuidance(scale) => {
                 self.session.set_guidance_scale(scale)?;
                 self.send(Event::GuidanceSet(scale));
+            }
+            Command::SetScheduler(name) => {
+                let had_latent = self.session.init_latents().is_some();
+                let settings = Settings { scheduler: name, ..self.session.settings().clone() };
+                self.update(settings, "changing the sampler")?;
+                self.send(Event::SamplerSet(Box::new(model_info(&self.session))));
+                if had_latent {
+                    self.get_latent()?;
+                }
             }
             Command::DecodeX0(index) => {
                 let record = self.session.history().get(index).with_context(|| format!("no step {}", index + 1))?;
