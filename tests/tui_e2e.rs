@@ -564,3 +564,23 @@ fn the_first_command_opens_the_built_in_model() {
     assert!(screen.contains(&format!("guidance scale      {}", suggested.guidance)), "{screen}");
     tmux.keys(&["q"]);
 }
+
+/// In the lab, S walks the samplers to DPM++ 2M Karras; its steps show their
+/// sigmas and x0.
+#[test]
+fn a_person_picks_dpmpp_2m_karras_in_the_lab() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let tmux = Tmux::start_in(dir.path(), &[bin, "tui", "--graphics", "halfblocks"], 120, 40);
+    tmux.wait_for(&["loaded shapes on cpu"]);
+    tmux.keys(&["3"]);
+    tmux.wait_for(&["0 / 20 steps taken"]);
+    // ddim -> pndm -> lms -> heun -> euler -> euler_karras -> euler_a -> dpmpp_2m -> dpmpp_2m_karras
+    for _ in 0..8 {
+        tmux.keys(&["S"]);
+    }
+    tmux.wait_for(&["sampler dpmpp_2m_karras: 20 calls"]);
+    tmux.keys(&["n", "n"]);
+    tmux.wait_for(&["step 2 / 20", "sigma -> next", "dpmpp_2m_karras · epsilon", "predicted x0 (VAE decode)"]);
+    tmux.keys(&["q"]);
+}

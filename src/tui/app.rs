@@ -116,6 +116,9 @@ pub struct App {
     pub focus: Option<Focus>,
     pub seed: u64,
     pub guidance_scale: f64,
+    /// The sampler asked for last, so that S pressed again before the worker
+    /// answers goes on from it.
+    sampler_asked: Option<SamplerName>,
     pub encode: Option<EncodeView>,
     pub latent: Option<LatentView>,
     pub history: Vec<StepView>,
@@ -171,6 +174,7 @@ impl App {
             focus: None,
             seed,
             guidance_scale,
+            sampler_asked: None,
             encode: None,
             latent: None,
             history: Vec::new(),
@@ -478,10 +482,13 @@ impl App {
 
     /// The sampler after the current one in `SamplerName::ALL`, round.
     fn next_sampler(&mut self) -> Vec<Command> {
-        let current = self.info.as_ref().and_then(|i| SamplerName::from_name(&i.sampler).ok()).unwrap_or_default();
+        let shown = self.info.as_ref().and_then(|i| SamplerName::from_name(&i.sampler).ok());
+        let current = self.sampler_asked.or(shown).unwrap_or_default();
         let all = SamplerName::ALL;
         let at = all.iter().position(|&s| s == current).unwrap_or(0);
-        vec![Command::SetScheduler(all[(at + 1) % all.len()])]
+        let next = all[(at + 1) % all.len()];
+        self.sampler_asked = Some(next);
+        vec![Command::SetScheduler(next)]
     }
 
     fn change_guidance(&mut self, delta: f64) -> Vec<Command> {
@@ -538,6 +545,7 @@ impl App {
                 self.seed = settings.seed;
                 self.seed_field.set_text(settings.seed.to_string());
                 self.guidance_scale = settings.guidance_scale;
+                self.sampler_asked = None;
                 self.info = Some(*info);
             }
             Event::Busy(text) => self.busy = Some(text),
