@@ -8,7 +8,7 @@
 //! the only history it keeps: resuming a run needs nothing more than the saved steps.
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde_json::{Map, Value};
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
@@ -115,11 +115,7 @@ impl DpmSolverPP {
             );
         }
         let out_dtype = model_output.dtype();
-        let work = match out_dtype {
-            DType::F64 => DType::F64,
-            DType::F32 | DType::F16 | DType::BF16 => DType::F32,
-            other => candle_core::bail!("DPM-Solver++ step: expected a float tensor, found {other:?}"),
-        };
+        let work = super::sigmas::work_dtype(out_dtype, "DPM-Solver++")?;
         let sample = sample.to_dtype(work)?;
         let model_output = model_output.to_dtype(work)?;
         let scalar = |c: f32| Tensor::new(f64::from(c), sample.device())?.to_dtype(work);

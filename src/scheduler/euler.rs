@@ -5,12 +5,14 @@
 //! flow ODE). The ancestral variant steps further down and adds fresh noise back.
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde_json::{Map, Value};
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::schedule;
-use super::sigmas::{sigma_schedule, FinalSigma, SigmaOptions, SigmaSchedule};
+use super::sigmas::{
+    init_noise_sigma, scale_by_sigma, sigma_schedule, sigma_x0, work_dtype, FinalSigma, SigmaOptions, SigmaSchedule,
+};
 
 /// An Euler scheduler set up for one run: plain data, cheap to clone.
 ///
@@ -81,11 +83,7 @@ impl Euler {
         }
         let schedule = sigma_schedule(&alphas_cumprod, steps, &options)
             .with_context(|| format!("cannot set up the {class} timesteps"))?;
-        let max_sigma = schedule.sigmas.iter().copied().fold(f32::MIN, f32::max);
-        let init_noise_sigma = match base.timestep_spacing {
-            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
-            TimestepSpacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
-        };
+        let init_noise_sigma = init_noise_sigma(&schedule.sigmas, base.timestep_spacing);
         Ok(Self { prediction_type: base.prediction_type, ancestral, schedule, init_noise_sigma })
     }
 
@@ -107,11 +105,7 @@ impl Euler {
 
     /// `scale_model_input`: the UNet was trained on `x / sqrt(sigma^2 + 1)`.
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
-        let sigma = self.sigma(index)?;
-        let divisor = (sigma * sigma + 1.0).sqrt();
-        let work = work_dtype(sample.dtype())?;
-        let d = Tensor::new(f64::from(divisor), sample.device())?.to_dtype(work)?;
-        sample.to_dtype(work)?.broadcast_div(&d)?.to_dtype(sample.dtype())
+        scale_by_sigma(sample, self.sigma(index)?, "Euler")
     }
 
     /// Step call `index`, as diffusers' `step(model_output, timesteps[index],
@@ -135,21 +129,13 @@ impl Euler {
             );
         }
         let out_dtype = model_output.dtype();
-        let work = work_dtype(out_dtype)?;
+        let work = work_dtype(out_dtype, "Euler")?;
         let sample = sample.to_dtype(work)?;
         let model_output = model_output.to_dtype(work)?;
         let scalar = |c: f32| Tensor::new(f64::from(c), sample.device())?.to_dtype(work);
 
         // s_churn is 0: sigma_hat = sigma * (0 + 1) = sigma
-        let pred_original_sample = match self.prediction_type {
-            PredictionType::Epsilon => (&sample - model_output.affine(f64::from(sigma), 0.0)?)?,
-            PredictionType::VPrediction => {
-                let s2_plus_1 = sigma * sigma + 1.0;
-                let c_out = -sigma / s2_plus_1.sqrt();
-                (model_output.affine(f64::from(c_out), 0.0)? + sample.broadcast_div(&scalar(s2_plus_1)?)?)?
-            }
-            PredictionType::Sample => model_output.clone(),
-        };
+        let pred_original_sample = sigma_x0(self.prediction_type, sigma, &model_output, &sample)?;
         let derivative = (&sample - &pred_original_sample)?.broadcast_div(&scalar(sigma)?)?;
         let (sigma_up, sigma_down) = if self.ancestral {
             let (from2, to2) = (sigma * sigma, sigma_next * sigma_next);
@@ -197,15 +183,6 @@ impl Euler {
                 candle_core::bail!("Euler step: call {index} is past the run's {} calls", self.schedule.timesteps.len())
             }
         }
-    }
-}
-
-/// diffusers computes in float32 whatever the latent's dtype (float64 stays float64 here).
-fn work_dtype(dtype: DType) -> candle_core::Result<DType> {
-    match dtype {
-        DType::F64 => Ok(DType::F64),
-        DType::F32 | DType::F16 | DType::BF16 => Ok(DType::F32),
-        other => candle_core::bail!("Euler step: expected a float tensor, found {other:?}"),
     }
 }
 

@@ -5,12 +5,12 @@
 //! The last step stops after its Euler call, so `n` steps make `2n - 1` calls.
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde_json::Value;
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::schedule;
-use super::sigmas::{sigma_schedule, FinalSigma, SigmaOptions};
+use super::sigmas::{init_noise_sigma, scale_by_sigma, sigma_schedule, sigma_x0, work_dtype, FinalSigma, SigmaOptions};
 
 /// A Heun run: plain data, cheap to clone.
 ///
@@ -87,11 +87,7 @@ impl Heun {
             sigmas.extend([schedule.sigmas[i]; 2]);
         }
         sigmas.push(schedule.sigmas[n]);
-        let max_sigma = sigmas.iter().copied().fold(f32::MIN, f32::max);
-        let init_noise_sigma = match base.timestep_spacing {
-            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
-            TimestepSpacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
-        };
+        let init_noise_sigma = init_noise_sigma(&sigmas, base.timestep_spacing);
         Ok(Self {
             prediction_type: base.prediction_type,
             clip_sample: base.clip_sample.then_some(base.clip_sample_range),
@@ -120,9 +116,7 @@ impl Heun {
         let Some(&sigma) = self.sigmas.get(index) else {
             candle_core::bail!("Heun: call {index} is past the run's calls");
         };
-        let work = work_dtype(sample.dtype())?;
-        let d = Tensor::new(f64::from((sigma * sigma + 1.0).sqrt()), sample.device())?.to_dtype(work)?;
-        sample.to_dtype(work)?.broadcast_div(&d)?.to_dtype(sample.dtype())
+        scale_by_sigma(sample, sigma, "Heun")
     }
 
     /// Call `index`; `previous` is call `index - 1`'s record (the second call of a
@@ -138,7 +132,7 @@ impl Heun {
             candle_core::bail!("Heun step: call {index} is past the run's {} calls", self.timesteps.len());
         }
         let out_dtype = model_output.dtype();
-        let work = work_dtype(out_dtype)?;
+        let work = work_dtype(out_dtype, "Heun")?;
         let sample = sample.to_dtype(work)?;
         let model_output = model_output.to_dtype(work)?;
         let scalar = |c: f32| Tensor::new(f64::from(c), sample.device())?.to_dtype(work);
@@ -150,15 +144,7 @@ impl Heun {
             (self.sigmas[index - 1], self.sigmas[index])
         };
         let sigma_input = if first_order { sigma } else { sigma_next };
-        let x0 = match self.prediction_type {
-            PredictionType::Epsilon => (&sample - model_output.affine(f64::from(sigma_input), 0.0)?)?,
-            PredictionType::VPrediction => {
-                let s2_plus_1 = sigma_input * sigma_input + 1.0;
-                let c_out = -sigma_input / s2_plus_1.sqrt();
-                (model_output.affine(f64::from(c_out), 0.0)? + sample.broadcast_div(&scalar(s2_plus_1)?)?)?
-            }
-            PredictionType::Sample => model_output.clone(),
-        };
+        let x0 = sigma_x0(self.prediction_type, sigma_input, &model_output, &sample)?;
         let x0 = match self.clip_sample {
             Some(range) => x0.clamp(-range, range)?,
             None => x0,
@@ -191,13 +177,5 @@ impl Heun {
             pred_original_sample: x0.to_dtype(out_dtype)?,
             prev_sample: prev_sample.to_dtype(out_dtype)?,
         })
-    }
-}
-
-fn work_dtype(dtype: DType) -> candle_core::Result<DType> {
-    match dtype {
-        DType::F64 => Ok(DType::F64),
-        DType::F32 | DType::F16 | DType::BF16 => Ok(DType::F32),
-        other => candle_core::bail!("Heun step: expected a float tensor, found {other:?}"),
     }
 }

@@ -6,7 +6,7 @@
 //! in few steps: LCM shows why a consistency model is trained separately.
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde_json::Value;
 
 use super::config::{PredictionType, SchedulerConfig};
@@ -111,11 +111,7 @@ impl Lcm {
         let last = index + 1 == self.timesteps.len();
         let prev_timestep = if last { timestep } else { self.timesteps[index + 1] };
         let out_dtype = model_output.dtype();
-        let work = match out_dtype {
-            DType::F64 => DType::F64,
-            DType::F32 | DType::F16 | DType::BF16 => DType::F32,
-            other => candle_core::bail!("LCM step: expected a float tensor, found {other:?}"),
-        };
+        let work = super::sigmas::work_dtype(out_dtype, "LCM")?;
         let sample = sample.to_dtype(work)?;
         let model_output = model_output.to_dtype(work)?;
         let scalar = |c: f32| Tensor::new(f64::from(c), sample.device())?.to_dtype(work);

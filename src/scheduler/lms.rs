@@ -5,12 +5,14 @@
 //! records, so a resumed run needs nothing more than the saved steps.
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde_json::Value;
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::schedule;
-use super::sigmas::{sigma_schedule, FinalSigma, SigmaOptions, SigmaSchedule};
+use super::sigmas::{
+    init_noise_sigma, scale_by_sigma, sigma_schedule, sigma_x0, work_dtype, FinalSigma, SigmaOptions, SigmaSchedule,
+};
 
 /// The most derivatives a step combines (diffusers' `order=4`, the pipeline's).
 const ORDER: usize = 4;
@@ -74,11 +76,7 @@ impl Lms {
         let alphas_cumprod = schedule::alphas_cumprod(&base);
         let schedule = sigma_schedule(&alphas_cumprod, steps, &options)
             .context("cannot set up the LMSDiscreteScheduler timesteps")?;
-        let max_sigma = schedule.sigmas.iter().copied().fold(f32::MIN, f32::max);
-        let init_noise_sigma = match base.timestep_spacing {
-            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
-            TimestepSpacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
-        };
+        let init_noise_sigma = init_noise_sigma(&schedule.sigmas, base.timestep_spacing);
         Ok(Self { prediction_type: base.prediction_type, schedule, init_noise_sigma })
     }
 
@@ -99,9 +97,7 @@ impl Lms {
         let Some(&sigma) = self.schedule.sigmas.get(index) else {
             candle_core::bail!("LMS: call {index} is past the run's calls");
         };
-        let work = work_dtype(sample.dtype())?;
-        let d = Tensor::new(f64::from((sigma * sigma + 1.0).sqrt()), sample.device())?.to_dtype(work)?;
-        sample.to_dtype(work)?.broadcast_div(&d)?.to_dtype(sample.dtype())
+        scale_by_sigma(sample, sigma, "LMS")
     }
 
     /// Step call `index`, given the records of the calls before it, in order.
@@ -120,20 +116,12 @@ impl Lms {
             candle_core::bail!("LMS step {index}: needs the {index} earlier calls' records, got {}", history.len());
         }
         let out_dtype = model_output.dtype();
-        let work = work_dtype(out_dtype)?;
+        let work = work_dtype(out_dtype, "LMS")?;
         let sample = sample.to_dtype(work)?;
         let model_output = model_output.to_dtype(work)?;
         let sigma = self.schedule.sigmas[index];
         let scalar = |c: f32| Tensor::new(f64::from(c), sample.device())?.to_dtype(work);
-        let x0 = match self.prediction_type {
-            PredictionType::Epsilon => (&sample - model_output.affine(f64::from(sigma), 0.0)?)?,
-            PredictionType::VPrediction => {
-                let s2_plus_1 = sigma * sigma + 1.0;
-                let c_out = -sigma / s2_plus_1.sqrt();
-                (model_output.affine(f64::from(c_out), 0.0)? + sample.broadcast_div(&scalar(s2_plus_1)?)?)?
-            }
-            PredictionType::Sample => model_output.clone(),
-        };
+        let x0 = sigma_x0(self.prediction_type, sigma, &model_output, &sample)?;
         let derivative = (&sample - &x0)?.broadcast_div(&scalar(sigma)?)?;
         let order = (index + 1).min(ORDER);
         let coefficients: Vec<f64> = (0..order).map(|j| self.coefficient(order, index, j)).collect();
@@ -189,14 +177,6 @@ fn gauss_legendre(f: impl Fn(f64) -> f64, a: f64, b: f64) -> f64 {
     ];
     let (mid, half) = ((a + b) / 2.0, (b - a) / 2.0);
     half * NODES.iter().map(|&(x, w)| w * f(mid + half * x)).sum::<f64>()
-}
-
-fn work_dtype(dtype: DType) -> candle_core::Result<DType> {
-    match dtype {
-        DType::F64 => Ok(DType::F64),
-        DType::F32 | DType::F16 | DType::BF16 => Ok(DType::F32),
-        other => candle_core::bail!("LMS step: expected a float tensor, found {other:?}"),
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! records, so a resumed run needs nothing more than the saved steps.
 
 use anyhow::Context;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde_json::Value;
 
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
@@ -102,11 +102,7 @@ impl Pndm {
             candle_core::bail!("PNDM step {index}: needs the {index} earlier calls' records, got {}", history.len());
         }
         let out_dtype = model_output.dtype();
-        let work = match out_dtype {
-            DType::F64 => DType::F64,
-            DType::F32 | DType::F16 | DType::BF16 => DType::F32,
-            other => candle_core::bail!("PNDM step: expected a float tensor, found {other:?}"),
-        };
+        let work = super::sigmas::work_dtype(out_dtype, "PNDM")?;
         let m = model_output.to_dtype(work)?;
         let f = |t: &Tensor| t.to_dtype(work);
         let (mut step_from, mut prev_timestep) = (timestep, timestep as i64 - self.ratio as i64);

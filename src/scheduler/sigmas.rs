@@ -9,7 +9,9 @@
 
 use anyhow::{bail, ensure};
 
-use super::config::TimestepSpacing;
+use candle_core::{DType, Tensor};
+
+use super::config::{PredictionType, TimestepSpacing};
 use super::schedule::{numpy_arange, numpy_linspace};
 
 /// Where the schedule ends after the last step.
@@ -147,6 +149,55 @@ pub(super) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     let (low, high) = (log_sigmas[low_idx], log_sigmas[high_idx]);
     let w = ((f64::from(low) - log_sigma) / f64::from(low - high)).clamp(0.0, 1.0);
     (1.0 - w) * low_idx as f64 + w * high_idx as f64
+}
+
+/// The dtype a step computes in: float32 whatever the latent's, as diffusers
+/// (float64 stays float64 here). `sampler` names the step in the error.
+pub(super) fn work_dtype(dtype: DType, sampler: &str) -> candle_core::Result<DType> {
+    match dtype {
+        DType::F64 => Ok(DType::F64),
+        DType::F32 | DType::F16 | DType::BF16 => Ok(DType::F32),
+        other => candle_core::bail!("{sampler} step: expected a float tensor, found {other:?}"),
+    }
+}
+
+/// `init_noise_sigma` of the sigma classes: the largest sigma, or with "leading"
+/// spacing `sqrt(sigma^2 + 1)`.
+pub(super) fn init_noise_sigma(sigmas: &[f32], spacing: TimestepSpacing) -> f32 {
+    let max_sigma = sigmas.iter().copied().fold(f32::MIN, f32::max);
+    match spacing {
+        TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
+        TimestepSpacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
+    }
+}
+
+/// `scale_model_input` of the sigma classes: the UNet was trained on
+/// `x / sqrt(sigma^2 + 1)`, computed in float32 and returned in the latent's dtype.
+pub(super) fn scale_by_sigma(sample: &Tensor, sigma: f32, sampler: &str) -> candle_core::Result<Tensor> {
+    let work = work_dtype(sample.dtype(), sampler)?;
+    let divisor = Tensor::new(f64::from((sigma * sigma + 1.0).sqrt()), sample.device())?.to_dtype(work)?;
+    sample.to_dtype(work)?.broadcast_div(&divisor)?.to_dtype(sample.dtype())
+}
+
+/// The predicted x0 of the sigma classes at noise level `sigma`, with torch's
+/// float32 operations in their order; both tensors are in the work dtype.
+pub(super) fn sigma_x0(
+    prediction_type: PredictionType,
+    sigma: f32,
+    model_output: &Tensor,
+    sample: &Tensor,
+) -> candle_core::Result<Tensor> {
+    match prediction_type {
+        PredictionType::Epsilon => sample - model_output.affine(f64::from(sigma), 0.0)?,
+        PredictionType::VPrediction => {
+            let s2_plus_1 = sigma * sigma + 1.0;
+            let c_out = -sigma / s2_plus_1.sqrt();
+            // a division, as torch divides by the 0-dim tensor
+            let divisor = Tensor::new(f64::from(s2_plus_1), sample.device())?.to_dtype(sample.dtype())?;
+            model_output.affine(f64::from(c_out), 0.0)? + sample.broadcast_div(&divisor)?
+        }
+        PredictionType::Sample => Ok(model_output.clone()),
+    }
 }
 
 #[cfg(test)]
