@@ -107,7 +107,7 @@ fn unknown_scheduler() {
     let out = generate(&fixture("sd2-tiny").join("model"), &["--scheduler", "dpm_fast"], dir.path());
     assert_clear_error(
         &out,
-        "unknown scheduler \"dpm_fast\": expected one of ddim, pndm, lms, heun, euler, euler_karras, euler_a, dpmpp_2m, dpmpp_2m_karras, lcm, or model",
+        "unknown scheduler \"dpm_fast\": expected one of ddim, pndm, lms, heun, euler, euler_karras, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, lcm, or model",
     );
     assert_eq!(out.status.code(), Some(2));
 }

@@ -157,9 +157,9 @@ fn shapes_matches_diffusers() {
 }
 
 #[test]
-fn dpmpp_2m_matches_diffusers() {
+fn multistep_solvers_match_diffusers() {
     for name in ["sd2-tiny", "sd15-tiny"] {
-        for sampler in ["dpmpp_2m", "dpmpp_2m_karras"] {
+        for sampler in ["dpmpp_2m", "dpmpp_2m_karras", "unipc"] {
             check_sampler(name, sampler);
         }
     }

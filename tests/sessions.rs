@@ -97,6 +97,7 @@ fn exact_resume_at_every_step_deterministic() {
 
 /// The ancestral sampler draws fresh noise each step from the run's generator,
 /// Karras sigmas give fractional timesteps, DPM++ 2M uses the previous step's x0,
+/// UniPC the earlier x0s and its corrected latent,
 /// PNDM the earlier predictions and the first latent, LMS the earlier derivatives,
 /// Heun's second call its Euler call's slope and latent, LCM fresh noise: all
 /// resume bit for bit.
@@ -106,6 +107,7 @@ fn exact_resume_at_every_step_with_each_sampler() {
         SamplerName::EulerA,
         SamplerName::EulerKarras,
         SamplerName::Dpmpp2mKarras,
+        SamplerName::UniPc,
         SamplerName::Pndm,
         SamplerName::Lms,
         SamplerName::Heun,

@@ -18,6 +18,7 @@ mod pndm;
 mod sampler;
 mod schedule;
 mod sigmas;
+mod unipc;
 
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 pub use ddim::{DdimScheduler, DdimStep};
@@ -28,6 +29,7 @@ pub use lcm::{Lcm, LcmStep};
 pub use lms::{Lms, LmsStep};
 pub use pndm::{Pndm, PndmStep};
 pub use sampler::{Sampler, SamplerName, SamplerStep};
+pub use unipc::{UniPc, UniPcStep};
 
 #[cfg(test)]
 mod sampler_tests;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     DdimScheduler, DdimStep, DpmSolverPP, DpmStep, Euler, EulerStep, Heun, HeunStep, Lcm, LcmStep, Lms, LmsStep, Pndm,
-    PndmStep, SchedulerConfig,
+    PndmStep, SchedulerConfig, UniPc, UniPcStep,
 };
 use crate::rng::torch::TorchRng;
 
@@ -31,6 +31,8 @@ pub enum SamplerName {
     Dpmpp2m,
     #[serde(rename = "dpmpp_2m_karras")]
     Dpmpp2mKarras,
+    #[serde(rename = "unipc")]
+    UniPc,
     Lcm,
 }
 
@@ -45,6 +47,7 @@ impl SamplerName {
         Self::EulerA,
         Self::Dpmpp2m,
         Self::Dpmpp2mKarras,
+        Self::UniPc,
         Self::Lcm,
     ];
 
@@ -59,6 +62,7 @@ impl SamplerName {
             Self::EulerA => "euler_a",
             Self::Dpmpp2m => "dpmpp_2m",
             Self::Dpmpp2mKarras => "dpmpp_2m_karras",
+            Self::UniPc => "unipc",
             Self::Lcm => "lcm",
         }
     }
@@ -75,6 +79,7 @@ impl SamplerName {
             Self::EulerA => "Euler a",
             Self::Dpmpp2m => "DPM++ 2M",
             Self::Dpmpp2mKarras => "DPM++ 2M Karras",
+            Self::UniPc => "UniPC",
             Self::Lcm => "LCM",
         }
     }
@@ -89,6 +94,7 @@ impl SamplerName {
             Self::Euler | Self::EulerKarras => "EulerDiscreteScheduler",
             Self::EulerA => "EulerAncestralDiscreteScheduler",
             Self::Dpmpp2m | Self::Dpmpp2mKarras => "DPMSolverMultistepScheduler",
+            Self::UniPc => "UniPCMultistepScheduler",
             Self::Lcm => "LCMScheduler",
         }
     }
@@ -120,6 +126,7 @@ impl SamplerName {
             ("LMSDiscreteScheduler", _) => Ok(Self::Lms),
             ("HeunDiscreteScheduler", _) => Ok(Self::Heun),
             ("LCMScheduler", _) => Ok(Self::Lcm),
+            ("UniPCMultistepScheduler", _) => Ok(Self::UniPc),
             ("EulerDiscreteScheduler", false) => Ok(Self::Euler),
             ("EulerDiscreteScheduler", true) => Ok(Self::EulerKarras),
             ("EulerAncestralDiscreteScheduler", _) => Ok(Self::EulerA),
@@ -161,6 +168,7 @@ pub enum Sampler {
     Heun(Heun),
     Euler(SamplerName, Euler),
     Dpm(SamplerName, DpmSolverPP),
+    UniPc(UniPc),
     Lcm(Lcm),
 }
 
@@ -173,6 +181,7 @@ pub enum SamplerStep {
     Heun(HeunStep),
     Euler(EulerStep),
     Dpm(DpmStep),
+    UniPc(UniPcStep),
     Lcm(LcmStep),
 }
 
@@ -191,6 +200,7 @@ impl Sampler {
             SamplerName::EulerA => Self::Euler(name, Euler::from_config(&source, steps, false, true)?),
             SamplerName::Dpmpp2m => Self::Dpm(name, DpmSolverPP::from_config(&source, steps, false)?),
             SamplerName::Dpmpp2mKarras => Self::Dpm(name, DpmSolverPP::from_config(&source, steps, true)?),
+            SamplerName::UniPc => Self::UniPc(UniPc::from_config(&source, steps)?),
             SamplerName::Lcm => Self::Lcm(Lcm::from_config(&source, steps)?),
         })
     }
@@ -202,6 +212,7 @@ impl Sampler {
             Self::Lms(_) => SamplerName::Lms,
             Self::Heun(_) => SamplerName::Heun,
             Self::Lcm(_) => SamplerName::Lcm,
+            Self::UniPc(_) => SamplerName::UniPc,
             Self::Euler(name, _) | Self::Dpm(name, _) => *name,
         }
     }
@@ -216,6 +227,7 @@ impl Sampler {
             Self::Heun(h) => h.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Euler(_, e) => e.timesteps().iter().map(|&t| f64::from(t)).collect(),
             Self::Dpm(_, d) => d.timesteps().iter().map(|&t| f64::from(t)).collect(),
+            Self::UniPc(u) => u.timesteps().iter().map(|&t| f64::from(t)).collect(),
         }
     }
 
@@ -229,6 +241,7 @@ impl Sampler {
             Self::Heun(h) => h.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Euler(_, e) => e.timesteps().get(index).map(|&t| f64::from(t)),
             Self::Dpm(_, d) => d.timesteps().get(index).map(|&t| f64::from(t)),
+            Self::UniPc(u) => u.timesteps().get(index).map(|&t| f64::from(t)),
         };
         match t {
             Some(t) => Ok(t),
@@ -246,6 +259,7 @@ impl Sampler {
             Self::Heun(h) => h.timesteps().len(),
             Self::Euler(_, e) => e.timesteps().len(),
             Self::Dpm(_, d) => d.timesteps().len(),
+            Self::UniPc(u) => u.timesteps().len(),
         }
     }
 
@@ -256,7 +270,7 @@ impl Sampler {
             Self::Ddim(d) => d.timesteps().iter().map(|&t| d.alphas_cumprod()[t]).collect(),
             Self::Pndm(p) => p.timesteps().iter().map(|&t| p.alpha_prod_t(t)).collect(),
             Self::Lcm(l) => l.timesteps().iter().map(|&t| l.alpha_prod_t(t)).collect(),
-            Self::Lms(_) | Self::Heun(_) | Self::Euler(..) | Self::Dpm(..) => {
+            Self::Lms(_) | Self::Heun(_) | Self::Euler(..) | Self::Dpm(..) | Self::UniPc(_) => {
                 let sigmas = self.sigmas().unwrap_or_default();
                 sigmas[..self.calls()].iter().map(|&s| 1.0 / (1.0 + s * s)).collect()
             }
@@ -271,6 +285,7 @@ impl Sampler {
             Self::Heun(h) => Some(h.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Euler(_, e) => Some(e.sigmas().iter().map(|&s| f64::from(s)).collect()),
             Self::Dpm(_, d) => Some(d.sigmas().iter().map(|&s| f64::from(s)).collect()),
+            Self::UniPc(u) => Some(u.sigmas().iter().map(|&s| f64::from(s)).collect()),
         }
     }
 
@@ -282,14 +297,14 @@ impl Sampler {
             Self::Lms(l) => l.init_noise_sigma(),
             Self::Heun(h) => h.init_noise_sigma(),
             Self::Euler(_, e) => e.init_noise_sigma(),
-            Self::Dpm(..) => 1.0,
+            Self::Dpm(..) | Self::UniPc(_) => 1.0,
         }
     }
 
     /// `scale_model_input`: what the UNet sees of the latent at step call `index`.
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
         match self {
-            Self::Ddim(_) | Self::Pndm(_) | Self::Dpm(..) | Self::Lcm(_) => Ok(sample.clone()),
+            Self::Ddim(_) | Self::Pndm(_) | Self::Dpm(..) | Self::UniPc(_) | Self::Lcm(_) => Ok(sample.clone()),
             Self::Euler(_, e) => e.scale_model_input(sample, index),
             Self::Lms(l) => l.scale_model_input(sample, index),
             Self::Heun(h) => h.scale_model_input(sample, index),
@@ -355,6 +370,16 @@ impl Sampler {
                 let previous_x0 = history.last().map(|s| s.pred_original_sample());
                 d.step(index, model_output, sample, previous_x0).map(SamplerStep::Dpm)
             }
+            Self::UniPc(u) => {
+                let earlier: Vec<&UniPcStep> = history
+                    .iter()
+                    .filter_map(|s| match s {
+                        SamplerStep::UniPc(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                u.step(index, model_output, sample, &earlier).map(SamplerStep::UniPc)
+            }
             Self::Lcm(l) => {
                 let fresh = if l.draws_noise(index) { Some(noise(rng)?) } else { None };
                 l.step(index, model_output, sample, fresh.as_ref()).map(SamplerStep::Lcm)
@@ -373,6 +398,7 @@ impl SamplerStep {
             Self::Heun(s) => s.timestep,
             Self::Euler(s) => s.timestep,
             Self::Dpm(s) => s.timestep,
+            Self::UniPc(s) => s.timestep,
             Self::Lcm(s) => s.timestep as f64,
         }
     }
@@ -385,6 +411,7 @@ impl SamplerStep {
             Self::Heun(s) => s.alpha_prod_t,
             Self::Euler(s) => s.alpha_prod_t,
             Self::Dpm(s) => s.alpha_prod_t,
+            Self::UniPc(s) => s.alpha_prod_t,
             Self::Lcm(s) => s.alpha_prod_t,
         }
     }
@@ -396,6 +423,7 @@ impl SamplerStep {
             Self::Heun(s) => Some(s.sigma),
             Self::Euler(s) => Some(s.sigma),
             Self::Dpm(s) => Some(s.sigma),
+            Self::UniPc(s) => Some(s.sigma),
         }
     }
 
@@ -408,6 +436,7 @@ impl SamplerStep {
             Self::Heun(s) => &s.pred_original_sample,
             Self::Euler(s) => &s.pred_original_sample,
             Self::Dpm(s) => &s.pred_original_sample,
+            Self::UniPc(s) => &s.pred_original_sample,
             Self::Lcm(s) => &s.pred_original_sample,
         }
     }
@@ -421,6 +450,7 @@ impl SamplerStep {
             Self::Heun(s) => &s.prev_sample,
             Self::Euler(s) => &s.prev_sample,
             Self::Dpm(s) => &s.prev_sample,
+            Self::UniPc(s) => &s.prev_sample,
             Self::Lcm(s) => &s.prev_sample,
         }
     }
@@ -463,6 +493,11 @@ impl SamplerStep {
                 ("prev_sample", &s.prev_sample),
             ],
             Self::Dpm(s) => vec![("pred_original_sample", &s.pred_original_sample), ("prev_sample", &s.prev_sample)],
+            Self::UniPc(s) => vec![
+                ("pred_original_sample", &s.pred_original_sample),
+                ("corrected_sample", &s.corrected_sample),
+                ("prev_sample", &s.prev_sample),
+            ],
             Self::Lcm(s) => vec![("pred_original_sample", &s.pred_original_sample), ("prev_sample", &s.prev_sample)],
         }
     }
@@ -504,6 +539,12 @@ impl SamplerStep {
             }),
             Self::Dpm(s) => Self::Dpm(DpmStep {
                 pred_original_sample: f(&s.pred_original_sample)?,
+                prev_sample: f(&s.prev_sample)?,
+                ..s.clone()
+            }),
+            Self::UniPc(s) => Self::UniPc(UniPcStep {
+                pred_original_sample: f(&s.pred_original_sample)?,
+                corrected_sample: f(&s.corrected_sample)?,
                 prev_sample: f(&s.prev_sample)?,
                 ..s.clone()
             }),

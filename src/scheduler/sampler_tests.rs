@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use super::{DpmSolverPP, Euler, Pndm, PndmStep};
+use super::{DpmSolverPP, Euler, Pndm, PndmStep, UniPc, UniPcStep};
 use crate::rng::torch::TorchRng;
 
 fn fixture(path: &str) -> PathBuf {
@@ -175,6 +175,48 @@ fn dpmpp_2m_matches_diffusers_call_by_call() {
     for model in MODELS {
         check_dpmpp_run(model, "dpmpp_2m", false);
         check_dpmpp_run(model, "dpmpp_2m_karras", true);
+    }
+}
+
+/// UniPC's diffusers runs replayed call by call, each call given the records of
+/// the earlier ones as computed here (the corrected latents are UniPC's own).
+#[test]
+fn unipc_matches_diffusers_call_by_call() {
+    for model in MODELS {
+        let dir = format!("{model}/samplers/txt2img/unipc");
+        let run = read_json(&format!("{dir}/run.json"));
+        let reference = load(&format!("{dir}/reference.safetensors"));
+        let config = read_json(&format!("{model}/model/scheduler/scheduler_config.json"));
+        let steps = run["steps"].as_u64().unwrap() as usize;
+        let unipc = UniPc::from_config(&config, steps).unwrap();
+        let timesteps: Vec<f64> = unipc.timesteps().iter().map(|&t| f64::from(t)).collect();
+        assert_eq!(timesteps, to_f64(&reference["timesteps"]), "{dir}: timesteps");
+        let (init, outputs, latents, x0s) = (
+            &reference["init_latents"],
+            &reference["guided_model_output"],
+            &reference["latents"],
+            &reference["pred_original_sample"],
+        );
+        let row = |t: &Tensor, i: usize| t.get(i).unwrap().unsqueeze(0).unwrap();
+        let mut done: Vec<UniPcStep> = Vec::new();
+        let mut worst = (0.0f64, 0.0f64);
+        for i in 0..steps {
+            let sample = if i == 0 { init.clone() } else { row(latents, i - 1) };
+            let earlier: Vec<&UniPcStep> = done.iter().collect();
+            let step = unipc.step(i, &row(outputs, i), &sample, &earlier).unwrap();
+            worst.0 = worst.0.max(max_rel_diff(&step.pred_original_sample, &row(x0s, i)));
+            worst.1 = worst.1.max(max_rel_diff(&step.prev_sample, &row(latents, i)));
+            done.push(step);
+        }
+        let orders: Vec<(u8, u8)> = done.iter().map(|s| (s.order, s.corrector_order)).collect();
+        println!("{dir}: (order, corrector order) {orders:?}, x0 {:.1e}, latents {:.1e}", worst.0, worst.1);
+        // warm-up and lower_order_final: first order first and last, second order between;
+        // the corrector runs from the second call on with the previous call's order
+        assert_eq!(orders[0], (1, 0));
+        assert_eq!(orders[1], (2, 1));
+        assert!(orders[2..steps - 1].iter().all(|&o| o == (2, 2)));
+        assert_eq!(orders[steps - 1], (1, 2));
+        assert!(worst.0 < 1e-5 && worst.1 < 1e-5, "{dir}: x0 {:e}, latents {:e}", worst.0, worst.1);
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{bail, ensure};
 
 use candle_core::{DType, Tensor};
 
-use super::config::{PredictionType, TimestepSpacing};
+use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::schedule::{numpy_arange, numpy_linspace};
 
 /// Where the schedule ends after the last step.
@@ -198,6 +198,89 @@ pub(super) fn sigma_x0(
         }
         PredictionType::Sample => Ok(model_output.clone()),
     }
+}
+
+/// `_sigma_to_alpha_sigma_t` in float32: `alpha_t = 1 / sqrt(sigma^2 + 1)`, `sigma_t = sigma * alpha_t`.
+pub(super) fn alpha_sigma(sigma: f32) -> (f32, f32) {
+    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    (alpha, sigma * alpha)
+}
+
+/// `set_timesteps` of the multistep solvers (DPM-Solver++, UniPC): whole
+/// timesteps (`n + 1` points of the range, the last dropped), their trained
+/// sigmas, or Karras' sigmas over the whole trained range with the nearest whole
+/// timesteps (`round_karras`: DPM-Solver keeps the fractional ones for
+/// squaredcos_cap_v2, UniPC always rounds).
+pub(super) fn multistep_schedule(
+    alphas_cumprod: &[f32],
+    base: &SchedulerConfig,
+    steps: usize,
+    karras_sigmas: bool,
+    final_sigma: FinalSigma,
+    round_karras: bool,
+) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    let train = alphas_cumprod.len();
+    anyhow::ensure!(steps > 0, "num_inference_steps must be at least 1, found 0");
+    anyhow::ensure!(
+        steps <= train,
+        "num_inference_steps ({steps}) cannot be larger than num_train_timesteps ({train})"
+    );
+    // lambda_min_clipped is -inf: nothing is clipped, the range ends at num_train_timesteps
+    let last = train;
+    let mut timesteps: Vec<f64> = match base.timestep_spacing {
+        TimestepSpacing::Linspace => {
+            let mut t: Vec<f64> =
+                numpy_linspace(0.0, (last - 1) as f64, steps + 1).into_iter().map(f64::round_ties_even).rev().collect();
+            t.pop();
+            t
+        }
+        TimestepSpacing::Leading => {
+            let ratio = last / (steps + 1);
+            (1..=steps).rev().map(|i| (i * ratio + base.steps_offset) as f64).collect()
+        }
+        TimestepSpacing::Trailing => numpy_arange(last as f64, 0.0, -(train as f64 / steps as f64))
+            .into_iter()
+            .map(|t| t.round_ties_even() - 1.0)
+            .collect(),
+    };
+    let trained = training_sigmas(alphas_cumprod);
+    let mut sigmas: Vec<f64> = if karras_sigmas {
+        let ends = [f64::from(trained[train - 1]), f64::from(trained[0])];
+        let none = SigmaOptions {
+            spacing: base.timestep_spacing,
+            steps_offset: base.steps_offset,
+            karras: true,
+            sigma_min: None,
+            sigma_max: None,
+            final_sigma,
+        };
+        let sigmas = karras(&ends, steps, &none);
+        let log_sigmas: Vec<f32> = trained.iter().map(|s| s.ln()).collect();
+        timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
+        if round_karras {
+            timesteps = timesteps.into_iter().map(f64::round_ties_even).collect();
+        }
+        sigmas
+    } else {
+        let mut out = Vec::with_capacity(steps);
+        for &t in &timesteps {
+            match usize::try_from(t as i64).ok().and_then(|i| trained.get(i)) {
+                Some(&s) => out.push(f64::from(s)),
+                None => bail!(
+                    "{} spacing with {steps} steps gives the timestep {t}, outside 0..{train}; choose another step count",
+                    base.timestep_spacing
+                ),
+            }
+        }
+        out
+    };
+    sigmas.push(match final_sigma {
+        FinalSigma::Zero => 0.0,
+        FinalSigma::SigmaMin => f64::from(trained[0]),
+    });
+    // the timesteps are int64 in diffusers: a Karras one truncates toward zero
+    let timesteps = timesteps.into_iter().map(|t| (t as i64) as f32).collect();
+    Ok((timesteps, sigmas.into_iter().map(|s| s as f32).collect()))
 }
 
 #[cfg(test)]

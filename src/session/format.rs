@@ -15,6 +15,7 @@ use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
 use crate::scheduler::{
     DdimStep, DpmStep, EulerStep, HeunStep, LcmStep, LmsStep, PndmStep, Sampler, SamplerStep, SchedulerConfig,
+    UniPcStep,
 };
 use crate::stages::{DenoiseStep, PromptEncoding};
 
@@ -132,6 +133,13 @@ enum StepScalars {
         sigma_up: f64,
         sigma_down: f64,
     },
+    /// Before `Multistep`, whose fields it has too: untagged variants match in order.
+    UniPc {
+        sigma: f64,
+        sigma_next: f64,
+        order: u8,
+        corrector_order: u8,
+    },
     /// `h` is null on a step to sigma 0, where it is infinite.
     Multistep {
         sigma: f64,
@@ -210,6 +218,12 @@ impl SessionFile {
                         prev_timestep: s.prev_timestep,
                         alpha_prod_t_prev: s.alpha_prod_t_prev,
                         mixed: s.mixed,
+                    },
+                    SamplerStep::UniPc(s) => StepScalars::UniPc {
+                        sigma: s.sigma,
+                        sigma_next: s.sigma_next,
+                        order: s.order,
+                        corrector_order: s.corrector_order,
                     },
                     SamplerStep::Dpm(s) => {
                         let h = s.h.is_finite().then_some(s.h);
@@ -419,6 +433,20 @@ fn sampler_step(
             pred_original_sample,
             prev_sample: take("prev_sample")?,
         }),
+        (Sampler::UniPc(_), &StepScalars::UniPc { sigma, sigma_next, order, corrector_order }) => {
+            SamplerStep::UniPc(UniPcStep {
+                index,
+                timestep: step.timestep,
+                sigma,
+                sigma_next,
+                alpha_prod_t: step.alpha_prod_t,
+                order,
+                corrector_order,
+                pred_original_sample,
+                corrected_sample: take("corrected_sample")?,
+                prev_sample: take("prev_sample")?,
+            })
+        }
         (Sampler::Pndm(_), &StepScalars::Plms { step_from, prev_timestep, alpha_prod_t_prev, mixed }) => {
             SamplerStep::Pndm(PndmStep {
                 index,
@@ -490,6 +518,9 @@ fn sampler_step(
         }
         (_, StepScalars::Sigma { .. }) => {
             bail!("steps[{index}] holds Euler's sigmas, the run's sampler is {}", sampler.name())
+        }
+        (_, StepScalars::UniPc { .. }) => {
+            bail!("steps[{index}] holds UniPC's values, the run's sampler is {}", sampler.name())
         }
         (_, StepScalars::Multistep { .. }) => {
             bail!("steps[{index}] holds a multistep solver's values, the run's sampler is {}", sampler.name())

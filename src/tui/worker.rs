@@ -607,6 +607,9 @@ pub fn step_view(record: &StepRecord, elapsed: Duration, vae: Option<&Session>) 
         SamplerStep::Dpm(d) => {
             (Landing::Sigma { sigma: d.sigma, next: d.sigma_next }, 1.0 / (1.0 + d.sigma_next * d.sigma_next))
         }
+        SamplerStep::UniPc(u) => {
+            (Landing::Sigma { sigma: u.sigma, next: u.sigma_next }, 1.0 / (1.0 + u.sigma_next * u.sigma_next))
+        }
     };
     let picture = |latent: &Tensor| match vae {
         Some(session) => to_rgb8(&session.decode(latent)?),
