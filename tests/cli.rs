@@ -252,3 +252,78 @@ fn scheduler_model_names_the_class_it_cannot_run() {
     assert!(stderr(&out).contains("dpmpp_2m_karras"));
     assert!(!dir.path().join("out.png").exists());
 }
+
+/// Image to image's inputs: the strength's range, a picture that is missing, not
+/// a picture, or of another size than asked.
+#[test]
+fn image_to_image_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("sd2-tiny").join("model");
+    let input = fixture("sd2-tiny").join("samplers/img2img/ddim/input.png");
+    let input = input.to_str().unwrap();
+    for (strength, expected) in [
+        ("0", "--strength 0.0: expected a number above 0 and at most 1"),
+        ("1.5", "--strength 1.5: expected a number above 0 and at most 1"),
+        ("NaN", "--strength NaN: expected a number above 0 and at most 1"),
+        ("-0.5", "--strength -0.5: expected a number above 0 and at most 1"),
+    ] {
+        let out = generate(&model, &["--init-image", input, "--strength", strength], dir.path());
+        assert_clear_error(&out, expected);
+    }
+    // 2 steps x 0.3 keeps no step
+    let out = generate(&model, &["--init-image", input, "--strength", "0.3"], dir.path());
+    assert_clear_error(&out, "--strength 0.3: expected at least 1 / steps: with 2 steps it keeps int(2 x 0.3) = 0");
+    let out = generate(&model, &["--init-image", "/no/such/picture.png"], dir.path());
+    assert_clear_error(&out, "/no/such/picture.png");
+    let not_a_picture = dir.path().join("notes.png");
+    std::fs::write(&not_a_picture, "not a picture").unwrap();
+    let out = generate(&model, &["--init-image", not_a_picture.to_str().unwrap()], dir.path());
+    assert_clear_error(&out, "notes.png: cannot read the picture");
+    let out = generate(&model, &["--init-image", input, "--width", "32"], dir.path());
+    assert_clear_error(&out, "--width 32: image to image takes the picture's size, 64x64");
+    let out = generate(&model, &["--strength", "0.5"], dir.path());
+    assert!(!out.status.success() && stderr(&out).contains("--init-image"), "{}", stderr(&out));
+}
+
+/// A picture whose sides are not multiples of the VAE factor is resized, with a note.
+#[test]
+fn image_to_image_resizes_an_odd_sized_picture_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("odd.png");
+    image::RgbImage::from_pixel(37, 21, image::Rgb([200, 30, 30])).save(&picture).unwrap();
+    let out = generate(&fixture("sd2-tiny").join("model"), &["--init-image", picture.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("37x21 is not a multiple of 2 (the VAE factor); resized to 36x20"),
+        "{}",
+        stderr(&out)
+    );
+    let made = image::open(dir.path().join("out.png")).unwrap();
+    assert_eq!((made.width(), made.height()), (36, 20));
+}
+
+/// An image-to-image PNG remembers its picture and strength: `resume image.png`
+/// makes the same pixels again, and refuses clearly once the picture has changed.
+#[test]
+fn an_image_to_image_png_reruns_and_notices_a_changed_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("start.png");
+    std::fs::copy(fixture("sd2-tiny").join("samplers/img2img/ddim/input.png"), &picture).unwrap();
+    let model = fixture("sd2-tiny").join("model");
+    let args =
+        ["--init-image", picture.to_str().unwrap(), "--strength", "0.5", "--steps", "4", "--scheduler", "euler_a"];
+    let out = generate(&model, &args, dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = dir.path().join("out.png");
+    let chunks = sdlab::png_meta::read_text_chunks(&std::fs::read(&png).unwrap()).unwrap();
+    let parameters = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(parameters.contains("Denoising strength: 0.5") && parameters.contains("Sampler: Euler a"), "{parameters}");
+    let again = dir.path().join("again.png");
+    let out = sdlab(&["resume", png.to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (image::open(&png).unwrap().to_rgb8(), image::open(&again).unwrap().to_rgb8());
+    assert!(a.as_raw() == b.as_raw(), "the rerun made other pixels");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([0, 0, 0])).save(&picture).unwrap();
+    let out = sdlab(&["resume", png.to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert_clear_error(&out, "are not the picture the run was made with");
+}

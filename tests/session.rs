@@ -22,6 +22,7 @@ fn session(name: &str, eta: f64) -> Session {
         width: run.width,
         height: run.height,
         scheduler: Default::default(),
+        img2img: None,
     };
     Session::new(model, settings).unwrap()
 }

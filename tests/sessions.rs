@@ -9,9 +9,10 @@ use common::*;
 use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
 use sdlab::scheduler::SamplerName;
+use sdlab::session::picture::pixels_sha256;
 use sdlab::session::store::{ImageSettings, OpenOptions, SaveOptions, SessionRecord};
 use sdlab::session::trace::trace_tensors;
-use sdlab::session::{Session, Settings, Stage};
+use sdlab::session::{Img2Img, Session, Settings, Stage};
 
 fn open_model(dir: &Path) -> StableDiffusion {
     model::open(dir.to_str().unwrap(), None, Runtime::cpu(), &Progress::Quiet).unwrap()
@@ -29,6 +30,7 @@ fn settings(name: &str, eta: f64) -> Settings {
         width: run.width,
         height: run.height,
         scheduler: Default::default(),
+        img2img: None,
     }
 }
 
@@ -54,11 +56,21 @@ fn exact_resume_at_every_step(name: &str, eta: f64) {
 /// The sessions are saved along one run (saving does not change a run); each is
 /// resumed on its own. 32x32 images keep the resumes quick.
 fn exact_resume_with(name: &str, settings: Settings) {
+    exact_resume_from(name, settings, None)
+}
+
+/// [`exact_resume_with`], image to image from `picture` (32x32) where given.
+fn exact_resume_from(name: &str, settings: Settings, picture: Option<image::RgbImage>) {
     let (eta, scheduler) = (settings.eta, settings.scheduler);
     let model_dir = fixture(name).join("model");
-    let settings = Settings { width: 32, height: 32, ..settings };
+    let img2img =
+        picture.as_ref().map(|p| Img2Img { image: "picture.png".into(), sha256: pixels_sha256(p), strength: 0.6 });
+    let settings = Settings { width: 32, height: 32, img2img, ..settings };
     let tmp = tempfile::tempdir().unwrap();
     let mut straight = Session::new(open_model(&model_dir), settings).unwrap();
+    if let Some(picture) = picture {
+        straight.set_init_image(picture).unwrap();
+    }
     straight.encode_prompt().unwrap();
     straight.get_latent().unwrap();
     let calls = straight.calls();
@@ -115,6 +127,17 @@ fn exact_resume_at_every_step_with_each_sampler() {
     ] {
         // 5 steps: each multistep solver's history is full by then (PNDM mixes 4)
         exact_resume_with("sd15-tiny", Settings { scheduler, steps: 5, ..settings("sd15-tiny", 0.0) });
+    }
+}
+
+/// Image to image resumes bit for bit too: the picture and its latent are saved
+/// with the session, the generator state after the picture's draw and the noise.
+#[test]
+fn exact_resume_of_image_to_image() {
+    let picture = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 200]));
+    for scheduler in [SamplerName::EulerA, SamplerName::Dpmpp2m, SamplerName::Lms, SamplerName::Heun] {
+        let settings = Settings { scheduler, steps: 8, ..settings("sd15-tiny", 0.0) };
+        exact_resume_from("sd15-tiny", settings, Some(picture.clone()));
     }
 }
 

@@ -8,8 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sdlab::fsutil::{check_output, write_atomic};
 use sdlab::image_out::to_rgb8;
 use sdlab::scheduler::SamplerName;
+use sdlab::session::picture::{pixels_sha256, read_picture, Picture};
 use sdlab::session::store::{self, SaveOptions};
-use sdlab::session::{trace::write_trace, Session, Settings};
+use sdlab::session::{trace::write_trace, Img2Img, Session, Settings, DEFAULT_STRENGTH};
 use sdlab::text::printable;
 use sdlab::tui::graphics::{print_image, GraphicsMode};
 
@@ -37,10 +38,19 @@ pub struct GenerateArgs {
     width: Option<usize>,
     #[arg(long)]
     height: Option<usize>,
-    /// The sampler: ddim, euler, euler_karras, euler_a, or model (the class the
-    /// model's scheduler_config.json names).
+    /// The sampler: ddim, pndm, lms, heun, euler, euler_karras, euler_a,
+    /// dpmpp_2m, dpmpp_2m_karras, unipc, lcm, or model (the class the model's
+    /// scheduler_config.json names).
     #[arg(long, default_value = "ddim", value_parser = parse_scheduler)]
     scheduler: String,
+    /// Image to image: start from this picture (its size is the run's) instead of
+    /// pure noise.
+    #[arg(long)]
+    init_image: Option<PathBuf>,
+    /// Image to image: how much of the schedule runs, above 0 and at most 1 (the
+    /// picture is noised to the first of the last int(steps x strength) timesteps).
+    #[arg(long, requires = "init_image", allow_negative_numbers = true)]
+    strength: Option<f64>,
     /// DDIM eta: 0 is deterministic, > 0 adds seeded noise at every step.
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
@@ -91,8 +101,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     let suggested = args.model.suggested();
     let steps = args.steps.unwrap_or(suggested.steps);
+    let strength = args.strength.unwrap_or(DEFAULT_STRENGTH);
+    if !(strength > 0.0 && strength <= 1.0) {
+        bail!("--strength {strength:?}: expected a number above 0 and at most 1");
+    }
     let model = args.model.open()?;
     let default_size = model.default_size();
+    let picture = match &args.init_image {
+        Some(path) => Some(init_image(path, strength, model.vae_scale_factor(), args.width, args.height)?),
+        None => None,
+    };
+    let (width, height) = match &picture {
+        Some((_, p)) => (p.rgb.width() as usize, p.rgb.height() as usize),
+        None => (args.width.unwrap_or(default_size), args.height.unwrap_or(default_size)),
+    };
     let settings = Settings {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
@@ -100,11 +122,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         steps,
         guidance_scale: args.guidance.unwrap_or(suggested.guidance),
         eta: args.eta,
-        width: args.width.unwrap_or(default_size),
-        height: args.height.unwrap_or(default_size),
+        width,
+        height,
         scheduler: SamplerName::parse(&args.scheduler, &model.scheduler_config)?,
+        img2img: picture.as_ref().map(|(i, _)| i.clone()),
     };
     let mut session = Session::new_with(model, settings, args.allow_large)?;
+    if let Some((_, picture)) = picture {
+        session.set_init_image(picture.rgb)?;
+    }
     if let Some(k) = args.stop_at.filter(|&k| k > session.calls()) {
         // calls, not steps: PNDM makes one more, Heun two per step but the last
         bail!("--stop-at {k}: expected 0 to {} (the run's sampler calls for --steps {steps})", session.calls());
@@ -122,6 +148,31 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         show: args.show.then_some(args.graphics),
     };
     finish(&mut session, args.stop_at, &[], &outputs, args.force)
+}
+
+/// `--init-image`: the picture, read and sized for the VAE, and the settings that
+/// name it (its absolute path, so a rerun from another folder finds it). The run
+/// takes the picture's size: `--width` / `--height` must agree with it.
+fn init_image(
+    path: &Path,
+    strength: f64,
+    factor: usize,
+    width: Option<usize>,
+    height: Option<usize>,
+) -> Result<(Img2Img, Picture)> {
+    let picture = read_picture(path, factor)?;
+    if let Some(note) = &picture.note {
+        eprintln!("note: {}", printable(note));
+    }
+    let (w, h) = (picture.rgb.width() as usize, picture.rgb.height() as usize);
+    for (flag, given, size) in [("--width", width, w), ("--height", height, h)] {
+        if let Some(given) = given.filter(|&g| g != size) {
+            bail!("{flag} {given}: image to image takes the picture's size, {w}x{h} ({})", path.display());
+        }
+    }
+    let image = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+    let img2img = Img2Img { image, sha256: pixels_sha256(&picture.rgb), strength };
+    Ok((img2img, picture))
 }
 
 /// What the text encoder never saw, said once: a 120 KB prompt drops tens of

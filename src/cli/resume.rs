@@ -9,6 +9,7 @@ use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
 use sdlab::model::{self, Progress, Runtime, StableDiffusion};
 use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
 use sdlab::scheduler::SamplerName;
+use sdlab::session::picture::read_picture;
 use sdlab::session::store::{self, ImageSettings, ModelInfo, OpenOptions, SessionRecord};
 use sdlab::session::{Limits, Origin, Session, SettingError, Settings};
 use sdlab::text::printable_line;
@@ -134,7 +135,15 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
             eprintln!("warning: {}", printable_line(&problem));
         }
     }
+    let img2img = remembered.settings.img2img.clone();
     let mut session = Session::new_with(model, remembered.settings, args.allow_large).map_err(in_chunk)?;
+    if let Some(img2img) = img2img {
+        // the picture the image was made from, where it was then
+        let factor = session.model().vae_scale_factor();
+        let picture = read_picture(Path::new(&img2img.image), factor)
+            .with_context(|| format!("{}: the image was made from the picture {}", png.display(), img2img.image))?;
+        session.set_init_image(picture.rgb).map_err(|e| anyhow!("{}: {e}", png.display()))?;
+    }
     session.encode_prompt()?;
     session.get_latent()?;
     let default_out = PathBuf::from("sdlab.png");
@@ -177,6 +186,8 @@ fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
         width,
         height,
         scheduler,
+        // the picture is not in the text: the run is text to image
+        img2img: None,
     };
     Ok(ImageSettings {
         format: store::FORMAT,

@@ -82,6 +82,12 @@ impl DdimScheduler {
         &self.timesteps
     }
 
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        self.timesteps.drain(..begin.min(self.timesteps.len()));
+    }
+
     /// The cumulative products of the alphas, one per training timestep: the
     /// float32 values diffusers holds, widened to f64 without change.
     pub fn alphas_cumprod(&self) -> &[f64] {

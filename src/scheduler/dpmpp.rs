@@ -34,6 +34,9 @@ pub struct DpmSolverPP {
     lower_order_final: bool,
     euler_at_final: bool,
     final_sigma: FinalSigma,
+    /// The whole schedule's calls, for `lower_order_final`'s "fewer than 15 steps"
+    /// (an image-to-image run starts later but diffusers counts them all).
+    schedule_calls: usize,
     timesteps: Vec<f32>,
     sigmas: Vec<f32>,
 }
@@ -87,9 +90,18 @@ impl DpmSolverPP {
             lower_order_final: options.lower_order_final,
             euler_at_final: options.euler_at_final,
             final_sigma: options.final_sigma,
+            schedule_calls: timesteps.len(),
             timesteps,
             sigmas,
         })
+    }
+
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        let begin = begin.min(self.timesteps.len());
+        self.timesteps.drain(..begin);
+        self.sigmas.drain(..begin);
     }
 
     pub fn timesteps(&self) -> &[f32] {
@@ -144,8 +156,10 @@ impl DpmSolverPP {
         let lambda_s0 = alpha_s0.ln() - sigma_s0_.ln();
         let h = lambda_t - lambda_s0;
         let last = index == n - 1;
-        let lower_order_final =
-            last && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_sigma == FinalSigma::Zero);
+        let lower_order_final = last
+            && (self.euler_at_final
+                || (self.lower_order_final && self.schedule_calls < 15)
+                || self.final_sigma == FinalSigma::Zero);
         let c_sample = sigma_t_ / sigma_s0_;
         let c_x0 = alpha_t * ((-h).exp() - 1.0);
         let first_order = (&sample.affine(f64::from(c_sample), 0.0)? - x0.affine(f64::from(c_x0), 0.0)?)?;

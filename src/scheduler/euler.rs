@@ -88,6 +88,14 @@ impl Euler {
     }
 
     /// The timestep each step call gives the UNet, first first.
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        let begin = begin.min(self.schedule.timesteps.len());
+        self.schedule.timesteps.drain(..begin);
+        self.schedule.sigmas.drain(..begin);
+    }
+
     pub fn timesteps(&self) -> &[f32] {
         &self.schedule.timesteps
     }

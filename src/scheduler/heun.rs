@@ -98,6 +98,14 @@ impl Heun {
     }
 
     /// One per call (`2n - 1`).
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        let begin = begin.min(self.timesteps.len());
+        self.timesteps.drain(..begin);
+        self.sigmas.drain(..begin);
+    }
+
     pub fn timesteps(&self) -> &[f32] {
         &self.timesteps
     }

@@ -88,6 +88,12 @@ impl Lcm {
         })
     }
 
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        self.timesteps.drain(..begin.min(self.timesteps.len()));
+    }
+
     pub fn timesteps(&self) -> &[usize] {
         &self.timesteps
     }

@@ -29,6 +29,9 @@ pub struct Lms {
     prediction_type: PredictionType,
     schedule: SigmaSchedule,
     init_noise_sigma: f32,
+    /// The schedule's index of the run's first call (image to image starts later;
+    /// diffusers' order and weights still count from the schedule's start).
+    begin: usize,
 }
 
 /// Everything one LMS step used and computed.
@@ -77,15 +80,21 @@ impl Lms {
         let schedule = sigma_schedule(&alphas_cumprod, steps, &options)
             .context("cannot set up the LMSDiscreteScheduler timesteps")?;
         let init_noise_sigma = init_noise_sigma(&schedule.sigmas, base.timestep_spacing);
-        Ok(Self { prediction_type: base.prediction_type, schedule, init_noise_sigma })
+        Ok(Self { prediction_type: base.prediction_type, schedule, init_noise_sigma, begin: 0 })
+    }
+
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        self.begin = (self.begin + begin).min(self.schedule.timesteps.len());
     }
 
     pub fn timesteps(&self) -> &[f32] {
-        &self.schedule.timesteps
+        &self.schedule.timesteps[self.begin..]
     }
 
     pub fn sigmas(&self) -> &[f32] {
-        &self.schedule.sigmas
+        &self.schedule.sigmas[self.begin..]
     }
 
     pub fn init_noise_sigma(&self) -> f64 {
@@ -94,7 +103,7 @@ impl Lms {
 
     /// `scale_model_input`: `x / sqrt(sigma^2 + 1)`.
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
-        let Some(&sigma) = self.schedule.sigmas.get(index) else {
+        let Some(&sigma) = self.sigmas().get(index) else {
             candle_core::bail!("LMS: call {index} is past the run's calls");
         };
         scale_by_sigma(sample, sigma, "LMS")
@@ -108,7 +117,7 @@ impl Lms {
         sample: &Tensor,
         history: &[&LmsStep],
     ) -> candle_core::Result<LmsStep> {
-        let n = self.schedule.timesteps.len();
+        let n = self.timesteps().len();
         if index >= n {
             candle_core::bail!("LMS step: call {index} is past the run's {n} calls");
         }
@@ -119,12 +128,14 @@ impl Lms {
         let work = work_dtype(out_dtype, "LMS")?;
         let sample = sample.to_dtype(work)?;
         let model_output = model_output.to_dtype(work)?;
-        let sigma = self.schedule.sigmas[index];
+        // the schedule's index: LMS's order and weights count from there
+        let g = self.begin + index;
+        let sigma = self.schedule.sigmas[g];
         let scalar = |c: f32| Tensor::new(f64::from(c), sample.device())?.to_dtype(work);
         let x0 = sigma_x0(self.prediction_type, sigma, &model_output, &sample)?;
         let derivative = (&sample - &x0)?.broadcast_div(&scalar(sigma)?)?;
-        let order = (index + 1).min(ORDER);
-        let coefficients: Vec<f64> = (0..order).map(|j| self.coefficient(order, index, j)).collect();
+        let order = (g + 1).min(ORDER);
+        let coefficients: Vec<f64> = (0..order).map(|j| self.coefficient(order, g, j)).collect();
         // newest first: this step's derivative, then the earlier ones back in time
         let earlier = history.iter().rev().take(order - 1).map(|s| s.derivative.to_dtype(work));
         let derivatives = std::iter::once(Ok(derivative.clone())).chain(earlier).collect::<Result<Vec<_>, _>>()?;
@@ -140,9 +151,9 @@ impl Lms {
         let prev_sample = (&sample + sum.expect("at least one derivative"))?;
         Ok(LmsStep {
             index,
-            timestep: f64::from(self.schedule.timesteps[index]),
+            timestep: f64::from(self.schedule.timesteps[g]),
             sigma: f64::from(sigma),
-            sigma_next: f64::from(self.schedule.sigmas[index + 1]),
+            sigma_next: f64::from(self.schedule.sigmas[g + 1]),
             alpha_prod_t: 1.0 / (1.0 + f64::from(sigma) * f64::from(sigma)),
             coefficients,
             pred_original_sample: x0.to_dtype(out_dtype)?,

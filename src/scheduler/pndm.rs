@@ -79,6 +79,12 @@ impl Pndm {
     }
 
     /// One per call: the `n` timesteps with the second repeated.
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        self.timesteps.drain(..begin.min(self.timesteps.len()));
+    }
+
     pub fn timesteps(&self) -> &[usize] {
         &self.timesteps
     }

@@ -205,6 +205,58 @@ impl Sampler {
         })
     }
 
+    /// Image to image, as `StableDiffusionImg2ImgPipeline.get_timesteps`: the run
+    /// keeps the last `int(steps * strength)` of its `steps` (each of Heun's two
+    /// calls), so the picture is noised only as far as the first of them.
+    pub fn img2img(mut self, steps: usize, strength: f64) -> Result<Self> {
+        if !(strength > 0.0 && strength <= 1.0) {
+            bail!("strength {strength}: expected a number above 0 and at most 1");
+        }
+        let kept = ((steps as f64 * strength) as usize).min(steps);
+        if kept == 0 {
+            bail!(
+                "strength {strength} with {steps} steps keeps no step (int({steps} x {strength}) = 0): \
+                 raise the strength or the steps"
+            );
+        }
+        let begin = (steps - kept) * if matches!(self, Self::Heun(_)) { 2 } else { 1 };
+        match &mut self {
+            Self::Ddim(d) => d.skip(begin),
+            Self::Pndm(p) => p.skip(begin),
+            Self::Lms(l) => l.skip(begin),
+            Self::Heun(h) => h.skip(begin),
+            Self::Euler(_, e) => e.skip(begin),
+            Self::Dpm(_, d) => d.skip(begin),
+            Self::UniPc(u) => u.skip(begin),
+            Self::Lcm(l) => l.skip(begin),
+        }
+        Ok(self)
+    }
+
+    /// `scheduler.add_noise(image_latents, noise, timesteps[:1])`: the picture's
+    /// latent noised to the run's first call, each class by its own formula.
+    pub fn add_noise(&self, original: &Tensor, noise: &Tensor) -> candle_core::Result<Tensor> {
+        let work = super::sigmas::work_dtype(original.dtype(), "add_noise")?;
+        let (x, noise) = (original.to_dtype(work)?, noise.to_dtype(work)?);
+        let noisy = match self {
+            Self::Ddim(_) | Self::Pndm(_) | Self::Lcm(_) => {
+                // alphas_cumprod[t] ** 0.5 and (1 - alphas_cumprod[t]) ** 0.5 in float32
+                let a = self.alpha_prod_t()[0] as f32;
+                (x.affine(f64::from(a.sqrt()), 0.0)? + noise.affine(f64::from((1.0 - a).sqrt()), 0.0)?)?
+            }
+            Self::Lms(_) | Self::Heun(_) | Self::Euler(..) => {
+                let sigma = self.sigmas().map_or(0.0, |s| s[0]) as f32;
+                (x + noise.affine(f64::from(sigma), 0.0)?)?
+            }
+            Self::Dpm(..) | Self::UniPc(_) => {
+                let sigma = self.sigmas().map_or(0.0, |s| s[0]) as f32;
+                let (alpha_t, sigma_t) = super::sigmas::alpha_sigma(sigma);
+                (x.affine(f64::from(alpha_t), 0.0)? + noise.affine(f64::from(sigma_t), 0.0)?)?
+            }
+        };
+        noisy.to_dtype(original.dtype())
+    }
+
     pub fn name(&self) -> SamplerName {
         match self {
             Self::Ddim(_) => SamplerName::Ddim,

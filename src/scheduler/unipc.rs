@@ -29,8 +29,10 @@ pub struct UniPc {
     /// B(h) = h (bh1) instead of e^h - 1 (bh2, the default).
     bh1: bool,
     lower_order_final: bool,
-    /// Calls after which the next call's corrector is skipped.
+    /// Calls after which the next call's corrector is skipped (schedule indices).
     disable_corrector: Vec<usize>,
+    /// The schedule's index of the run's first call (image to image starts later).
+    begin: usize,
     timesteps: Vec<f32>,
     sigmas: Vec<f32>,
 }
@@ -81,9 +83,19 @@ impl UniPc {
             bh1: options.bh1,
             lower_order_final: options.lower_order_final,
             disable_corrector: options.disable_corrector,
+            begin: 0,
             timesteps,
             sigmas,
         })
+    }
+
+    /// Image to image: the run starts at call `begin` of the schedule, as after
+    /// diffusers' `set_begin_index(begin)`.
+    pub(super) fn skip(&mut self, begin: usize) {
+        let begin = begin.min(self.timesteps.len());
+        self.timesteps.drain(..begin);
+        self.sigmas.drain(..begin);
+        self.begin += begin;
     }
 
     pub fn timesteps(&self) -> &[f32] {
@@ -128,7 +140,7 @@ impl UniPc {
         let before = |k: usize| earlier[index - k].pred_original_sample.to_dtype(work);
 
         // The corrector (UniC) revises the previous predictor's result with this x0.
-        let use_corrector = index > 0 && !self.disable_corrector.contains(&(index - 1));
+        let use_corrector = index > 0 && !self.disable_corrector.contains(&(self.begin + index - 1));
         let (corrected, corrector_order) = if use_corrector {
             let last = earlier[index - 1];
             let order = usize::from(last.order);
@@ -263,10 +275,12 @@ fn solve(a: &[Vec<f32>], b: &[f32]) -> Vec<f32> {
     for col in 0..n {
         let pivot = (col..n).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs())).unwrap_or(col);
         m.swap(col, pivot);
-        for row in col + 1..n {
-            let f = m[row][col] / m[col][col];
-            for k in col..=n {
-                m[row][k] -= f * m[col][k];
+        let (above, below) = m.split_at_mut(col + 1);
+        let pivot_row = &above[col];
+        for row in below.iter_mut() {
+            let f = row[col] / pivot_row[col];
+            for (value, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *value -= f * p;
             }
         }
     }

@@ -288,8 +288,7 @@ impl SessionFile {
         if !self.steps.is_empty() && (self.encoding.is_none() || self.latent.is_none()) {
             bail!("steps are listed without the encoding and latent they start from");
         }
-        let sampler = Sampler::new(self.settings.scheduler, &self.scheduler_config, self.settings.steps)
-            .map_err(|e| anyhow!("scheduler_config: {e:#}"))?;
+        let sampler = self.settings.sampler(&self.scheduler_config).map_err(|e| anyhow!("scheduler_config: {e:#}"))?;
         if self.steps.len() > sampler.calls() {
             bail!(
                 "{} steps are listed, the run has {} (settings.steps {}, {})",
@@ -340,7 +339,11 @@ impl SessionFile {
                     bail!("latent.shape {shape:?} is not a latent of a {}x{} image", s.width, s.height);
                 }
                 let init_latents = tensors.take("init_latents", |dims| dims == shape.as_slice())?;
-                Some((Latent { init_latents, rng_after: l.generator }, shape.clone()))
+                let image_latents = match self.settings.img2img {
+                    Some(_) => Some(tensors.take("image_latents", |dims| dims == shape.as_slice())?),
+                    None => None,
+                };
+                Some((Latent { init_latents, image_latents, rng_after: l.generator }, shape.clone()))
             }
             None => None,
         };
@@ -379,6 +382,7 @@ impl SessionFile {
             latent: latent.map(|(l, _)| l),
             history,
             image,
+            init_image: None,
             recovered: None,
         })
     }

@@ -8,7 +8,6 @@ use super::folder::recover_all;
 use super::format::parse_session_json;
 use super::store::SESSION_JSON;
 use crate::fsutil::{limits, read_regular};
-use crate::scheduler::Sampler;
 
 /// One line of `sdlab sessions`. Text from the file is as written: print it with
 /// [`crate::text::printable_line`].
@@ -54,13 +53,13 @@ pub fn list_sessions(root: &Path) -> Result<Listing> {
             let file = read_regular(&path, limits::SESSION_JSON)
                 .and_then(|bytes| parse_session_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())))
                 .map_err(|e| (name.clone(), format!("{e:#}")))?;
+            let steps = file.settings.sampler(&file.scheduler_config).map_or(file.settings.steps, |s| s.calls());
             Ok(SessionSummary {
                 name,
                 prompt: file.settings.prompt,
                 model: file.model.source,
                 steps_done: file.steps_done,
-                steps: Sampler::new(file.settings.scheduler, &file.scheduler_config, file.settings.steps)
-                    .map_or(file.settings.steps, |s| s.calls()),
+                steps,
                 stage: file.stage,
                 saved: file.saved,
             })

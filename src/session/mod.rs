@@ -11,6 +11,7 @@ mod fingerprint;
 mod folder;
 mod format;
 mod listing;
+pub mod picture;
 mod settings;
 pub mod store;
 pub mod trace;
@@ -23,7 +24,7 @@ use crate::model::StableDiffusion;
 use crate::rng::torch::TorchRng;
 use crate::scheduler::Sampler;
 use crate::stages::{self, DenoiseStep, Guidance, PromptEncoding};
-pub use settings::{Field, Limits, Origin, SettingError, Settings, MAX_GUIDANCE, MAX_SIDE};
+pub use settings::{Field, Img2Img, Limits, Origin, SettingError, Settings, DEFAULT_STRENGTH, MAX_GUIDANCE, MAX_SIDE};
 
 /// Where a run stands, in the talk's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub enum Stage {
 #[derive(Clone)]
 struct Latent {
     init_latents: Tensor,
+    /// Image to image: the picture's latent before the noise.
+    image_latents: Option<Tensor>,
     rng_after: TorchRng,
 }
 
@@ -64,6 +67,8 @@ pub struct Session {
     latent: Option<Latent>,
     history: Vec<StepRecord>,
     image: Option<Tensor>,
+    /// Image to image: the picture (`settings.img2img` says which).
+    init_image: Option<image::RgbImage>,
     /// When the session was first saved, kept across saves; `None` until then.
     created: Option<String>,
     /// Observe each UNet pass (see `StepRecord::taps`); off unless asked for.
@@ -83,7 +88,7 @@ impl Session {
     pub fn new_with(model: StableDiffusion, settings: Settings, allow_large: bool) -> Result<Self> {
         let max_side = Limits::max_side(allow_large);
         settings.check(&Limits::of_model(&model, max_side))?;
-        let sampler = Sampler::new(settings.scheduler, &model.scheduler_config, settings.steps)?;
+        let sampler = settings.sampler(&model.scheduler_config)?;
         Ok(Self {
             model,
             settings,
@@ -92,6 +97,7 @@ impl Session {
             latent: None,
             history: Vec::new(),
             image: None,
+            init_image: None,
             created: None,
             record_taps: false,
             max_side,
@@ -118,6 +124,45 @@ impl Session {
     /// Stage 2's result, once computed.
     pub fn init_latents(&self) -> Option<&Tensor> {
         self.latent.as_ref().map(|l| &l.init_latents)
+    }
+
+    /// Image to image: the picture the run starts from, once set.
+    pub fn init_image(&self) -> Option<&image::RgbImage> {
+        self.init_image.as_ref()
+    }
+
+    /// Image to image: the picture's latent (before the noise), once computed.
+    pub fn image_latents(&self) -> Option<&Tensor> {
+        self.latent.as_ref().and_then(|l| l.image_latents.as_ref())
+    }
+
+    /// Gives an image-to-image run its picture: the one `settings.img2img` names
+    /// (same pixels, by sha256) at the settings' size. The latent is drawn again.
+    pub fn set_init_image(&mut self, picture: image::RgbImage) -> Result<()> {
+        let Some(img2img) = &self.settings.img2img else {
+            bail!("this run is text to image: set settings.img2img before giving it a picture");
+        };
+        let sha = picture::pixels_sha256(&picture);
+        if sha != img2img.sha256 {
+            bail!(
+                "{}: these pixels (sha256 {sha}) are not the picture the run was made with ({})",
+                img2img.image,
+                img2img.sha256
+            );
+        }
+        let (w, h) = (picture.width() as usize, picture.height() as usize);
+        if (w, h) != (self.settings.width, self.settings.height) {
+            bail!(
+                "{}: the picture is {w}x{h}, the run is {}x{}",
+                img2img.image,
+                self.settings.width,
+                self.settings.height
+            );
+        }
+        self.init_image = Some(picture);
+        self.latent = None;
+        self.reset_denoise();
+        Ok(())
     }
 
     /// x_t: the initial noise before any step, then each step's `prev_sample`.
@@ -183,7 +228,8 @@ impl Session {
         Ok(self.encoding.insert(encoding))
     }
 
-    /// Stage 2: draw the initial noise from the seed.
+    /// Stage 2: draw the initial noise from the seed; image to image, encode the
+    /// picture and noise it to the run's first timestep, with the same generator.
     pub fn get_latent(&mut self) -> Result<&Tensor> {
         let m = &self.model;
         let shape = stages::latent_shape(
@@ -193,10 +239,24 @@ impl Session {
             m.vae_scale_factor(),
         );
         let mut rng = TorchRng::new(self.settings.seed);
-        let init_latents = stages::get_latent(&mut rng, shape, self.sampler.init_noise_sigma(), m.device(), m.dtype())?;
-        check_finite(&init_latents).map_err(|what| anyhow::anyhow!("get_latent: the initial noise {what}"))?;
+        let (init_latents, image_latents) = match (&self.settings.img2img, &self.init_image) {
+            (None, _) => {
+                let noise =
+                    stages::get_latent(&mut rng, shape, self.sampler.init_noise_sigma(), m.device(), m.dtype())?;
+                (noise, None)
+            }
+            (Some(i), None) => bail!("get_latent: image to image needs its picture ({}): set it first", i.image),
+            (Some(_), Some(rgb)) => {
+                let pixels = picture::picture_tensor(rgb, m.device())?;
+                let image_latents = stages::encode_image(&m.vae, &m.vae_config, m.vae_dtype, &pixels, &mut rng)?;
+                let image_latents = image_latents.to_dtype(m.dtype())?;
+                let init = stages::noise_image_latents(&self.sampler, &image_latents, &mut rng)?;
+                (init, Some(image_latents))
+            }
+        };
+        check_finite(&init_latents).map_err(|what| anyhow::anyhow!("get_latent: the initial latent {what}"))?;
         self.reset_denoise();
-        let latent = self.latent.insert(Latent { init_latents, rng_after: rng });
+        let latent = self.latent.insert(Latent { init_latents, image_latents, rng_after: rng });
         Ok(&latent.init_latents)
     }
 
@@ -305,20 +365,26 @@ impl Session {
         settings.check(&Limits::of_model(&self.model, self.max_side))?;
         let old = std::mem::replace(&mut self.settings, settings);
         let new = &self.settings;
-        if (old.steps, old.scheduler) != (new.steps, new.scheduler) {
-            self.sampler = Sampler::new(new.scheduler, &self.model.scheduler_config, new.steps)?;
+        if (old.steps, old.scheduler, &old.img2img) != (new.steps, new.scheduler, &new.img2img) {
+            self.sampler = new.sampler(&self.model.scheduler_config)?;
+        }
+        if old.img2img.as_ref().map(|i| &i.sha256) != new.img2img.as_ref().map(|i| &i.sha256) {
+            self.init_image = None;
         }
         if (old.prompt != new.prompt) || (old.negative_prompt != new.negative_prompt) {
             self.encoding = None;
         }
-        if (old.seed, old.width, old.height, old.scheduler) != (new.seed, new.width, new.height, new.scheduler) {
+        if (old.seed, old.width, old.height, old.scheduler, &old.img2img)
+            != (new.seed, new.width, new.height, new.scheduler, &new.img2img)
+        {
             self.latent = None;
         }
         let denoise_inputs_changed = old.prompt != new.prompt
             || old.negative_prompt != new.negative_prompt
             || (old.seed, old.width, old.height, old.steps) != (new.seed, new.width, new.height, new.steps)
             || old.eta != new.eta
-            || old.scheduler != new.scheduler;
+            || old.scheduler != new.scheduler
+            || old.img2img != new.img2img;
         if denoise_inputs_changed {
             self.reset_denoise();
         }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::SamplerName;
+use crate::scheduler::{Sampler, SamplerName, SchedulerConfig};
 
 /// The largest image side a run takes unless the user allows more (`--allow-large`):
 /// 8x SD 1.5's 512. A 65536-pixel side would allocate tens of GB before failing.
@@ -28,7 +28,26 @@ pub struct Settings {
     /// The sampler; sessions written before there was a choice ran DDIM.
     #[serde(default)]
     pub scheduler: SamplerName,
+    /// Image to image: start from a picture instead of pure noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub img2img: Option<Img2Img>,
 }
+
+/// The picture an image-to-image run starts from, and how far it is noised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Img2Img {
+    /// The picture's file as the user named it, for the record and for reruns.
+    pub image: String,
+    /// sha256 of the picture's RGB pixels, so a rerun knows it has the same one.
+    pub sha256: String,
+    /// The share of the schedule run: the picture is noised to the first of the
+    /// last `int(steps * strength)` timesteps (1: all of it, the picture only
+    /// shaping the start; diffusers' default 0.8).
+    pub strength: f64,
+}
+
+/// diffusers' default strength.
+pub const DEFAULT_STRENGTH: f64 = 0.8;
 
 /// What the model and the user allow: settings are checked against these.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +85,7 @@ pub enum Field {
     Height,
     Guidance,
     Eta,
+    Strength,
 }
 
 /// Where settings came from, so that a bad value is reported under the name its
@@ -89,6 +109,7 @@ impl Field {
                 Height => "--height",
                 Guidance => "--guidance",
                 Eta => "--eta",
+                Strength => "--strength",
             },
             Origin::SettingsJson => match self {
                 Steps => "settings.steps",
@@ -96,6 +117,7 @@ impl Field {
                 Height => "settings.height",
                 Guidance => "settings.guidance_scale",
                 Eta => "settings.eta",
+                Strength => "settings.img2img.strength",
             },
             Origin::Parameters => match self {
                 Steps => "Steps",
@@ -103,6 +125,7 @@ impl Field {
                 Height => "Size (height)",
                 Guidance => "CFG scale",
                 Eta => "Eta",
+                Strength => "Denoising strength",
             },
         }
     }
@@ -153,6 +176,17 @@ impl Settings {
             width: default_size,
             height: default_size,
             scheduler: SamplerName::Ddim,
+            img2img: None,
+        }
+    }
+
+    /// The run's sampler: `scheduler` with `steps` timesteps, the last
+    /// `int(steps * strength)` of them for image to image.
+    pub fn sampler(&self, config: &SchedulerConfig) -> anyhow::Result<Sampler> {
+        let sampler = Sampler::new(self.scheduler, config, self.steps)?;
+        match &self.img2img {
+            Some(i) => sampler.img2img(self.steps, i.strength),
+            None => Ok(sampler),
         }
     }
 
@@ -193,6 +227,21 @@ impl Settings {
         // negative number, NaN from the first step.
         if !(self.eta.is_finite() && (0.0..=1.0).contains(&self.eta)) {
             return fail(Field::Eta, format!("{:?}", self.eta), "a number from 0 to 1".into());
+        }
+        if let Some(i) = &self.img2img {
+            if !(i.strength > 0.0 && i.strength <= 1.0) {
+                return fail(Field::Strength, format!("{:?}", i.strength), "a number above 0 and at most 1".into());
+            }
+            if (self.steps as f64 * i.strength) < 1.0 {
+                return fail(
+                    Field::Strength,
+                    format!("{:?}", i.strength),
+                    format!(
+                        "at least 1 / steps: with {} steps it keeps int({} x {}) = 0 of them",
+                        self.steps, self.steps, i.strength
+                    ),
+                );
+            }
         }
         Ok(())
     }

@@ -11,6 +11,8 @@
 //!                          prev_sample}; image when decoded
 //!   images/final.png       the decoded image (images/step-<k>.png if decoded early),
 //!                          with its settings in text chunks (see crate::png_meta)
+//!   images/init.png        image to image: the picture the run started from
+//!                          (and image_latents in tensors.safetensors)
 //! ```
 //!
 //! Other files in the folder are the user's and are kept. A save replaces the
@@ -50,6 +52,8 @@ pub const FORMAT: u32 = 1;
 pub const SESSION_JSON: &str = "session.json";
 pub const TENSORS: &str = "tensors.safetensors";
 pub const IMAGES: &str = "images";
+/// Image to image: the starting picture's file in `images/`.
+pub const INIT_IMAGE: &str = "init.png";
 /// Where sessions go unless `--dir` says otherwise.
 pub const DEFAULT_ROOT: &str = "sessions";
 
@@ -162,6 +166,9 @@ impl ImageSettings {
         if s.eta != 0.0 {
             params.push(("Eta".into(), s.eta.to_string()));
         }
+        if let Some(i) = &s.img2img {
+            params.push(("Denoising strength".into(), i.strength.to_string()));
+        }
         params.push(("Version".into(), format!("sdlab {}", self.sdlab_version)));
         A1111Parameters { prompt: s.prompt.clone(), negative_prompt: s.negative_prompt.clone(), params }
     }
@@ -199,6 +206,8 @@ pub struct SessionRecord {
     pub history: Vec<StepRecord>,
     /// Stage 4's result `(1, 3, H, W)` f32 in [0, 1], when decoded.
     pub image: Option<Tensor>,
+    /// Image to image: the picture the run started from.
+    pub init_image: Option<image::RgbImage>,
     /// Set by [`SessionRecord::load`] when it recovered the session from the
     /// leftovers of an interrupted save: what it did, to tell the user.
     pub recovered: Option<String>,
@@ -217,7 +226,7 @@ impl SessionRecord {
 
     /// The sampler the run used (timesteps, alphas), built without a model.
     pub fn sampler(&self) -> Result<Sampler> {
-        Sampler::new(self.settings.scheduler, &self.scheduler_config, self.settings.steps)
+        self.settings.sampler(&self.scheduler_config)
     }
 
     /// The settings to run this again from the start.
@@ -259,6 +268,17 @@ impl SessionRecord {
         let json = read_regular(&json_path, limits::SESSION_JSON)?;
         let tensors = read_tensors(&dir.join(TENSORS))?;
         let mut record = Self::parse(dir, &json, &tensors)?;
+        if let Some(img2img) = &record.settings.img2img {
+            let path = dir.join(IMAGES).join(INIT_IMAGE);
+            let bytes = read_regular(&path, limits::PNG)?;
+            let rgb = image::load_from_memory(&bytes)
+                .map_err(|e| anyhow!("{}: cannot read the picture ({e})", path.display()))?
+                .to_rgb8();
+            if super::picture::pixels_sha256(&rgb) != img2img.sha256 {
+                bail!("{}: not the picture settings.img2img.sha256 names", path.display());
+            }
+            record.init_image = Some(rgb);
+        }
         record.recovered = recovered;
         Ok(record)
     }
@@ -295,6 +315,9 @@ impl SessionRecord {
             files.push((rel.clone(), png));
             image_path = Some(rel);
         }
+        if let Some(picture) = &self.init_image {
+            files.push((format!("{IMAGES}/{INIT_IMAGE}"), encode_png(picture, &[])?));
+        }
         files.push((TENSORS.to_string(), self.tensor_bytes()?));
         let json = SessionFile::of(self, image_path);
         files.push((SESSION_JSON.to_string(), json_bytes(&json)?));
@@ -313,6 +336,9 @@ impl SessionRecord {
         }
         if let Some(latent) = &self.latent {
             out.push(("init_latents".into(), latent.init_latents.clone()));
+            if let Some(image_latents) = &latent.image_latents {
+                out.push(("image_latents".into(), image_latents.clone()));
+            }
         }
         for (i, record) in self.history.iter().enumerate() {
             for (name, tensor) in step_tensors(&record.denoise) {
@@ -361,6 +387,7 @@ impl Session {
             latent: self.latent.clone(),
             history: self.history.iter().map(clone_step).collect(),
             image: self.image.clone(),
+            init_image: self.init_image.clone(),
             recovered: None,
         })
     }
@@ -397,7 +424,7 @@ impl Session {
             ));
         }
         let settings = &record.settings;
-        let here_sampler = Sampler::new(settings.scheduler, &model.scheduler_config, settings.steps);
+        let here_sampler = settings.sampler(&model.scheduler_config);
         let same_schedule = matches!((here_sampler, record.sampler()), (Ok(a), Ok(b)) if a == b);
         if model.scheduler_config != record.scheduler_config || !same_schedule {
             mismatch.push(format!("model {} has another scheduler config than the session's", here.source));
@@ -423,7 +450,11 @@ impl Session {
             None => None,
         };
         let latent = match record.latent {
-            Some(l) => Some(Latent { init_latents: to(&l.init_latents)?, rng_after: l.rng_after }),
+            Some(l) => Some(Latent {
+                init_latents: to(&l.init_latents)?,
+                image_latents: l.image_latents.as_ref().map(to).transpose()?,
+                rng_after: l.rng_after,
+            }),
             None => None,
         };
         let mut history = Vec::with_capacity(record.history.len());
@@ -445,6 +476,7 @@ impl Session {
         session.latent = latent;
         session.history = history;
         session.image = image;
+        session.init_image = record.init_image;
         session.created = Some(record.created);
         Ok(Opened { session, warnings })
     }

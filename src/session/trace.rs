@@ -25,6 +25,9 @@ pub fn trace_tensors(session: &Session) -> Result<Vec<(&'static str, Tensor)>> {
         out.push(("negative_input_ids", ids(&enc.negative.ids)?));
         out.push(("prompt_embeds", cpu(&enc.prompt_embeds)?));
     }
+    if let Some(image_latents) = session.image_latents() {
+        out.push(("image_latents", cpu(image_latents)?));
+    }
     if let Some(init) = session.init_latents() {
         out.push(("init_latents", cpu(init)?));
     }
@@ -40,7 +43,10 @@ pub fn trace_tensors(session: &Session) -> Result<Vec<(&'static str, Tensor)>> {
             }
             _ => out.push(("timesteps", Tensor::new(timesteps, &Device::Cpu)?)),
         }
-        if let Some(sigmas) = session.sampler().sigmas() {
+        // the whole schedule's, as diffusers' scheduler holds them (image to image runs its tail)
+        let settings = session.settings();
+        let schedule = Sampler::new(settings.scheduler, &session.model().scheduler_config, settings.steps)?;
+        if let Some(sigmas) = schedule.sigmas() {
             out.push(("sigmas", Tensor::new(sigmas, &Device::Cpu)?));
         }
         out.push(("alpha_prod_t", Tensor::new(alphas, &Device::Cpu)?));

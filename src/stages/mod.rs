@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! prompt_embeds = encode_prompt(prompt, negative_prompt)
-//! latents       = get_latent(seed, width, height)
+//! latents       = get_latent(seed, width, height)  // or a picture's latent, noised
 //! latents       = denoise(latents, prompt_embeds)      // one `denoise_step` per timestep
 //! image         = vae_decode(latents)
 //! ```
@@ -17,5 +17,5 @@ pub mod vae_decode;
 
 pub use denoise::{denoise_step, DenoiseStep, Guidance};
 pub use encode_prompt::{encode_prompt, PromptEncoding};
-pub use get_latent::{get_latent, latent_shape};
+pub use get_latent::{encode_image, get_latent, latent_shape, noise_image_latents};
 pub use vae_decode::vae_decode;

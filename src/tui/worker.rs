@@ -241,6 +241,7 @@ pub fn session_for(model: StableDiffusion, spec: &LoadSpec) -> Result<Session> {
         width: spec.width.unwrap_or(size),
         height: spec.height.unwrap_or(size),
         scheduler: SamplerName::parse(&spec.scheduler, &model.scheduler_config)?,
+        img2img: None,
     };
     Session::new_with(model, settings, spec.allow_large)
 }
