@@ -286,7 +286,12 @@ fn read_slide(buffer: &Buffer, path: &str) -> Slide {
                 }
                 slide.code.push((number, code));
             }
-            Err(_) => slide.code.last_mut().expect("a numbered row first").1.push_str(&code),
+            // a scrolled panel may open on the wrapped rest of a line above it
+            Err(_) => {
+                if let Some(last) = slide.code.last_mut() {
+                    last.1.push_str(&code);
+                }
+            }
         }
     }
     slide
@@ -311,6 +316,16 @@ fn assert_code_is_the_source(slide: &Slide, source: &[(usize, String)], at: &str
     let shown: Vec<(usize, String)> = slide.code.iter().map(|(n, c)| (*n, squeeze(c))).collect();
     let expected: Vec<(usize, String)> = source.iter().map(|(n, c)| (*n, squeeze(c))).collect();
     assert_eq!(shown, expected, "{at}: the code panel is not the source:\n{}", slide.text);
+}
+
+/// `pub fn step` of `src/scheduler/<file>`, as (line number, line), up to the `}`
+/// that closes it (rustfmt's layout of a method).
+fn sampler_step_source(file: &str) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(format!("{}/src/scheduler/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.starts_with("    pub fn step(")).expect("the step method");
+    let end = start + lines[start..].iter().position(|l| *l == "    }").expect("its closing brace");
+    (start..=end).map(|i| (i + 1, lines[i].to_string())).collect()
 }
 
 /// The text of line `number` of a stage function read by [`stage_source`].
@@ -389,40 +404,60 @@ fn talk_slides_show_each_stage_with_its_own_code_in_both_languages() {
         let intro = check(&mut lab, 2);
         assert!(intro.highlighted.is_empty());
         let source = stage_source("denoise.rs", "denoise_step");
+        let ddim_step = sampler_step_source("ddim.rs");
         let mut walked = Vec::new();
         for (step, op, marker) in [
             (0, DenoiseOp::Unet, "unet.forward(&latent_model_input"),
             (0, DenoiseOp::Guidance, "* guidance_scale"),
-            (0, DenoiseOp::Scheduler, "sampler.step("),
+            (0, DenoiseOp::Scheduler, ""),
             (1, DenoiseOp::Unet, "unet.forward(&latent_model_input"),
             (1, DenoiseOp::Guidance, "* guidance_scale"),
-            (1, DenoiseOp::Scheduler, "sampler.step("),
+            (1, DenoiseOp::Scheduler, ""),
         ] {
             lab.key(KeyCode::PageDown);
             assert_eq!(lab.app.talk.denoise, DenoiseAt::Step { index: step, op });
+            let counter = lang.step_of(step + 1, 10);
+            if op == DenoiseOp::Scheduler {
+                // the sampler's own step (src/scheduler/ddim.rs), scrolled to its lines that run
+                let mut shown = Vec::new();
+                for (w, h) in [(120, 40), (200, 60)] {
+                    let s = read_slide(&lab.render_buffer(w, h), "src/scheduler/ddim.rs");
+                    for (i, (n, code)) in s.code.iter().enumerate() {
+                        let (shown, line) = (squeeze(code), squeeze(line_at(&ddim_step, *n)));
+                        // the panel's last row may hold only the start of a wrapped line
+                        let whole = i + 1 < s.code.len();
+                        assert!(
+                            if whole { shown == line } else { line.starts_with(&shown) },
+                            "{lang} {w}x{h} line {n}"
+                        );
+                    }
+                    shown.push(s);
+                }
+                let s = shown.remove(0);
+                let marked: Vec<&str> = s.highlighted.iter().map(|&n| line_at(&ddim_step, n)).collect();
+                assert!(marked.iter().any(|l| l.contains("let pred_original_sample = ")), "{marked:?}");
+                assert!(marked.iter().any(|l| l.contains("let mut prev_sample = ")), "{marked:?}");
+                let expected = [
+                    format!("t {}: alpha_prod_t {:.4}", timesteps[step], alphas[step]),
+                    format!("-> t {}: alpha_prod_t_prev {:.4}", timesteps[step + 1], alphas[step + 1]),
+                ];
+                assert_eq!(s.values, expected, "{lang}: the scheduler's values");
+                assert!(s.text.contains(&counter), "{counter}:\n{}", s.text);
+                walked.push((op, s));
+                continue;
+            }
             let s = check(&mut lab, 2);
             let marked: Vec<&str> = s.highlighted.iter().map(|&n| line_at(&source, n)).collect();
             assert!(marked.iter().any(|l| l.contains(marker)), "{op:?}: highlighted {marked:?}");
             assert!(s.values.contains(&format!("t = {}", timesteps[step])), "{:?}", s.values);
             assert!(s.values.contains(&"[1, 4, 32, 32]".to_string()), "latent shape: {:?}", s.values);
             assert!(s.values.contains(&"guidance_scale = 7.5, eta = 0".to_string()), "{:?}", s.values);
-            let counter = lang.step_of(step + 1, 10);
             assert!(s.text.contains(&counter), "{counter}:\n{}", s.text);
             walked.push((op, s));
         }
         let values = |i: usize| walked[i].1.values.clone();
         assert!(values(0).contains(&"latent_model_input: [2, 4, 32, 32]".to_string()), "{:?}", values(0));
         assert!(values(1).contains(&"uncond + 7.5 * (text - uncond)".to_string()), "{:?}", values(1));
-        for step in 0..2 {
-            let expected = format!(
-                "t {} -> {}: alpha_prod_t {:.4}, alpha_prod_t_prev {:.4}",
-                timesteps[step],
-                timesteps[step + 1],
-                alphas[step],
-                alphas[step + 1]
-            );
-            assert!(values(3 * step + 2).contains(&expected), "{expected} not in {:?}", values(3 * step + 2));
-        }
         // every PageDown moves the highlight, and the values differ between the two steps
         for pair in walked.windows(2) {
             assert_ne!(pair[0].1.highlighted, pair[1].1.highlighted, "{:?} -> {:?}", pair[0].0, pair[1].0);
@@ -523,8 +558,9 @@ fn talk_high_contrast_theme_and_toggles() {
     let (black, white) = (Color::Indexed(16), Color::Indexed(231));
     assert_eq!((buffer[(3, 0)].fg, buffer[(3, 0)].bg), (black, white), "title band");
     assert_eq!(buffer[(119, 39)].bg, black, "page");
-    let slide = read_slide(&buffer, "src/stages/denoise.rs");
-    assert_eq!(slide.highlighted.len(), 1);
+    // at the scheduler operation the panel is the sampler's step: x0, then the next latent
+    let slide = read_slide(&buffer, "src/scheduler/ddim.rs");
+    assert_eq!(slide.highlighted.len(), 2);
 
     // guidance off (scale 1): the UNet runs once, on the prompt alone, and the slide
     // highlights that branch

@@ -219,6 +219,11 @@ impl SessionRecord {
         self.latent.as_ref().map(|l| &l.init_latents)
     }
 
+    /// Image to image: the picture's latent before the noise.
+    pub fn image_latents(&self) -> Option<&Tensor> {
+        self.latent.as_ref().and_then(|l| l.image_latents.as_ref())
+    }
+
     /// The furthest stage reached, as [`Session::stage`].
     pub fn stage(&self) -> Stage {
         stage_of(self.encoding.is_some(), self.latent.is_some(), self.history.len(), self.image.is_some())

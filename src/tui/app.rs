@@ -84,6 +84,8 @@ pub enum Focus {
     SessionSave,
     /// `o`: the session folder to open.
     SessionOpen,
+    /// `i` on get_latent: the picture image to image starts from.
+    InitImage,
 }
 
 /// Everything that can change the app.
@@ -113,6 +115,10 @@ pub struct App {
     pub seed_field: TextField,
     pub goto_field: TextField,
     pub save_field: TextField,
+    /// `i`: the picture to start from (empty: text to image).
+    pub init_image_field: TextField,
+    /// Image to image's strength, `+` / `-` on get_latent.
+    pub strength: f64,
     pub focus: Option<Focus>,
     pub seed: u64,
     pub guidance_scale: f64,
@@ -171,6 +177,8 @@ impl App {
             },
             goto_field: TextField::digits(),
             save_field: TextField::new(""),
+            init_image_field: TextField::new(""),
+            strength: crate::session::DEFAULT_STRENGTH,
             focus: None,
             seed,
             guidance_scale,
@@ -267,6 +275,7 @@ impl App {
             Focus::GoToStep => &mut self.goto_field,
             Focus::SavePath => &mut self.save_field,
             Focus::SessionSave | Focus::SessionOpen => &mut self.session_field,
+            Focus::InitImage => &mut self.init_image_field,
         })
     }
 
@@ -347,6 +356,9 @@ impl App {
                 return vec![Command::GetLatent { seed: self.seed }];
             }
             (Screen::GetLatent, KeyCode::Enter) => return self.submit(Focus::Seed),
+            (Screen::GetLatent, KeyCode::Char('i')) => self.focus = Some(Focus::InitImage),
+            (Screen::GetLatent, KeyCode::Char('+' | '=')) => return self.change_strength(0.1),
+            (Screen::GetLatent, KeyCode::Char('-')) => return self.change_strength(-0.1),
             (Screen::Denoise, KeyCode::Char(' ')) => {
                 if self.running {
                     self.running = false;
@@ -413,6 +425,11 @@ impl App {
                 }
             },
             Focus::GoToStep => self.go_to(self.goto_field.text().parse::<usize>().ok()),
+            Focus::InitImage => {
+                let path = self.init_image_field.text().trim();
+                let path = (!path.is_empty()).then(|| PathBuf::from(path));
+                vec![Command::SetInitImage { path, strength: self.strength }]
+            }
             Focus::SessionSave | Focus::SessionOpen => {
                 let dir = PathBuf::from(self.session_field.text().trim());
                 if dir.as_os_str().is_empty() {
@@ -436,6 +453,16 @@ impl App {
                 vec![Command::SavePng(PathBuf::from(path))]
             }
         }
+    }
+
+    /// `+` / `-` on get_latent: image to image's strength, in tenths.
+    fn change_strength(&mut self, delta: f64) -> Vec<Command> {
+        let Some(path) = self.latent.as_ref().and_then(|l| l.img2img.as_ref()).map(|i| i.path.clone()) else {
+            self.info("text to image: i picks a picture to start from");
+            return Vec::new();
+        };
+        self.strength = ((self.strength + delta) * 10.0).round().clamp(1.0, 10.0) / 10.0;
+        vec![Command::SetInitImage { path: Some(PathBuf::from(path)), strength: self.strength }]
     }
 
     pub(super) fn encode_command(&self) -> Command {
@@ -556,9 +583,18 @@ impl App {
             }
             Event::Latent(view) => {
                 self.seed = view.seed;
+                if let Some(i) = &view.img2img {
+                    self.strength = i.strength;
+                    self.init_image_field.set_text(i.path.clone());
+                    self.info(format!(
+                        "image to image, strength {}: the picture noised to t={}, then {} of the {} steps",
+                        i.strength, i.first_timestep, i.calls, i.steps
+                    ));
+                }
                 self.latent = Some(*view);
                 self.clear_denoise();
             }
+            Event::Note(text) => self.info(text),
             Event::Stepped(view) => {
                 self.stepping = false;
                 self.talk.stepped(view.index);

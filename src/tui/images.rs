@@ -91,6 +91,9 @@ pub struct Images {
     pub heatmap: Pane,
     pub channels: Vec<Pane>,
     pub latent_rgb: Pane,
+    /// Image to image: the picture, and its encoded latent.
+    pub picture: Pane,
+    pub encoded: Pane,
     pub x_t: Pane,
     pub x0: Pane,
     pub x0_vae: Pane,
@@ -106,6 +109,8 @@ impl Images {
             heatmap: Pane::new(graphics),
             channels: (0..4).map(|_| Pane::new(graphics)).collect(),
             latent_rgb: Pane::new(graphics),
+            picture: Pane::new(graphics),
+            encoded: Pane::new(graphics),
             x_t: Pane::new(graphics),
             x0: Pane::new(graphics),
             x0_vae: Pane::new(graphics),
@@ -174,6 +179,9 @@ impl Images {
                 pane.show(Some(channel));
             }
         }
+        let img2img = app.latent.as_ref().and_then(|l| l.img2img.as_ref());
+        self.picture.show(img2img.map(|i| &i.picture));
+        self.encoded.show(img2img.map(|i| &i.encoded));
         // talk mode walks each step's operations, with the step's input before its output
         let (x_t, x0) = if app.talk.on {
             let pictures = app.talk_denoise_pictures();
@@ -193,6 +201,8 @@ impl Images {
         [
             &mut self.heatmap,
             &mut self.latent_rgb,
+            &mut self.picture,
+            &mut self.encoded,
             &mut self.x_t,
             &mut self.x0,
             &mut self.x0_vae,

@@ -31,6 +31,8 @@ pub const KEYMAP: &[KeyHint] = &[
     on(Screen::GetLatent, "e", "edit the seed"),
     on(Screen::GetLatent, "r", "random seed"),
     on(Screen::GetLatent, "Enter", "draw the latent"),
+    on(Screen::GetLatent, "i", "image to image: a picture to start from"),
+    on(Screen::GetLatent, "+ -", "image to image strength"),
     on(Screen::Denoise, "Space", "run / pause"),
     on(Screen::Denoise, "n", "one step"),
     on(Screen::Denoise, "u", "the UNet: each block's output shape"),

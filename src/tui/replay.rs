@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::views::{DecodedView, ModelInfo};
-use super::worker::{encode_view, latent_view, step_view, Command, Event, RunFacts};
+use super::worker::{encode_view, img2img_view, latent_view, step_view, Command, Event, RunFacts};
 use crate::fsutil::write_atomic;
 use crate::image_out::to_rgb8;
 use crate::session::store::SessionRecord;
@@ -60,7 +60,8 @@ impl Replay {
             send(Event::Encoded(Box::new(encode_view(encoding)?)));
         }
         if let Some(latents) = r.init_latents() {
-            send(Event::Latent(Box::new(latent_view(r.settings.seed, latents)?)));
+            let img2img = img2img_view(&r.settings, &sampler, r.init_image.as_ref(), r.image_latents())?;
+            send(Event::Latent(Box::new(latent_view(r.settings.seed, latents, img2img)?)));
         }
         self.revealed = 0;
         let note = format!(
@@ -100,7 +101,8 @@ impl Replay {
                     bail!("replay: the seed is {} as recorded (run without --replay to change it)", r.settings.seed);
                 }
                 if let Some(latents) = r.init_latents() {
-                    send(Event::Latent(Box::new(latent_view(seed, latents)?)));
+                    let img2img = img2img_view(&r.settings, &r.sampler()?, r.init_image.as_ref(), r.image_latents())?;
+                    send(Event::Latent(Box::new(latent_view(seed, latents, img2img)?)));
                 }
             }
             Command::Decode => {
@@ -116,6 +118,7 @@ impl Replay {
             Command::DecodeX0(_) => bail!("replay: no VAE is loaded (run without --replay to decode x0)"),
             Command::SetGuidance(_) => bail!("replay: the guidance scale is as recorded"),
             Command::SetScheduler(_) => bail!("replay: the sampler is as recorded"),
+            Command::SetInitImage { .. } => bail!("replay: the starting picture is as recorded"),
             Command::SavePng(path) => {
                 let Some(image) = &r.image else { bail!("replay: this run was saved before it was decoded") };
                 write_atomic(&path, &r.png_with_settings(&to_rgb8(image)?)?)?;

@@ -52,7 +52,8 @@ pub struct EncodeView {
     pub heatmap: RgbImage,
 }
 
-/// Stage 2 for the screen: the initial noise.
+/// Stage 2 for the screen: the initial noise (image to image: the picture's
+/// latent with noise added).
 #[derive(Clone, Debug)]
 pub struct LatentView {
     pub seed: u64,
@@ -60,6 +61,23 @@ pub struct LatentView {
     pub channel_stats: Vec<Stats>,
     pub channels: Vec<RgbImage>,
     pub rgb: RgbImage,
+    pub img2img: Option<Img2ImgView>,
+}
+
+/// Image to image on the get_latent screen: the picture, its encoded latent, and
+/// where in the schedule the noised latent starts.
+#[derive(Clone, Debug)]
+pub struct Img2ImgView {
+    pub path: String,
+    pub strength: f64,
+    pub picture: RgbImage,
+    /// `image_latents` as colour.
+    pub encoded: RgbImage,
+    /// The first timestep the run keeps, which the picture is noised to.
+    pub first_timestep: Timestep,
+    /// The run's sampler calls, and the whole schedule's steps.
+    pub calls: usize,
+    pub steps: usize,
 }
 
 /// A timestep as the UNet gets it: whole for DDIM, fractional for Karras sigmas;

@@ -15,14 +15,15 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 
 use super::replay::Replay;
-use super::views::{DecodedView, EncodeView, Landing, LatentView, ModelInfo, StepView, Timestep};
+use super::views::{DecodedView, EncodeView, Img2ImgView, Landing, LatentView, ModelInfo, StepView, Timestep};
 use crate::fsutil::write_atomic;
 use crate::image_out::to_rgb8;
 use crate::model::{self, Progress, Runtime, StableDiffusion};
 use crate::preview;
 use crate::scheduler::{Sampler, SamplerName, SamplerStep, SchedulerConfig, TimestepSpacing};
+use crate::session::picture::{pixels_sha256, read_picture};
 use crate::session::store::{self, OpenOptions, SaveOptions, SessionRecord};
-use crate::session::{Session, Settings, Stage, StepRecord};
+use crate::session::{Img2Img, Session, Settings, Stage, StepRecord};
 use crate::stages::PromptEncoding;
 
 /// What the UI asks of the worker.
@@ -45,6 +46,12 @@ pub enum Command {
     /// Another sampler: the steps are dropped, and the latent drawn again (its scale
     /// is the sampler's `init_noise_sigma`).
     SetScheduler(SamplerName),
+    /// Image to image from the picture at `path` with `strength`; `None` goes back
+    /// to text to image. The latent is drawn again.
+    SetInitImage {
+        path: Option<PathBuf>,
+        strength: f64,
+    },
     /// Decodes step i's predicted x0 with the real VAE.
     DecodeX0(usize),
     /// Stage 4 on the current latent.
@@ -77,6 +84,8 @@ pub enum Event {
     Busy(String),
     Encoded(Box<EncodeView>),
     Latent(Box<LatentView>),
+    /// Something the user should know that is not an error.
+    Note(String),
     Stepped(Box<StepView>),
     /// The history now has this many steps.
     Rewound(usize),
@@ -359,6 +368,32 @@ impl Worker {
                     self.get_latent()?;
                 }
             }
+            Command::SetInitImage { path, strength } => {
+                let old = self.session.settings().clone();
+                let (settings, picture) = match &path {
+                    None => (Settings { img2img: None, ..old }, None),
+                    Some(path) => {
+                        let picture = read_picture(path, self.session.model().vae_scale_factor())?;
+                        let (width, height) = (picture.rgb.width() as usize, picture.rgb.height() as usize);
+                        let image = std::path::absolute(path).unwrap_or_else(|_| path.clone()).display().to_string();
+                        let img2img = Img2Img { image, sha256: pixels_sha256(&picture.rgb), strength };
+                        (Settings { img2img: Some(img2img), width, height, ..old }, Some(picture))
+                    }
+                };
+                self.update(settings, "changing the starting picture")?;
+                let note = match picture {
+                    Some(picture) => {
+                        self.session.set_init_image(picture.rgb)?;
+                        picture.note
+                    }
+                    None => None,
+                };
+                self.send(Event::SamplerSet(Box::new(model_info(&self.session))));
+                self.get_latent()?;
+                if let Some(note) = note {
+                    self.send(Event::Note(note));
+                }
+            }
             Command::DecodeX0(index) => {
                 let record = self.session.history().get(index).with_context(|| format!("no step {}", index + 1))?;
                 let x0 = record.denoise.scheduler.pred_original_sample().clone();
@@ -445,8 +480,8 @@ impl Worker {
         if let Some(encoding) = s.encoding() {
             self.send(Event::Encoded(Box::new(encode_view(encoding)?)));
         }
-        if let Some(latents) = s.init_latents() {
-            self.send(Event::Latent(Box::new(latent_view(s.settings().seed, latents)?)));
+        if s.init_latents().is_some() {
+            self.send(Event::Latent(Box::new(self.latent_view()?)));
         }
         for record in s.history() {
             self.send(Event::Stepped(Box::new(step_view(record, Duration::ZERO, self.vae())?)));
@@ -485,10 +520,16 @@ impl Worker {
     }
 
     fn get_latent(&mut self) -> Result<()> {
-        let seed = self.session.settings().seed;
-        let view = latent_view(seed, self.session.get_latent()?)?;
-        self.send(Event::Latent(Box::new(view)));
+        self.session.get_latent()?;
+        self.send(Event::Latent(Box::new(self.latent_view()?)));
         Ok(())
+    }
+
+    fn latent_view(&self) -> Result<LatentView> {
+        let s = &self.session;
+        let latents = s.init_latents().context("no latent yet")?;
+        let img2img = img2img_view(s.settings(), s.sampler(), s.init_image(), s.image_latents())?;
+        latent_view(s.settings().seed, latents, img2img)
     }
 }
 
@@ -564,7 +605,7 @@ pub fn encode_view(encoding: &PromptEncoding) -> Result<EncodeView> {
 }
 
 /// Stage 2's results for the screen.
-pub fn latent_view(seed: u64, latents: &Tensor) -> Result<LatentView> {
+pub fn latent_view(seed: u64, latents: &Tensor, img2img: Option<Img2ImgView>) -> Result<LatentView> {
     let channels = (0..latents.dim(1)?).map(|c| preview::channel_grey(latents, c)).collect::<Result<Vec<_>>>()?;
     Ok(LatentView {
         seed,
@@ -572,7 +613,29 @@ pub fn latent_view(seed: u64, latents: &Tensor) -> Result<LatentView> {
         channel_stats: preview::per_channel_stats(latents)?,
         channels,
         rgb: preview::latent_to_rgb(latents)?,
+        img2img,
     })
+}
+
+/// The image-to-image part of the get_latent screen, when the run has a picture.
+pub fn img2img_view(
+    settings: &Settings,
+    sampler: &Sampler,
+    picture: Option<&image::RgbImage>,
+    image_latents: Option<&Tensor>,
+) -> Result<Option<Img2ImgView>> {
+    let (Some(i), Some(picture), Some(image_latents)) = (&settings.img2img, picture, image_latents) else {
+        return Ok(None);
+    };
+    Ok(Some(Img2ImgView {
+        path: i.image.clone(),
+        strength: i.strength,
+        picture: picture.clone(),
+        encoded: preview::latent_to_rgb(image_latents)?,
+        first_timestep: Timestep(sampler.timestep(0)?),
+        calls: sampler.calls(),
+        steps: settings.steps,
+    }))
 }
 
 /// Pictures up to this many pixels (SD at 128x128, or the built-in `shapes` at

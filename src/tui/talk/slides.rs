@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use super::source::{extract, Function};
 use super::{DenoiseAt, DenoiseOp};
+use crate::scheduler::SamplerName;
 use crate::tui::app::{App, Screen};
 use crate::tui::views::Landing;
 
@@ -47,6 +48,73 @@ const SOURCES: [StageSource; 4] = [
 /// The stage's file and function.
 pub fn source(screen: Screen) -> &'static StageSource {
     &SOURCES[screen.index()]
+}
+
+/// Each sampler's `step`, which the denoise slide shows at its scheduler operation,
+/// with the lines that predict x0 and that make the next latent.
+struct SamplerSource {
+    names: &'static [SamplerName],
+    source: StageSource,
+    x0: &'static str,
+    prev: &'static str,
+}
+
+macro_rules! sampler_source {
+    ($names:expr, $file:literal, $x0:literal, $prev:literal) => {
+        SamplerSource {
+            names: $names,
+            source: StageSource {
+                path: concat!("src/scheduler/", $file),
+                function: "step",
+                file: include_str!(concat!("../../scheduler/", $file)),
+            },
+            x0: $x0,
+            prev: $prev,
+        }
+    };
+}
+
+const SAMPLER_SOURCES: [SamplerSource; 8] = [
+    sampler_source!(
+        &[SamplerName::Ddim],
+        "ddim.rs",
+        "let pred_original_sample = if self.config.clip_sample",
+        "let mut prev_sample = (pred_original_sample.affine(sqrt_a_prev"
+    ),
+    sampler_source!(&[SamplerName::Pndm], "pndm.rs", "let eps = match ets.len()", "self.prev_sample(&start, step_from"),
+    sampler_source!(&[SamplerName::Lms], "lms.rs", "let x0 = sigma_x0(", "let prev_sample = (&sample + sum"),
+    sampler_source!(&[SamplerName::Heun], "heun.rs", "let x0 = sigma_x0(", "let prev_sample = (&from + derivative"),
+    sampler_source!(
+        &[SamplerName::Euler, SamplerName::EulerKarras, SamplerName::EulerA],
+        "euler.rs",
+        "let pred_original_sample = sigma_x0(",
+        "let mut prev_sample = (&sample + derivative"
+    ),
+    sampler_source!(
+        &[SamplerName::Dpmpp2m, SamplerName::Dpmpp2mKarras],
+        "dpmpp.rs",
+        "let x0 = match self.prediction_type",
+        "let first_order = (&sample.affine("
+    ),
+    sampler_source!(
+        &[SamplerName::UniPc],
+        "unipc.rs",
+        "let x0 = self.convert_model_output(",
+        "let prev_sample = self.bh_update(&corrected"
+    ),
+    sampler_source!(&[SamplerName::Lcm], "lcm.rs", "let denoised = (x0.affine(", "let prev_sample = if last"),
+];
+
+/// The `step` function of sampler `name`, its file, and its x0 and next-latent markers.
+pub fn sampler_step(
+    name: SamplerName,
+) -> Option<(&'static StageSource, &'static Function<'static>, [&'static str; 2])> {
+    static FUNCTIONS: OnceLock<Vec<Option<Function<'static>>>> = OnceLock::new();
+    let functions =
+        FUNCTIONS.get_or_init(|| SAMPLER_SOURCES.iter().map(|s| extract(s.source.file, s.source.function)).collect());
+    let i = SAMPLER_SOURCES.iter().position(|s| s.names.contains(&name))?;
+    let s = &SAMPLER_SOURCES[i];
+    Some((&s.source, functions[i].as_ref()?, [s.x0, s.prev]))
 }
 
 /// The stage function's source, cut out of its file once. `None` only if a stage
@@ -111,6 +179,9 @@ mod decode {
 pub struct Live {
     pub highlight: Vec<&'static str>,
     pub values: Vec<(&'static str, String)>,
+    /// At the denoise slide's scheduler operation: the panel shows this sampler's
+    /// `step` (and the markers are its lines), not the stage function.
+    pub sampler: Option<SamplerName>,
 }
 
 /// The current slide's highlighted lines and values, from the plain data the app holds.
@@ -207,18 +278,25 @@ fn denoise_live(app: &App) -> Live {
         }
         DenoiseOp::Guidance => live.highlight = vec![denoise::NO_GUIDANCE],
         DenoiseOp::Scheduler => {
-            live.highlight = vec![denoise::STEP];
+            let sampler = app.info.as_ref().and_then(|i| SamplerName::from_name(&i.sampler).ok());
+            let Some((_, _, [x0, prev])) = sampler.and_then(sampler_step) else {
+                live.highlight = vec![denoise::STEP];
+                return live;
+            };
+            // the sampler's own step, its values beside the lines that use them
+            live = Live { sampler, highlight: vec![x0, prev], ..Live::default() };
             if let Some(s) = done {
-                let values = match s.landing {
-                    Landing::Timestep(prev) => format!(
-                        "t {} -> {prev}: alpha_prod_t {:.4}, alpha_prod_t_prev {:.4}",
-                        s.timestep, s.alpha_prod_t, s.alpha_prod_t_prev
+                let (at, to) = match s.landing {
+                    Landing::Timestep(prev) => (
+                        format!("t {}: alpha_prod_t {:.4}", s.timestep, s.alpha_prod_t),
+                        format!("-> t {prev}: alpha_prod_t_prev {:.4}", s.alpha_prod_t_prev),
                     ),
-                    Landing::Sigma { sigma, next } => {
-                        format!("t {}: sigma {sigma:.4} -> {next:.4}, alpha_prod_t {:.4}", s.timestep, s.alpha_prod_t)
-                    }
+                    Landing::Sigma { sigma, next } => (
+                        format!("t {}: sigma {sigma:.4} (alpha_prod_t {:.4})", s.timestep, s.alpha_prod_t),
+                        format!("-> sigma {next:.4}"),
+                    ),
                 };
-                live.values.push((denoise::STEP, values));
+                live.values = vec![(x0, at), (prev, to)];
             }
         }
     }
@@ -285,6 +363,21 @@ mod tests {
                     function.text.lines().filter(|l| l.contains(marker)).count(),
                     source(screen).function
                 );
+            }
+        }
+    }
+
+    /// Each sampler's step is found in its file, with its two markers on one line each.
+    #[test]
+    fn every_sampler_step_and_its_markers_are_found() {
+        for &name in SamplerName::ALL {
+            let (source, function, markers) = sampler_step(name).unwrap_or_else(|| panic!("no step for {name}"));
+            assert!(function.text.trim_start().starts_with("pub fn step("), "{}", source.path);
+            let file = std::fs::read_to_string(source.path).unwrap();
+            let line = file.lines().nth(function.first_line - 1).unwrap();
+            assert_eq!(line, function.text.lines().next().unwrap());
+            for marker in markers {
+                assert!(function.line_of(marker).is_some(), "{marker:?} is not on exactly one line of {}", source.path);
             }
         }
     }

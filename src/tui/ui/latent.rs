@@ -1,5 +1,6 @@
 //! Screen 2, get_latent: the seed, the noise's shape and statistics, its four
-//! channels as grey images and the latent as colour.
+//! channels as grey images and the latent as colour; image to image, the picture,
+//! its encoded latent and that latent noised.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
@@ -15,7 +16,7 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
     let [left, right] = Layout::horizontal([Constraint::Length(40), Constraint::Min(0)]).areas(area);
     let [seed, facts] = Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(left);
     let focused = has_focus(app, Focus::Seed);
-    let b = block("seed  (e edit, r random, Enter draw)", focused);
+    let b = block("seed  (e edit, r random, Enter draw, i picture)", focused);
     let inner = b.inner(seed);
     frame.render_widget(b, seed);
     text_field::render(&app.seed_field, focused, frame, inner);
@@ -41,8 +42,37 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
             num(s.max)
         )));
     }
-    frame.render_widget(Paragraph::new(lines).block(block("init_latents", false)), facts);
+    let title = match &view.img2img {
+        Some(i) => {
+            let facts = [
+                format!("picture {}", i.path),
+                format!("{}x{}, strength {} (+/-)", i.picture.width(), i.picture.height(), i.strength),
+                format!("noised to t={}: {} of {} steps", i.first_timestep, i.calls, i.steps),
+                String::new(),
+            ];
+            lines.splice(0..1, facts.into_iter().map(Line::from));
+            "init_latents = add_noise(image_latents)"
+        }
+        None => "init_latents",
+    };
+    frame.render_widget(Paragraph::new(lines).block(block(title, false)), facts);
 
+    if view.img2img.is_some() {
+        // the picture, what the VAE encoder made of it, and that noised to the first timestep
+        let cells = Layout::horizontal([Constraint::Ratio(1, 3); 3]).split(right);
+        let panes = [
+            ("picture (i)", &mut images.picture),
+            ("image_latents (encoder)", &mut images.encoded),
+            ("init_latents (noised)", &mut images.latent_rgb),
+        ];
+        for ((title, pane), cell) in panes.into_iter().zip(cells.iter()) {
+            let b = Block::bordered().title(title);
+            let inner = b.inner(*cell);
+            frame.render_widget(b, *cell);
+            pane.render(inner, frame.buffer_mut());
+        }
+        return;
+    }
     let [channels, colour] = Layout::vertical([Constraint::Percentage(45), Constraint::Min(0)]).areas(right);
     let cells = Layout::horizontal([Constraint::Ratio(1, 4); 4]).split(channels);
     for (c, cell) in cells.iter().enumerate() {

@@ -108,12 +108,17 @@ fn short_name(name: &str) -> String {
 }
 
 fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
-    if let Some(focus @ (Focus::SessionSave | Focus::SessionOpen)) = app.focus {
-        let label = if focus == Focus::SessionSave { "save session to: " } else { "open session: " };
+    let field = match app.focus {
+        Some(Focus::SessionSave) => Some(("save session to: ", &app.session_field)),
+        Some(Focus::SessionOpen) => Some(("open session: ", &app.session_field)),
+        Some(Focus::InitImage) => Some(("start from picture (empty: none): ", &app.init_image_field)),
+        _ => None,
+    };
+    if let Some((label, text)) = field {
         let [label_area, field] =
             Layout::horizontal([Constraint::Length(label.len() as u16), Constraint::Min(0)]).areas(area);
         frame.render_widget(Paragraph::new(Span::styled(label, Style::new().fg(Color::Yellow))), label_area);
-        super::text_field::render(&app.session_field, true, frame, field);
+        super::text_field::render(text, true, frame, field);
         return;
     }
     let line = if let Some(busy) = &app.busy {

@@ -183,9 +183,14 @@ fn code_panel_width(screen: Screen, width: u16) -> u16 {
 }
 
 fn draw_code(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
-    let source = slides::source(app.screen);
+    let live = live(app);
     let labels = app.talk.lang.labels();
-    let Some(function) = slides::function(app.screen) else {
+    // at the scheduler operation, the active sampler's own step
+    let (source, function) = match live.sampler.and_then(slides::sampler_step) {
+        Some((source, function, _)) => (source, Some(function)),
+        None => (slides::source(app.screen), slides::function(app.screen)),
+    };
+    let Some(function) = function else {
         let missing = format!("pub fn {} not found in {}", source.function, source.path);
         frame.render_widget(Paragraph::new(missing).block(Block::bordered()), area);
         return;
@@ -195,7 +200,6 @@ fn draw_code(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     let block = Block::bordered().title(title).border_style(palette.border);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let live = live(app);
     let highlighted: Vec<usize> = live.highlight.iter().filter_map(|m| function.line_of(m)).collect();
     let values: Vec<(usize, String)> =
         live.values.into_iter().filter_map(|(m, v)| function.line_of(m).map(|line| (line, v))).collect();
@@ -319,6 +323,7 @@ fn draw_field(frame: &mut Frame, app: &App, focus: Focus, area: Rect) {
         Focus::SavePath => ("save as (Enter save, Esc cancel)", &app.save_field),
         Focus::SessionSave => ("save session to (Enter, Esc cancel)", &app.session_field),
         Focus::SessionOpen => ("open session (Enter, Esc cancel)", &app.session_field),
+        Focus::InitImage => ("start from picture (Enter, empty: none, Esc cancel)", &app.init_image_field),
     };
     let block = super::block(title, true);
     let inner = block.inner(area);
