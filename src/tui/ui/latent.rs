@@ -16,7 +16,7 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
     let [left, right] = Layout::horizontal([Constraint::Length(40), Constraint::Min(0)]).areas(area);
     let [seed, facts] = Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(left);
     let focused = has_focus(app, Focus::Seed);
-    let b = block("seed  (e edit, r random, Enter draw, i picture)", focused);
+    let b = block("seed  (e edit, r random, Enter draw)", focused);
     let inner = b.inner(seed);
     frame.render_widget(b, seed);
     text_field::render(&app.seed_field, focused, frame, inner);
@@ -51,7 +51,7 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
                 String::new(),
             ];
             lines.splice(0..1, facts.into_iter().map(Line::from));
-            "init_latents = add_noise(image_latents)"
+            "init_latents (picture, noised)"
         }
         None => "init_latents",
     };
