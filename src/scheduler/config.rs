@@ -279,6 +279,24 @@ impl SchedulerConfig {
     }
 }
 
+/// A class's own true/false key: absent or null is the class's `default`.
+pub(super) fn class_flag(map: &Map<String, Value>, key: &str, default: bool) -> anyhow::Result<bool> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => bail!("{key}: expected true or false, found {other}"),
+    }
+}
+
+/// A class's own string key: absent or null is the class's `default`.
+pub(super) fn class_text(map: &Map<String, Value>, key: &str, default: &str) -> anyhow::Result<String> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => bail!("{key}: expected a string, found {other}"),
+    }
+}
+
 /// The keys of a config object that `from_config` passes on: diffusers drops
 /// those its `_use_default_values` lists (they were not in the original file, so
 /// each class takes its own default for them) and the list itself.

@@ -11,9 +11,10 @@ use anyhow::{bail, Context};
 use candle_core::Tensor;
 use serde_json::{Map, Value};
 
+use super::config::{class_flag, class_text};
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::schedule;
-use super::sigmas::{alpha_sigma, multistep_schedule, FinalSigma};
+use super::sigmas::{alpha_sigma, final_sigma, multistep_schedule, FinalSigma};
 
 /// How the second-order step combines the two x0 predictions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,20 +208,8 @@ struct Options {
 
 impl Options {
     fn read(map: &Map<String, Value>, karras_sigmas: bool) -> anyhow::Result<Self> {
-        let flag = |key: &str, default: bool| -> anyhow::Result<bool> {
-            match map.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(other) => bail!("{key}: expected true or false, found {other}"),
-            }
-        };
-        let text = |key: &str, default: &str| -> anyhow::Result<String> {
-            match map.get(key) {
-                None | Some(Value::Null) => Ok(default.to_owned()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => bail!("{key}: expected a string, found {other}"),
-            }
-        };
+        let flag = |key: &str, default: bool| class_flag(map, key, default);
+        let text = |key: &str, default: &str| class_text(map, key, default);
         for key in
             ["use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"]
         {
@@ -239,11 +228,7 @@ impl Options {
             "heun" => SolverType::Heun,
             other => bail!("solver_type: expected one of midpoint, heun, found {other:?}"),
         };
-        let final_sigma = match text("final_sigmas_type", "zero")?.as_str() {
-            "zero" => FinalSigma::Zero,
-            "sigma_min" => FinalSigma::SigmaMin,
-            other => bail!("final_sigmas_type: expected one of zero, sigma_min, found {other:?}"),
-        };
+        let final_sigma = final_sigma(map)?;
         Ok(Self {
             karras: karras_sigmas || flag("use_karras_sigmas", false)?,
             solver_type,

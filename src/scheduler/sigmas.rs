@@ -200,6 +200,15 @@ pub(super) fn sigma_x0(
     }
 }
 
+/// `final_sigmas_type` of the multistep solvers: `zero` unless the config says otherwise.
+pub(super) fn final_sigma(map: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<FinalSigma> {
+    match super::config::class_text(map, "final_sigmas_type", "zero")?.as_str() {
+        "zero" => Ok(FinalSigma::Zero),
+        "sigma_min" => Ok(FinalSigma::SigmaMin),
+        other => bail!("final_sigmas_type: expected one of zero, sigma_min, found {other:?}"),
+    }
+}
+
 /// `_sigma_to_alpha_sigma_t` in float32: `alpha_t = 1 / sqrt(sigma^2 + 1)`, `sigma_t = sigma * alpha_t`.
 pub(super) fn alpha_sigma(sigma: f32) -> (f32, f32) {
     let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();

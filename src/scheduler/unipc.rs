@@ -13,9 +13,10 @@ use anyhow::{bail, Context};
 use candle_core::Tensor;
 use serde_json::{Map, Value};
 
+use super::config::{class_flag, class_text};
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::schedule;
-use super::sigmas::{alpha_sigma, multistep_schedule, work_dtype, FinalSigma};
+use super::sigmas::{alpha_sigma, final_sigma, multistep_schedule, work_dtype, FinalSigma};
 
 /// A UniPC run: plain data, cheap to clone.
 ///
@@ -304,20 +305,8 @@ struct Options {
 
 impl Options {
     fn read(map: &Map<String, Value>) -> anyhow::Result<Self> {
-        let flag = |key: &str, default: bool| -> anyhow::Result<bool> {
-            match map.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(other) => bail!("{key}: expected true or false, found {other}"),
-            }
-        };
-        let text = |key: &str, default: &str| -> anyhow::Result<String> {
-            match map.get(key) {
-                None | Some(Value::Null) => Ok(default.to_owned()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => bail!("{key}: expected a string, found {other}"),
-            }
-        };
+        let flag = |key: &str, default: bool| class_flag(map, key, default);
+        let text = |key: &str, default: &str| class_text(map, key, default);
         for key in
             ["use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting", "thresholding"]
         {
@@ -356,11 +345,7 @@ impl Options {
             }
             Some(other) => bail!("disable_corrector: expected a list of step indices, found {other}"),
         };
-        let final_sigma = match text("final_sigmas_type", "zero")?.as_str() {
-            "zero" => FinalSigma::Zero,
-            "sigma_min" => FinalSigma::SigmaMin,
-            other => bail!("final_sigmas_type: expected one of zero, sigma_min, found {other:?}"),
-        };
+        let final_sigma = final_sigma(map)?;
         Ok(Self {
             karras: flag("use_karras_sigmas", false)?,
             solver_order,
