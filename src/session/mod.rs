@@ -7,11 +7,14 @@
 //! needs is an error that says what to call first. Changing a setting drops the
 //! results that depended on it, and only those.
 
+mod clock;
 mod fingerprint;
 mod folder;
 mod format;
 mod listing;
 pub mod picture;
+mod record;
+mod reopen;
 mod settings;
 pub mod store;
 pub mod trace;

@@ -23,28 +23,25 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
-use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
+use candle_core::{Device, Tensor};
 use serde_json::Value;
 
+pub use super::clock::now_rfc3339;
 pub use super::fingerprint::fingerprint;
 pub use super::folder::{check_can_save, session_dir};
 use super::folder::{recover, write_folder};
-use super::format::{
-    check_format, from_value, json_bytes, parse_session_json, stage_of, step_tensors, SessionFile, TensorError,
-    TensorReader,
-};
+use super::format::{json_bytes, parse_session_json, stage_of, step_tensors, SessionFile, TensorError, TensorReader};
 pub use super::listing::{list_sessions, Listing, SessionSummary};
-use super::{Latent, Origin, Session, SettingError, Settings, Stage, StepRecord};
+pub use super::record::{ImageSettings, ModelInfo, RuntimeInfo};
+pub use super::reopen::{OpenOptions, Opened};
+use super::{Latent, Settings, Stage, StepRecord};
 use crate::fsutil::{limits, open_regular, read_regular};
 use crate::image_out::to_rgb8;
-use crate::model::{ModelFiles, StableDiffusion};
-use crate::png_meta::{encode_png, A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
+use crate::png_meta::encode_png;
 use crate::scheduler::{Sampler, SchedulerConfig};
-use crate::stages::{DenoiseStep, PromptEncoding};
+use crate::stages::PromptEncoding;
 
 /// The `format` this sdlab writes and reads; bumped on any change an older sdlab
 /// would misread.
@@ -62,128 +59,6 @@ pub const DEFAULT_ROOT: &str = "sessions";
 pub struct SaveOptions {
     /// Replace an existing session (never a folder that is not one).
     pub force: bool,
-}
-
-/// How [`Session::from_record`] treats a model that is not the one the session ran with.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OpenOptions {
-    /// Go on with a different model (or scheduler config), with a warning.
-    pub force: bool,
-    /// Take image sides past [`super::MAX_SIDE`].
-    pub allow_large: bool,
-}
-
-/// The model a session ran with: where it came from, and a fingerprint of its
-/// weights that catches a different model under the same name.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// A hub repo id (`owner/name[@revision]`) or an absolute folder path:
-    /// something `--model` accepts.
-    pub source: String,
-    /// The weight file variant (`fp16`), if one was picked.
-    pub variant: Option<String>,
-    /// See [`fingerprint`].
-    pub fingerprint: String,
-}
-
-impl ModelInfo {
-    /// Describes a loaded model. A local folder's `ModelFiles::name` is the path as
-    /// typed, a hub model's its repo id; the path is made absolute so that the
-    /// session can be resumed from another working folder.
-    pub fn of(files: &ModelFiles) -> Result<Self> {
-        let root = files.root.path();
-        let source = if !files.root.is_builtin() && Path::new(&files.name) == root {
-            std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string()
-        } else {
-            files.name.clone()
-        };
-        let file_name = files.unet_weights.file_name().unwrap_or_default();
-        let variant = file_name
-            .strip_prefix("diffusion_pytorch_model.")
-            .and_then(|rest| rest.strip_suffix(".safetensors"))
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
-        Ok(Self { source, variant, fingerprint: fingerprint(files)? })
-    }
-}
-
-/// Where the run's tensors lived: a resumed run is bit-exact on the same pair.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RuntimeInfo {
-    /// `cpu` or `cuda`.
-    pub device: String,
-    /// `f32`, `f16` or `bf16`: the dtype of every stored tensor except the image (f32).
-    pub dtype: String,
-}
-
-impl RuntimeInfo {
-    fn of(model: &StableDiffusion) -> Self {
-        let device = if model.device().is_cuda() { "cuda" } else { "cpu" };
-        Self { device: device.into(), dtype: model.dtype().as_str().into() }
-    }
-
-    pub(super) fn dtype(&self) -> Result<DType> {
-        match self.dtype.parse::<DType>() {
-            Ok(dtype @ (DType::F32 | DType::F16 | DType::BF16)) => Ok(dtype),
-            _ => bail!("runtime.dtype: expected f32, f16 or bf16, found {:?}", self.dtype),
-        }
-    }
-}
-
-/// Everything that decides what a run computes, without its results: what an
-/// image's `sdlab` text chunk holds, and enough to run it again from the start.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ImageSettings {
-    pub format: u32,
-    pub sdlab_version: String,
-    pub model: ModelInfo,
-    pub runtime: RuntimeInfo,
-    pub settings: Settings,
-    /// The sampler's name, as `settings.scheduler` (kept for readers of format 1).
-    pub scheduler: String,
-    #[serde(
-        deserialize_with = "super::format::scheduler_config",
-        serialize_with = "super::format::write_scheduler_config"
-    )]
-    pub scheduler_config: SchedulerConfig,
-    /// The guidance scale of each step taken, which differs from
-    /// `settings.guidance_scale` where it was changed mid-run.
-    pub guidance_scales: Vec<f64>,
-}
-
-impl ImageSettings {
-    /// The AUTOMATIC1111-style `parameters` text for these settings.
-    pub fn parameters(&self) -> A1111Parameters {
-        let s = &self.settings;
-        let mut params = vec![
-            ("Steps".to_string(), s.steps.to_string()),
-            ("Sampler".into(), s.scheduler.a1111_name().into()),
-            ("CFG scale".into(), s.guidance_scale.to_string()),
-            ("Seed".into(), s.seed.to_string()),
-            ("Size".into(), format!("{}x{}", s.width, s.height)),
-            ("Model".into(), self.model.source.clone()),
-        ];
-        if s.eta != 0.0 {
-            params.push(("Eta".into(), s.eta.to_string()));
-        }
-        if let Some(i) = &s.img2img {
-            params.push(("Denoising strength".into(), i.strength.to_string()));
-        }
-        params.push(("Version".into(), format!("sdlab {}", self.sdlab_version)));
-        A1111Parameters { prompt: s.prompt.clone(), negative_prompt: s.negative_prompt.clone(), params }
-    }
-
-    /// The two text chunks of a PNG made with these settings.
-    pub fn png_chunks(&self) -> Result<[(&'static str, String); 2]> {
-        Ok([(PARAMETERS_KEY, self.parameters().to_text()), (SDLAB_KEY, serde_json::to_string(self)?)])
-    }
-
-    /// Reads an `sdlab` chunk; errors name the field.
-    pub fn from_json(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON ({e})"))?;
-        check_format(&value)?;
-        from_value(value)
-    }
 }
 
 /// What a saved session holds: its settings and every result, on the CPU in the
@@ -363,162 +238,6 @@ impl SessionRecord {
     }
 }
 
-/// What a front end needs to go on after [`Session::from_record`].
-pub struct Opened {
-    pub session: Session,
-    /// What differs from the run as saved (a different model accepted with
-    /// `force`, another dtype or device): the result will not be bit-exact.
-    pub warnings: Vec<String>,
-}
-
-impl Session {
-    /// Everything this session holds, ready to save (tensors stay where they are
-    /// until written; a clone of a candle tensor shares its storage).
-    pub fn to_record(&self) -> Result<SessionRecord> {
-        let now = now_rfc3339();
-        Ok(SessionRecord {
-            sdlab_version: env!("CARGO_PKG_VERSION").into(),
-            created: self.created.clone().unwrap_or_else(|| now.clone()),
-            saved: now,
-            model: ModelInfo::of(&self.model.files)?,
-            runtime: RuntimeInfo::of(&self.model),
-            settings: self.settings.clone(),
-            scheduler_config: self.model.scheduler_config.clone(),
-            encoding: self.encoding.as_ref().map(|e| PromptEncoding {
-                prompt: e.prompt.clone(),
-                negative: e.negative.clone(),
-                prompt_embeds: e.prompt_embeds.clone(),
-            }),
-            latent: self.latent.clone(),
-            history: self.history.iter().map(clone_step).collect(),
-            image: self.image.clone(),
-            init_image: self.init_image.clone(),
-            recovered: None,
-        })
-    }
-
-    /// Saves the session into the folder `dir`; an existing session there is
-    /// replaced only with `options.force`, and a folder that is not a session never.
-    pub fn save(&self, dir: &Path, options: SaveOptions) -> Result<()> {
-        self.to_record()?.save(dir, options)
-    }
-
-    /// `image` as PNG bytes carrying this run's settings (the A1111 `parameters` text
-    /// and the `sdlab` JSON chunk), so the picture remembers how it was made.
-    pub fn png_with_settings(&self, image: &image::RgbImage) -> Result<Vec<u8>> {
-        self.to_record()?.png_with_settings(image)
-    }
-
-    /// Opens the session saved in `dir` on `model` (see [`Session::from_record`]).
-    pub fn open(dir: &Path, model: StableDiffusion, options: OpenOptions) -> Result<Opened> {
-        let record = SessionRecord::load(dir)?;
-        Self::from_record(model, record, options).map_err(|e| anyhow!("{}: {e}", dir.join(SESSION_JSON).display()))
-    }
-
-    /// Puts `model` under a saved run so it can go on: the model must be the one
-    /// the run was saved with (same weights fingerprint and scheduler config) unless
-    /// `options.force`. Tensors move to the model's device and dtype.
-    pub fn from_record(model: StableDiffusion, record: SessionRecord, options: OpenOptions) -> Result<Opened> {
-        let mut warnings = Vec::new();
-        let here = ModelInfo::of(&model.files)?;
-        let mut mismatch = Vec::new();
-        if here.fingerprint != record.model.fingerprint {
-            mismatch.push(format!(
-                "model {} has weights fingerprint {}, the session was saved with {} (fingerprint {})",
-                here.source, here.fingerprint, record.model.source, record.model.fingerprint
-            ));
-        }
-        let settings = &record.settings;
-        let here_sampler = settings.sampler(&model.scheduler_config);
-        let same_schedule = matches!((here_sampler, record.sampler()), (Ok(a), Ok(b)) if a == b);
-        if model.scheduler_config != record.scheduler_config || !same_schedule {
-            mismatch.push(format!("model {} has another scheduler config than the session's", here.source));
-        }
-        for problem in mismatch {
-            if !options.force {
-                bail!("{problem}; use --force to go on anyway");
-            }
-            warnings.push(problem);
-        }
-        let runtime = RuntimeInfo::of(&model);
-        if runtime != record.runtime {
-            warnings.push(format!(
-                "the session ran on {} {}, this run is on {} {}: results will not be bit-exact",
-                record.runtime.device, record.runtime.dtype, runtime.device, runtime.dtype
-            ));
-        }
-        check_against_model(&record, &model)?;
-        let (device, dtype) = (model.device().clone(), model.dtype());
-        let to = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(&device)?.to_dtype(dtype)?) };
-        let encoding = match record.encoding {
-            Some(e) => Some(PromptEncoding { prompt_embeds: to(&e.prompt_embeds)?, ..e }),
-            None => None,
-        };
-        let latent = match record.latent {
-            Some(l) => Some(Latent {
-                init_latents: to(&l.init_latents)?,
-                image_latents: l.image_latents.as_ref().map(to).transpose()?,
-                rng_after: l.rng_after,
-            }),
-            None => None,
-        };
-        let mut history = Vec::with_capacity(record.history.len());
-        for r in record.history {
-            let d = r.denoise;
-            let denoise = DenoiseStep {
-                guidance_scale: d.guidance_scale,
-                noise_pred_uncond: d.noise_pred_uncond.as_ref().map(to).transpose()?,
-                noise_pred_text: to(&d.noise_pred_text)?,
-                guided_model_output: to(&d.guided_model_output)?,
-                scheduler: d.scheduler.map_tensors(to)?,
-            };
-            history.push(StepRecord { index: r.index, denoise, rng_after: r.rng_after, taps: r.taps });
-        }
-        let image = record.image.map(|t| t.to_device(&device)).transpose()?;
-        let mut session = Session::new_with(model, record.settings, options.allow_large)
-            .map_err(|e| SettingError::rename(e, Origin::SettingsJson))?;
-        session.encoding = encoding;
-        session.latent = latent;
-        session.history = history;
-        session.image = image;
-        session.init_image = record.init_image;
-        session.created = Some(record.created);
-        Ok(Opened { session, warnings })
-    }
-}
-
-/// A step's record; its tensors are shared, not copied.
-fn clone_step(r: &StepRecord) -> StepRecord {
-    let d = &r.denoise;
-    let denoise = DenoiseStep {
-        guidance_scale: d.guidance_scale,
-        noise_pred_uncond: d.noise_pred_uncond.clone(),
-        noise_pred_text: d.noise_pred_text.clone(),
-        guided_model_output: d.guided_model_output.clone(),
-        scheduler: d.scheduler.clone(),
-    };
-    StepRecord { index: r.index, denoise, rng_after: r.rng_after.clone(), taps: r.taps.clone() }
-}
-
-/// Shapes that only the model can check: latent channels and size, text width.
-fn check_against_model(record: &SessionRecord, model: &StableDiffusion) -> Result<()> {
-    if let Some(init) = record.init_latents() {
-        let s = &record.settings;
-        let want =
-            crate::stages::latent_shape(model.unet_config.in_channels, s.width, s.height, model.vae_scale_factor());
-        if init.dims() != want {
-            bail!("init_latents has shape {:?}, this model makes latents of shape {want:?}", init.dims());
-        }
-    }
-    if let Some(enc) = &record.encoding {
-        let width = enc.prompt_embeds.dim(2)?;
-        if width != model.text_config.hidden_size {
-            bail!("prompt_embeds are {width} wide, this model's text encoder makes {}", model.text_config.hidden_size);
-        }
-    }
-    Ok(())
-}
-
 /// Reads `tensors.safetensors` once its header has said how big it is: a file of
 /// another size (truncated, padded, `/dev/zero` behind a link) is refused unread.
 fn read_tensors(path: &Path) -> Result<Vec<u8>> {
@@ -554,32 +273,13 @@ fn read_tensors(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Now as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
-pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Runtime;
     use crate::scheduler::{DdimStep, SamplerStep};
+    use crate::session::Session;
+    use candle_core::DType;
 
     fn bits(t: &Tensor) -> Vec<u8> {
         let t = t.flatten_all().unwrap();
@@ -665,12 +365,5 @@ mod tests {
         let created = b.created.clone();
         let reopened = Session::from_record(open(), b, OpenOptions::default()).unwrap().session;
         assert_eq!(reopened.to_record().unwrap().created, created);
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400 + 3661), "2000-02-29T01:01:01Z");
-        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
     }
 }
