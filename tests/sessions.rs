@@ -409,12 +409,12 @@ fn broken_sessions_are_one_line_errors() {
         (
             "unknown-format",
             Box::new(|d| edit_json(d, |j| j["format"] = "one".into())),
-            vec!["session.json: unknown format \"one\": expected 1"],
+            vec!["session.json: unknown format \"one\": expected 1 to 2"],
         ),
         (
             "newer-format",
-            Box::new(|d| edit_json(d, |j| j["format"] = 2.into())),
-            vec!["session.json: format 2 was written by a newer sdlab", "upgrade sdlab"],
+            Box::new(|d| edit_json(d, |j| j["format"] = 3.into())),
+            vec!["session.json: format 3 was written by a newer sdlab", "upgrade sdlab"],
         ),
         (
             "missing-tensors",

@@ -1,6 +1,7 @@
 //! Command-line parsing and the subcommands, each a thin layer over the session.
 
 mod bench;
+mod branch;
 mod generate;
 mod resume;
 mod sessions;
@@ -29,6 +30,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Finish a saved session, or run again what a PNG's text chunks remember.
     Resume(resume::ResumeArgs),
+    /// Fork a saved run after K steps with another prompt, guidance or eta; saved inside the session.
+    Branch(branch::BranchArgs),
     /// List the saved sessions: name, step, date, model, prompt.
     Sessions(sessions::SessionsArgs),
     /// Time every stage and measure peak memory (one JSON line with --json).
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokens(args) => tokens::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Resume(args) => resume::run(args),
+        Command::Branch(args) => branch::run(args),
         Command::Sessions(args) => sessions::run(args),
         Command::Tui(args) => tui::run(args),
         Command::Bench(args) => bench::run(args),

@@ -11,7 +11,7 @@ use sdlab::png_meta::{read_text_chunks, A1111Parameters, PARAMETERS_KEY, SDLAB_K
 use sdlab::scheduler::SamplerName;
 use sdlab::session::picture::read_picture;
 use sdlab::session::store::{self, ImageSettings, ModelInfo, OpenOptions, SessionRecord};
-use sdlab::session::{Limits, Origin, Session, SettingError, Settings};
+use sdlab::session::{Change, Limits, Origin, Session, SettingError, Settings};
 use sdlab::text::printable_line;
 
 use super::generate::{finish, session_target, Outputs};
@@ -63,9 +63,9 @@ pub fn run(args: ResumeArgs) -> Result<()> {
     if args.session.is_some() {
         bail!("--session: a resumed session is saved back into its own folder; --session names a new one for a PNG");
     }
-    // A bare name is a session under --dir, whatever the working folder holds; a
-    // path (anything with a `/`) is a folder read where it is.
-    let dir = if args.target.contains('/') { path.to_path_buf() } else { store::session_dir(&args.dir, &args.target)? };
+    // A bare name is a session under --dir, whatever the working folder holds, and
+    // NAME/BRANCH one of its branches; any other path is a folder read where it is.
+    let dir = store::run_dir(&args.dir, &args.target)?;
     let mut record = SessionRecord::load(&dir).map_err(|e| {
         if !args.target.contains('/') && path.is_dir() {
             anyhow!("{e:#}; a folder named {0} is here too: name it as ./{0} to resume it", args.target)
@@ -116,6 +116,14 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
     };
     let limits = Limits::without_model(num_train, args.allow_large);
     remembered.settings.check(&limits).map_err(|e| in_chunk(e.into()))?;
+    if args.session.is_some() && !remembered.earlier.is_empty() {
+        bail!(
+            "{}: --session: this picture is a branch's (its first {} steps ran with another prompt or eta); \
+             it reruns to a PNG, and `sdlab branch` makes such a run inside a session",
+            png.display(),
+            remembered.earlier.last().map_or(0, |s| s.until)
+        );
+    }
     let save_to = session_target(&args.dir, args.session.as_deref(), args.force)?;
     let model = open_model(args, &remembered.model, &remembered.runtime.device, &remembered.runtime.dtype)?;
     if !remembered.model.fingerprint.is_empty() {
@@ -136,7 +144,15 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
         }
     }
     let img2img = remembered.settings.img2img.clone();
-    let mut session = Session::new_with(model, remembered.settings, args.allow_large).map_err(in_chunk)?;
+    // A branch's picture starts with the settings of its first segment.
+    let first = remembered.earlier.first().map(|s| Settings {
+        prompt: s.prompt.clone(),
+        negative_prompt: s.negative_prompt.clone(),
+        eta: s.eta,
+        ..remembered.settings.clone()
+    });
+    let start = first.unwrap_or_else(|| remembered.settings.clone());
+    let mut session = Session::new_with(model, start, args.allow_large).map_err(in_chunk)?;
     if let Some(img2img) = img2img {
         // the picture the image was made from, where it was then
         let factor = session.model().vae_scale_factor();
@@ -146,6 +162,27 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
     }
     session.encode_prompt()?;
     session.get_latent()?;
+    let segments = remembered.earlier.iter().map(|s| s.until).zip(
+        remembered.earlier.iter().skip(1).map(Some).chain([None]).map(|next| match next {
+            Some(s) => (s.prompt.clone(), s.negative_prompt.clone(), s.eta),
+            None => (
+                remembered.settings.prompt.clone(),
+                remembered.settings.negative_prompt.clone(),
+                remembered.settings.eta,
+            ),
+        }),
+    );
+    let quiet = Outputs { png: None, trace: None, session: None, show: None };
+    for (until, (prompt, negative_prompt, eta)) in segments {
+        finish(&mut session, Some(until), &remembered.guidance_scales, &quiet, false)?;
+        let change = Change {
+            prompt: Some(prompt),
+            negative_prompt: Some(negative_prompt),
+            eta: Some(eta),
+            guidance_scale: None,
+        };
+        session = session.fork(until, None, &change).map_err(|e| anyhow!("{}: {e:#}", png.display()))?;
+    }
     let default_out = PathBuf::from("sdlab.png");
     let outputs = Outputs {
         png: Some(args.out.as_deref().unwrap_or(&default_out)),
@@ -198,12 +235,27 @@ fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
         settings,
         scheduler_config: Default::default(),
         guidance_scales: Vec::new(),
+        earlier: Vec::new(),
     })
 }
 
 /// The model the run names (or --model), on the device and dtype it ran on unless
 /// overridden; a CUDA run resumes on the CPU, with a note, where there is no GPU.
 fn open_model(args: &ResumeArgs, info: &ModelInfo, device: &str, dtype: &str) -> Result<StableDiffusion> {
+    let chosen = Chosen { model: args.model.as_deref(), device: args.device, dtype: args.dtype };
+    open_saved_model(chosen, info, device, dtype)
+}
+
+/// What the command line picks over the saved run's model, device and dtype.
+#[derive(Clone, Copy, Default)]
+pub struct Chosen<'a> {
+    pub model: Option<&'a str>,
+    pub device: Option<DeviceChoice>,
+    pub dtype: Option<DTypeChoice>,
+}
+
+/// [`open_model`] for any command that goes on with a saved run.
+pub fn open_saved_model(args: Chosen, info: &ModelInfo, device: &str, dtype: &str) -> Result<StableDiffusion> {
     let device = match args.device {
         Some(d) => Some(d),
         None if device == "cuda" && !candle_core::utils::cuda_is_available() => {
@@ -217,6 +269,6 @@ fn open_model(args: &ResumeArgs, info: &ModelInfo, device: &str, dtype: &str) ->
         None => dtype.parse().ok(),
     };
     let runtime = Runtime::select(device, dtype)?;
-    let spec = args.model.as_deref().unwrap_or(&info.source);
+    let spec = args.model.unwrap_or(&info.source);
     model::open(spec, info.variant.as_deref(), runtime, &Progress::Bars).context("opening the model of the saved run")
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use sdlab::session::store::{self, list_sessions};
+use sdlab::session::store::{self, list_sessions, SessionSummary};
 use sdlab::text::printable_line;
 
 #[derive(Args)]
@@ -25,28 +25,49 @@ pub fn run(args: SessionsArgs) -> Result<()> {
         return Ok(());
     }
     println!("{:<20}  {:<9}  {:<16}  {:<24}  prompt", "name", "step", "saved", "model");
-    for entry in sessions {
-        match entry {
-            Ok(s) => {
-                let step = if s.stage == "vae_decode" && s.steps_done == s.steps {
-                    "done".to_string()
-                } else {
-                    format!("{}/{}", s.steps_done, s.steps)
-                };
-                let saved = s.saved.replace('T', " ").chars().take(16).collect::<String>();
-                // Text from the files: printed as text, never as terminal commands.
-                println!(
-                    "{:<20}  {step:<9}  {:<16}  {:<24}  {}",
-                    s.name,
-                    printable_line(&saved),
-                    short(&s.model, 24),
-                    short(&s.prompt, 60)
-                );
+    for entry in &sessions {
+        print_entry(entry, None);
+        if let Ok(session) = entry {
+            for branch in &session.branches {
+                print_entry(branch, Some(&session.name));
             }
-            Err((name, error)) => println!("{name:<20}  unreadable: {}", printable_line(&error)),
         }
     }
     Ok(())
+}
+
+/// One line; a branch's is `SESSION/NAME` (what resume takes) and says where it forks.
+fn print_entry(entry: &Result<SessionSummary, (String, String)>, session: Option<&str>) {
+    let address = |name: &str| match session {
+        Some(session) => format!("{session}/{name}"),
+        None => name.to_string(),
+    };
+    match entry {
+        Ok(s) => {
+            let step = if s.stage == "vae_decode" && s.steps_done == s.steps {
+                "done".to_string()
+            } else {
+                format!("{}/{}", s.steps_done, s.steps)
+            };
+            let saved = s.saved.replace('T', " ").chars().take(16).collect::<String>();
+            let model = match (&s.fork, session) {
+                (Some((parent, at)), Some(session)) => {
+                    let parent = parent.as_deref().map_or(session.to_string(), |p| format!("{session}/{p}"));
+                    short(&format!("{parent}@{at} cfg {}", s.guidance_scale), 24)
+                }
+                _ => short(&s.model, 24),
+            };
+            // Text from the files: printed as text, never as terminal commands.
+            println!(
+                "{:<20}  {step:<9}  {:<16}  {:<24}  {}",
+                printable_line(&address(&s.name)),
+                printable_line(&saved),
+                model,
+                short(&s.prompt, 60)
+            );
+        }
+        Err((name, error)) => println!("{:<20}  unreadable: {}", address(name), printable_line(error)),
+    }
 }
 
 /// The end of a long model path, the start of a long prompt: whichever part says more.

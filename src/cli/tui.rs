@@ -70,8 +70,8 @@ pub struct TuiArgs {
     /// How images are drawn: auto (ask the terminal), sixel, kitty, iterm2, halfblocks.
     #[arg(long, default_value = "auto")]
     graphics: GraphicsMode,
-    /// Open a saved session folder at the stage and step where it was left, or a PNG
-    /// written by sdlab to run its settings again.
+    /// Open a saved session folder at the stage and step where it was left (SESSION or
+    /// SESSION/BRANCH under sessions/), or a PNG written by sdlab to run its settings again.
     #[arg(long)]
     session: Option<PathBuf>,
     /// With --session: walk the recorded run without loading any model.
@@ -109,6 +109,11 @@ pub fn run(mut args: TuiArgs) -> Result<()> {
         (args.guidance, args.eta, args.width, args.height) =
             (Some(s.guidance_scale), s.eta, Some(s.width), Some(s.height));
         session = None;
+    }
+    // SESSION or SESSION/BRANCH under sessions/, where no such folder is here.
+    if let Some(name) = session.as_deref().filter(|p| !p.exists()).and_then(|p| p.to_str()) {
+        session =
+            Some(sdlab::session::store::run_dir(std::path::Path::new(sdlab::session::store::DEFAULT_ROOT), name)?);
     }
     let model_given = args.model.is_some();
     let model = args.model.unwrap_or_else(|| builtin::DEFAULT.into());

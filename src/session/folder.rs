@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::store::SESSION_JSON;
+use super::store::{BRANCHES, SESSION_JSON};
 use crate::fsutil::{limits, read_regular, sync_dir, write_atomic};
 use crate::text::printable_line;
 
@@ -42,6 +42,18 @@ pub fn session_dir(root: &Path, name: &str) -> Result<PathBuf> {
         bail!("session name of {} bytes: expected at most {MAX_NAME_BYTES}", name.len());
     }
     Ok(root.join(name))
+}
+
+/// The folder of the run `target` names: `NAME` a session under `root`,
+/// `NAME/BRANCH` one of that session's branches, any other path a folder where it is.
+pub fn run_dir(root: &Path, target: &str) -> Result<PathBuf> {
+    match target.split_once('/') {
+        None => session_dir(root, target),
+        Some((session, branch)) if !branch.contains('/') && root.join(session).join(SESSION_JSON).is_file() => {
+            session_dir(&session_dir(root, session)?.join(BRANCHES), branch)
+        }
+        Some(_) => Ok(PathBuf::from(target)),
+    }
 }
 
 /// Refuses to replace what is not ours to replace: a session without `force`, or

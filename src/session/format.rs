@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::store::{ModelInfo, RuntimeInfo, SessionRecord, FORMAT};
-use super::{Latent, Limits, Origin, Settings, Stage, StepRecord};
+use super::{Fork, Latent, Limits, Origin, Segment, Settings, Stage, StepRecord};
 use crate::model::tokenizer::{Token, TokenKind, TokenizedPrompt};
 use crate::rng::torch::TorchRng;
 use crate::scheduler::{
@@ -79,6 +79,20 @@ pub(super) struct SessionFile {
     steps: Vec<StepFile>,
     /// The decoded image's PNG, relative to the folder.
     image: Option<String>,
+    /// A branch: where it leaves its parent; `steps` then lists only its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) fork: Option<ForkFile>,
+}
+
+/// [`Fork`] as written, with the digest of the state it starts from.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ForkFile {
+    /// The parent branch; null for the session's main run.
+    pub(super) parent: Option<String>,
+    pub(super) at: usize,
+    earlier: Vec<Segment>,
+    /// [`fork_digest`] of the parent's latent and generator after `at` steps.
+    digest: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -173,14 +187,14 @@ enum StepScalars {
 }
 
 impl SessionFile {
-    pub(super) fn of(record: &SessionRecord, image: Option<String>) -> Self {
+    pub(super) fn of(record: &SessionRecord, image: Option<String>) -> Result<Self> {
+        let own_from = record.fork.as_ref().map_or(0, |f| f.at);
         let tokens = |t: &TokenizedPrompt| TokensFile {
             tokens: t.tokens.iter().map(|t| t.text.clone()).collect(),
             kinds: t.tokens.iter().map(|t| t.kind).collect(),
             truncated: t.truncated.clone(),
         };
-        let steps = record
-            .history
+        let steps = record.history[own_from.min(record.history.len())..]
             .iter()
             .map(|r| {
                 let sampler = match &r.denoise.scheduler {
@@ -239,7 +253,16 @@ impl SessionFile {
                 }
             })
             .collect();
-        Self {
+        let fork = match &record.fork {
+            Some(f) => Some(ForkFile {
+                parent: f.parent.clone(),
+                at: f.at,
+                earlier: f.earlier.clone(),
+                digest: record.digest_at(f.at)?,
+            }),
+            None => None,
+        };
+        Ok(Self {
             format: FORMAT,
             sdlab_version: record.sdlab_version.clone(),
             created: record.created.clone(),
@@ -261,11 +284,25 @@ impl SessionFile {
                 .map(|l| LatentFile { shape: l.init_latents.dims().to_vec(), generator: l.rng_after.clone() }),
             steps,
             image,
-        }
+            fork,
+        })
     }
 
     /// Checks that the file agrees with itself, then reads its tensors.
-    pub(super) fn into_record(self, tensors: &mut TensorReader) -> Result<SessionRecord> {
+    /// A branch's shared steps come from `parent`, its parent's record.
+    pub(super) fn into_record(
+        self,
+        tensors: &mut TensorReader,
+        parent: Option<&SessionRecord>,
+    ) -> Result<SessionRecord> {
+        let shared = match (&self.fork, parent) {
+            (Some(fork), Some(parent)) => self.check_fork(fork, parent)?,
+            (Some(fork), None) if fork.at > 0 => {
+                bail!("a branch forked at step {}: open it through its session (SESSION/NAME)", fork.at)
+            }
+            _ => Vec::new(),
+        };
+        let at = shared.len();
         let num_train = self.scheduler_config.num_train_timesteps;
         if self.scheduler != self.settings.scheduler.as_str() {
             bail!(
@@ -278,10 +315,10 @@ impl SessionFile {
         // is put under the run; a replay computes nothing.
         let limits = Limits::without_model(num_train, true);
         self.settings.check(&limits).map_err(|e| anyhow!("{}", e.describe(Origin::SettingsJson)))?;
-        if self.steps_done != self.steps.len() {
-            bail!("steps_done is {} but {} steps are listed", self.steps_done, self.steps.len());
+        if self.steps_done != at + self.steps.len() {
+            bail!("steps_done is {} but {} steps are listed after the {at} shared", self.steps_done, self.steps.len());
         }
-        let stage = stage_of(self.encoding.is_some(), self.latent.is_some(), self.steps.len(), self.image.is_some());
+        let stage = stage_of(self.encoding.is_some(), self.latent.is_some(), self.steps_done, self.image.is_some());
         if self.stage != stage_name(stage) {
             bail!("stage is {:?} but what is saved reaches {:?}", self.stage, stage_name(stage));
         }
@@ -289,18 +326,18 @@ impl SessionFile {
             bail!("steps are listed without the encoding and latent they start from");
         }
         let sampler = self.settings.sampler(&self.scheduler_config).map_err(|e| anyhow!("scheduler_config: {e:#}"))?;
-        if self.steps.len() > sampler.calls() {
+        if self.steps_done > sampler.calls() {
             bail!(
                 "{} steps are listed, the run has {} (settings.steps {}, {})",
-                self.steps.len(),
+                self.steps_done,
                 sampler.calls(),
                 self.settings.steps,
                 self.settings.scheduler
             );
         }
-        for (i, (step, t)) in self.steps.iter().zip(sampler.timesteps()).enumerate() {
+        for (i, (step, t)) in self.steps.iter().zip(sampler.timesteps().into_iter().skip(at)).enumerate() {
             if step.timestep != t {
-                bail!("steps[{i}].timestep is {}, the schedule says {t}", step.timestep);
+                bail!("steps[{i}].timestep is {}, the schedule says {t} (step {})", step.timestep, at + i + 1);
             }
         }
         tensors.dtype = self.runtime.dtype()?;
@@ -347,9 +384,9 @@ impl SessionFile {
             }
             None => None,
         };
-        let mut history = Vec::with_capacity(self.steps.len());
+        let mut history = shared;
         if let Some((_, shape)) = &latent {
-            for (index, step) in self.steps.into_iter().enumerate() {
+            for (index, step) in (at..).zip(self.steps) {
                 let mut take = |name: &str| tensors.take(&format!("steps.{index}.{name}"), |d| d == shape.as_slice());
                 let noise_pred_uncond = if step.guidance_scale > 1.0 { Some(take("noise_pred_uncond")?) } else { None };
                 let denoise = DenoiseStep {
@@ -384,7 +421,48 @@ impl SessionFile {
             image,
             init_image: None,
             recovered: None,
+            fork: self.fork.map(|f| Fork { parent: f.parent, at: f.at, earlier: f.earlier }),
         })
+    }
+
+    /// A branch's first `fork.at` steps: its parent's, which must still end where
+    /// the branch began and have run with the settings the branch keeps.
+    fn check_fork(&self, fork: &ForkFile, parent: &SessionRecord) -> Result<Vec<StepRecord>> {
+        let (s, p) = (&self.settings, &parent.settings);
+        let kept = [
+            ("seed", s.seed == p.seed),
+            ("width", s.width == p.width),
+            ("height", s.height == p.height),
+            ("steps", s.steps == p.steps),
+            ("scheduler", s.scheduler == p.scheduler),
+            ("img2img", s.img2img == p.img2img),
+        ];
+        if fork.at > 0 {
+            if let Some((field, _)) = kept.iter().find(|(_, same)| !same) {
+                bail!(
+                    "its parent changed after the fork: settings.{field} is not the branch's any more, so the \
+                     branch cannot share its first {} steps",
+                    fork.at
+                );
+            }
+            if self.scheduler_config != parent.scheduler_config || self.runtime != parent.runtime {
+                bail!("its parent ran with another scheduler config, device or dtype");
+            }
+        }
+        if parent.history.len() < fork.at {
+            bail!(
+                "forked at step {}, but its parent has only {} steps now: the parent was rewound after the fork",
+                fork.at,
+                parent.history.len()
+            );
+        }
+        if parent.digest_at(fork.at)? != fork.digest {
+            bail!(
+                "its parent changed after the fork: its first {} steps are not the ones the branch was forked from",
+                fork.at
+            );
+        }
+        Ok(parent.history[..fork.at].iter().map(StepRecord::share).collect())
     }
 }
 
@@ -601,12 +679,13 @@ pub(super) fn check_format(value: &Value) -> Result<()> {
         bail!("no \"format\" field: not an sdlab session");
     };
     match format.as_u64() {
-        Some(n) if n == u64::from(FORMAT) => Ok(()),
+        // format 1 is format 2 without branches: read as it is, written as 2
+        Some(n) if (1..=u64::from(FORMAT)).contains(&n) => Ok(()),
         Some(n) if n > u64::from(FORMAT) => bail!(
             "format {n} was written by a newer sdlab; this one ({}) reads format {FORMAT}: upgrade sdlab",
             env!("CARGO_PKG_VERSION")
         ),
-        _ => bail!("unknown format {format}: expected {FORMAT}"),
+        _ => bail!("unknown format {format}: expected 1 to {FORMAT}"),
     }
 }
 

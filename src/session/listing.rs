@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use super::folder::recover_all;
 use super::format::parse_session_json;
-use super::store::SESSION_JSON;
+use super::store::{BRANCHES, SESSION_JSON};
 use crate::fsutil::{limits, read_regular};
 
 /// One line of `sdlab sessions`. Text from the file is as written: print it with
@@ -19,13 +19,20 @@ pub struct SessionSummary {
     pub steps: usize,
     pub stage: String,
     pub saved: String,
+    pub guidance_scale: f64,
+    /// A branch: its parent (`None`: the main run) and the step it forked at.
+    pub fork: Option<(Option<String>, usize)>,
+    /// The session's branches, sorted by name, each listed as a session is.
+    pub branches: Vec<Result<SessionSummary, (String, String)>>,
 }
+
+type Entry = Result<SessionSummary, (String, String)>;
 
 /// What is saved under `root`.
 pub struct Listing {
     /// Sorted by name; a folder whose `session.json` cannot be read is listed with
     /// the error instead of failing the listing.
-    pub sessions: Vec<Result<SessionSummary, (String, String)>>,
+    pub sessions: Vec<Entry>,
     /// Sessions recovered from interrupted saves on the way.
     pub notes: Vec<String>,
 }
@@ -34,11 +41,17 @@ pub struct Listing {
 /// only as leftovers.
 pub fn list_sessions(root: &Path) -> Result<Listing> {
     let notes = recover_all(root);
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing { sessions: Vec::new(), notes }),
+    let sessions = match std::fs::read_dir(root) {
+        Ok(_) => summaries(root, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => bail!("{}: cannot list the folder ({e})", root.display()),
     };
+    Ok(Listing { sessions, notes })
+}
+
+/// The sessions (or a session's branches) in `root`, sorted by name.
+fn summaries(root: &Path, with_branches: bool) -> Vec<Entry> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join(SESSION_JSON).is_file())
@@ -46,10 +59,11 @@ pub fn list_sessions(root: &Path) -> Result<Listing> {
         .filter(|n| !n.starts_with('.'))
         .collect();
     names.sort();
-    let sessions = names
+    names
         .into_iter()
         .map(|name| {
             let path = root.join(&name).join(SESSION_JSON);
+            let branches = if with_branches { summaries(&root.join(&name).join(BRANCHES), false) } else { Vec::new() };
             let file = read_regular(&path, limits::SESSION_JSON)
                 .and_then(|bytes| parse_session_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())))
                 .map_err(|e| (name.clone(), format!("{e:#}")))?;
@@ -62,8 +76,10 @@ pub fn list_sessions(root: &Path) -> Result<Listing> {
                 steps,
                 stage: file.stage,
                 saved: file.saved,
+                guidance_scale: file.settings.guidance_scale,
+                fork: file.fork.map(|f| (f.parent, f.at)),
+                branches,
             })
         })
-        .collect();
-    Ok(Listing { sessions, notes })
+        .collect()
 }

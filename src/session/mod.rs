@@ -7,6 +7,7 @@
 //! needs is an error that says what to call first. Changing a setting drops the
 //! results that depended on it, and only those.
 
+mod branch;
 mod clock;
 mod fingerprint;
 mod folder;
@@ -19,6 +20,8 @@ mod settings;
 pub mod store;
 pub mod trace;
 
+use std::sync::Arc;
+
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
@@ -27,6 +30,7 @@ use crate::model::StableDiffusion;
 use crate::rng::torch::TorchRng;
 use crate::scheduler::Sampler;
 use crate::stages::{self, DenoiseStep, Guidance, PromptEncoding};
+pub use branch::{fork_digest, Change, Fork, Segment};
 pub use settings::{Field, Img2Img, Limits, Origin, SettingError, Settings, DEFAULT_STRENGTH, MAX_GUIDANCE, MAX_SIDE};
 
 /// Where a run stands, in the talk's terms.
@@ -61,9 +65,25 @@ pub struct StepRecord {
     pub taps: Option<StepTaps>,
 }
 
+impl StepRecord {
+    /// The same step; its tensors are shared, not copied.
+    pub(crate) fn share(&self) -> StepRecord {
+        let d = &self.denoise;
+        let denoise = DenoiseStep {
+            guidance_scale: d.guidance_scale,
+            noise_pred_uncond: d.noise_pred_uncond.clone(),
+            noise_pred_text: d.noise_pred_text.clone(),
+            guided_model_output: d.guided_model_output.clone(),
+            scheduler: d.scheduler.clone(),
+        };
+        StepRecord { index: self.index, denoise, rng_after: self.rng_after.clone(), taps: self.taps.clone() }
+    }
+}
+
 /// One run: the model, its settings, and everything computed so far.
 pub struct Session {
-    model: StableDiffusion,
+    /// Shared with the run's branches.
+    model: Arc<StableDiffusion>,
     settings: Settings,
     sampler: Sampler,
     encoding: Option<PromptEncoding>,
@@ -78,17 +98,20 @@ pub struct Session {
     record_taps: bool,
     /// The largest image side the settings may ask for.
     max_side: usize,
+    /// Where a branch leaves its parent; `None` for a session's main run.
+    fork: Option<Fork>,
 }
 
 impl Session {
     /// Checks the settings against the model (size vs VAE factor, steps vs schedule)
     /// and the limits (sides up to [`MAX_SIDE`]).
-    pub fn new(model: StableDiffusion, settings: Settings) -> Result<Self> {
+    pub fn new(model: impl Into<Arc<StableDiffusion>>, settings: Settings) -> Result<Self> {
         Self::new_with(model, settings, false)
     }
 
     /// [`Session::new`], with sides past [`MAX_SIDE`] allowed when `allow_large`.
-    pub fn new_with(model: StableDiffusion, settings: Settings, allow_large: bool) -> Result<Self> {
+    pub fn new_with(model: impl Into<Arc<StableDiffusion>>, settings: Settings, allow_large: bool) -> Result<Self> {
+        let model = model.into();
         let max_side = Limits::max_side(allow_large);
         settings.check(&Limits::of_model(&model, max_side))?;
         let sampler = settings.sampler(&model.scheduler_config)?;
@@ -104,6 +127,7 @@ impl Session {
             created: None,
             record_taps: false,
             max_side,
+            fork: None,
         })
     }
 
@@ -326,6 +350,7 @@ impl Session {
             self.history.truncate(steps);
             self.image = None;
         }
+        self.rewind_fork(steps);
         while self.history.len() < steps {
             self.step()?;
         }
@@ -367,6 +392,7 @@ impl Session {
     pub fn update_settings(&mut self, settings: Settings) -> Result<()> {
         settings.check(&Limits::of_model(&self.model, self.max_side))?;
         let old = std::mem::replace(&mut self.settings, settings);
+        let old_sampler = self.sampler.clone();
         let new = &self.settings;
         if (old.steps, old.scheduler, &old.img2img) != (new.steps, new.scheduler, &new.img2img) {
             self.sampler = new.sampler(&self.model.scheduler_config)?;
@@ -377,9 +403,9 @@ impl Session {
         if (old.prompt != new.prompt) || (old.negative_prompt != new.negative_prompt) {
             self.encoding = None;
         }
-        if (old.seed, old.width, old.height, old.scheduler, &old.img2img)
-            != (new.seed, new.width, new.height, new.scheduler, &new.img2img)
-        {
+        let latent_changed = (old.seed, old.width, old.height, old.scheduler, &old.img2img)
+            != (new.seed, new.width, new.height, new.scheduler, &new.img2img);
+        if latent_changed {
             self.latent = None;
         }
         let denoise_inputs_changed = old.prompt != new.prompt
@@ -388,14 +414,18 @@ impl Session {
             || old.eta != new.eta
             || old.scheduler != new.scheduler
             || old.img2img != new.img2img;
+        if latent_changed || self.sampler != old_sampler {
+            self.unshare();
+        }
         if denoise_inputs_changed {
             self.reset_denoise();
         }
         Ok(())
     }
 
+    /// Drops the steps taken (a branch keeps those it shares with its parent) and the image.
     fn reset_denoise(&mut self) {
-        self.history.clear();
+        self.history.truncate(self.fork_at());
         self.image = None;
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::fingerprint::fingerprint;
 use super::format::{check_format, from_value};
-use super::Settings;
+use super::{Segment, Settings};
 use crate::model::{ModelFiles, StableDiffusion};
 use crate::png_meta::{A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
 use crate::scheduler::SchedulerConfig;
@@ -92,6 +92,10 @@ pub struct ImageSettings {
     /// The guidance scale of each step taken, which differs from
     /// `settings.guidance_scale` where it was changed mid-run.
     pub guidance_scales: Vec<f64>,
+    /// A branch's picture: the prompts and eta of the steps before its fork (the
+    /// settings hold those after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Segment>,
 }
 
 impl ImageSettings {

@@ -2,6 +2,7 @@
 //! what puts a model back under a saved run so it goes on bit for bit.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::Tensor;
@@ -43,16 +44,13 @@ impl Session {
             runtime: RuntimeInfo::of(&self.model),
             settings: self.settings.clone(),
             scheduler_config: self.model.scheduler_config.clone(),
-            encoding: self.encoding.as_ref().map(|e| PromptEncoding {
-                prompt: e.prompt.clone(),
-                negative: e.negative.clone(),
-                prompt_embeds: e.prompt_embeds.clone(),
-            }),
+            encoding: self.encoding.clone(),
             latent: self.latent.clone(),
-            history: self.history.iter().map(clone_step).collect(),
+            history: self.history.iter().map(StepRecord::share).collect(),
             image: self.image.clone(),
             init_image: self.init_image.clone(),
             recovered: None,
+            fork: self.fork.clone(),
         })
     }
 
@@ -77,7 +75,12 @@ impl Session {
     /// Puts `model` under a saved run so it can go on: the model must be the one
     /// the run was saved with (same weights fingerprint and scheduler config) unless
     /// `options.force`. Tensors move to the model's device and dtype.
-    pub fn from_record(model: StableDiffusion, record: SessionRecord, options: OpenOptions) -> Result<Opened> {
+    pub fn from_record(
+        model: impl Into<Arc<StableDiffusion>>,
+        record: SessionRecord,
+        options: OpenOptions,
+    ) -> Result<Opened> {
+        let model: Arc<StableDiffusion> = model.into();
         let mut warnings = Vec::new();
         let here = ModelInfo::of(&model.files)?;
         let mut mismatch = Vec::new();
@@ -142,21 +145,9 @@ impl Session {
         session.image = image;
         session.init_image = record.init_image;
         session.created = Some(record.created);
+        session.fork = record.fork;
         Ok(Opened { session, warnings })
     }
-}
-
-/// A step's record; its tensors are shared, not copied.
-fn clone_step(r: &StepRecord) -> StepRecord {
-    let d = &r.denoise;
-    let denoise = DenoiseStep {
-        guidance_scale: d.guidance_scale,
-        noise_pred_uncond: d.noise_pred_uncond.clone(),
-        noise_pred_text: d.noise_pred_text.clone(),
-        guided_model_output: d.guided_model_output.clone(),
-        scheduler: d.scheduler.clone(),
-    };
-    StepRecord { index: r.index, denoise, rng_after: r.rng_after.clone(), taps: r.taps.clone() }
 }
 
 /// Shapes that only the model can check: latent channels and size, text width.

@@ -30,13 +30,13 @@ use serde_json::Value;
 
 pub use super::clock::now_rfc3339;
 pub use super::fingerprint::fingerprint;
-pub use super::folder::{check_can_save, session_dir};
+pub use super::folder::{check_can_save, run_dir, session_dir};
 use super::folder::{recover, write_folder};
 use super::format::{json_bytes, parse_session_json, stage_of, step_tensors, SessionFile, TensorError, TensorReader};
 pub use super::listing::{list_sessions, Listing, SessionSummary};
 pub use super::record::{ImageSettings, ModelInfo, RuntimeInfo};
 pub use super::reopen::{OpenOptions, Opened};
-use super::{Latent, Settings, Stage, StepRecord};
+use super::{fork_digest, Fork, Latent, Settings, Stage, StepRecord};
 use crate::fsutil::{limits, open_regular, read_regular};
 use crate::image_out::to_rgb8;
 use crate::png_meta::encode_png;
@@ -44,11 +44,13 @@ use crate::scheduler::{Sampler, SchedulerConfig};
 use crate::stages::PromptEncoding;
 
 /// The `format` this sdlab writes and reads; bumped on any change an older sdlab
-/// would misread.
-pub const FORMAT: u32 = 1;
+/// would misread. 2 added branches (`fork`, `branches/`); 1 is read as well.
+pub const FORMAT: u32 = 2;
 pub const SESSION_JSON: &str = "session.json";
 pub const TENSORS: &str = "tensors.safetensors";
 pub const IMAGES: &str = "images";
+/// A session's branches: `branches/<name>/`, each a folder of the same layout.
+pub const BRANCHES: &str = "branches";
 /// Image to image: the starting picture's file in `images/`.
 pub const INIT_IMAGE: &str = "init.png";
 /// Where sessions go unless `--dir` says otherwise.
@@ -83,6 +85,8 @@ pub struct SessionRecord {
     pub image: Option<Tensor>,
     /// Image to image: the picture the run started from.
     pub init_image: Option<image::RgbImage>,
+    /// A branch: where it leaves its parent (its first `fork.at` steps are the parent's).
+    pub fork: Option<Fork>,
     /// Set by [`SessionRecord::load`] when it recovered the session from the
     /// leftovers of an interrupted save: what it did, to tell the user.
     pub recovered: Option<String>,
@@ -109,6 +113,15 @@ impl SessionRecord {
         self.settings.sampler(&self.scheduler_config)
     }
 
+    /// [`fork_digest`] of the state after `at` steps.
+    pub(super) fn digest_at(&self, at: usize) -> Result<String> {
+        let Some(latent) = &self.latent else { bail!("no latent to fork from: the run has not reached get_latent") };
+        match at.checked_sub(1).map(|i| &self.history[i]) {
+            None => fork_digest(0, &latent.init_latents, &latent.rng_after),
+            Some(r) => fork_digest(at, r.denoise.scheduler.prev_sample(), &r.rng_after),
+        }
+    }
+
     /// The settings to run this again from the start.
     pub fn image_settings(&self) -> ImageSettings {
         ImageSettings {
@@ -120,6 +133,7 @@ impl SessionRecord {
             scheduler: self.settings.scheduler.as_str().into(),
             scheduler_config: self.scheduler_config.clone(),
             guidance_scales: self.history.iter().map(|r| r.denoise.guidance_scale).collect(),
+            earlier: self.fork.as_ref().map(|f| f.earlier.clone()).unwrap_or_default(),
         }
     }
 
@@ -133,9 +147,29 @@ impl SessionRecord {
     /// Reads `dir/session.json` and `dir/tensors.safetensors`. Every problem is an
     /// error naming the file and what is wrong with it. A session an interrupted
     /// save left only beside `dir` is recovered first ([`SessionRecord::recovered`]).
+    /// A branch's folder (`SESSION/branches/NAME`) loads its parents first, up to
+    /// the main run, and takes its shared steps from them.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_within(dir, 0)
+    }
+
+    fn load_within(dir: &Path, depth: usize) -> Result<Self> {
+        // Deeper than any tree a person builds; a loop of parents ends here.
+        const MAX_DEPTH: usize = 256;
         let recovered = recover(dir)?;
         if !dir.exists() {
+            if let Some(branches) = dir.parent().filter(|p| p.file_name().is_some_and(|n| n == BRANCHES)) {
+                let session = branches.parent().unwrap_or(branches);
+                let mut names: Vec<String> = std::fs::read_dir(branches)
+                    .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                names.retain(|n| !n.starts_with('.'));
+                names.sort();
+                let known =
+                    if names.is_empty() { "it has none".to_string() } else { format!("it has {}", names.join(", ")) };
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                bail!("{}: no branch named {name} ({known})", session.display());
+            }
             bail!("{}: no such session folder", dir.display());
         }
         if !dir.is_dir() {
@@ -146,8 +180,21 @@ impl SessionRecord {
             bail!("{}: a folder, but not a session (it has no {SESSION_JSON})", dir.display());
         }
         let json = read_regular(&json_path, limits::SESSION_JSON)?;
+        let parent_dir = parse_session_json(&json)
+            .ok()
+            .and_then(|file| file.fork)
+            .filter(|fork| fork.at > 0)
+            .map(|fork| parent_folder(dir, fork.parent.as_deref()))
+            .transpose()?;
+        let parent = match parent_dir {
+            Some(_) if depth >= MAX_DEPTH => bail!("{}: more than {MAX_DEPTH} parents: a loop", dir.display()),
+            Some(p) => Some(
+                Self::load_within(&p, depth + 1).map_err(|e| anyhow!("{e:#}\n(the parent of {})", dir.display()))?,
+            ),
+            None => None,
+        };
         let tensors = read_tensors(&dir.join(TENSORS))?;
-        let mut record = Self::parse(dir, &json, &tensors)?;
+        let mut record = Self::parse(dir, &json, &tensors, parent.as_ref())?;
         if let Some(img2img) = &record.settings.img2img {
             let path = dir.join(IMAGES).join(INIT_IMAGE);
             let bytes = read_regular(&path, limits::PNG)?;
@@ -164,14 +211,14 @@ impl SessionRecord {
     }
 
     /// [`SessionRecord::load`] on the two files' bytes; `dir` only names them in errors.
-    pub fn parse(dir: &Path, json: &[u8], tensors: &[u8]) -> Result<Self> {
+    pub fn parse(dir: &Path, json: &[u8], tensors: &[u8], parent: Option<&SessionRecord>) -> Result<Self> {
         let json_path = dir.join(SESSION_JSON);
         let file = parse_session_json(json).map_err(|e| anyhow!("{}: {e}", json_path.display()))?;
         let tensors_path = dir.join(TENSORS);
         let tensors = candle_core::safetensors::load_buffer(tensors, &Device::Cpu)
             .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", tensors_path.display()))?;
         let mut tensors = TensorReader::new(tensors);
-        file.into_record(&mut tensors).map_err(|e| match e.downcast::<TensorError>() {
+        file.into_record(&mut tensors, parent).map_err(|e| match e.downcast::<TensorError>() {
             Ok(TensorError(msg)) => anyhow!("{}: {msg}", tensors_path.display()),
             Err(e) => anyhow!("{}: {e}", json_path.display()),
         })
@@ -199,7 +246,7 @@ impl SessionRecord {
             files.push((format!("{IMAGES}/{INIT_IMAGE}"), encode_png(picture, &[])?));
         }
         files.push((TENSORS.to_string(), self.tensor_bytes()?));
-        let json = SessionFile::of(self, image_path);
+        let json = SessionFile::of(self, image_path)?;
         files.push((SESSION_JSON.to_string(), json_bytes(&json)?));
         write_folder(dir, &files, options.force)
     }
@@ -220,7 +267,8 @@ impl SessionRecord {
                 out.push(("image_latents".into(), image_latents.clone()));
             }
         }
-        for (i, record) in self.history.iter().enumerate() {
+        let own_from = self.fork.as_ref().map_or(0, |f| f.at);
+        for (i, record) in self.history.iter().enumerate().skip(own_from) {
             for (name, tensor) in step_tensors(&record.denoise) {
                 if let Some(t) = tensor {
                     out.push((format!("steps.{i}.{name}"), t.clone()));
@@ -235,6 +283,22 @@ impl SessionRecord {
             .map(|(name, t)| Ok((name, t.to_device(&Device::Cpu)?.contiguous()?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(safetensors::serialize(out.iter().map(|(name, t)| (name.as_str(), t)), None)?)
+    }
+}
+
+/// Where a branch's parent is saved: the session's main run (`parent` none) or
+/// its sibling branch, seen from the branch's folder `SESSION/branches/NAME`.
+fn parent_folder(branch_dir: &Path, parent: Option<&str>) -> Result<std::path::PathBuf> {
+    let branches = branch_dir.parent().filter(|p| p.file_name().is_some_and(|n| n == BRANCHES));
+    let Some(branches) = branches else {
+        bail!(
+            "{}: a branch, but not in a session's {BRANCHES}/ folder, so its parent is not at hand",
+            branch_dir.display()
+        );
+    };
+    match parent {
+        None => Ok(branches.parent().expect("branches/ is in a folder").to_path_buf()),
+        Some(name) => session_dir(branches, name).map_err(|e| anyhow!("fork.parent: {e:#}")),
     }
 }
 

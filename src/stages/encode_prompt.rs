@@ -7,6 +7,7 @@ use crate::model::clip::ClipTextTransformer;
 use crate::model::tokenizer::{ClipTokenizer, TokenizedPrompt};
 
 /// Both prompts as token ids and as the text encoder's last hidden state.
+#[derive(Clone)]
 pub struct PromptEncoding {
     pub prompt: TokenizedPrompt,
     pub negative: TokenizedPrompt,

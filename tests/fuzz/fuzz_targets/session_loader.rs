@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
     let (json, rest) = data.split_at(split);
     let tensors = rest.get(1..).unwrap_or_default();
-    let _ = SessionRecord::parse(Path::new("fuzz"), json, tensors);
+    let _ = SessionRecord::parse(Path::new("fuzz"), json, tensors, None);
     if let Ok(text) = std::str::from_utf8(json) {
         let _ = ImageSettings::from_json(text);
     }
