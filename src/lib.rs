@@ -6,6 +6,7 @@
 //! intermediate, [`model`] turns a diffusers folder into candle modules, and
 //! [`scheduler`] and [`rng`] reproduce diffusers' DDIM and torch's CPU `randn`.
 
+pub mod contact_sheet;
 pub mod fsutil;
 pub mod image_out;
 pub mod model;

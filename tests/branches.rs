@@ -279,6 +279,8 @@ fn bad_branches_are_one_clear_line() {
     let err = fails(sdlab(&["branch", "main", "--at", "2", "--name", "x", "--dir", dir]));
     assert!(err.contains("branches/x: a session is already saved here; use --force to replace it"), "{err}");
     ok(sdlab(&["branch", "main", "--at", "1", "--name", "x", "--dir", dir, "--force"]));
+    let err = fails(sdlab(&["branch", "main", "--at", "2", "--seed", "9", "--name", "s", "--dir", dir]));
+    assert!(err.contains("--seed 9: a branch forked after step 2 goes on from its parent's noise"), "{err}");
     let err = fails(sdlab(&["resume", "main/nope", "--dir", dir]));
     assert!(err.contains("main: no branch named nope (it has x, y)"), "{err}");
     let err = fails(sdlab(&["branch", "main/nope", "--at", "1", "--name", "z", "--dir", dir]));
@@ -314,4 +316,48 @@ fn bad_branches_are_one_clear_line() {
     ok(sdlab(&["resume", "old", "--dir", dir]));
     let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(value["format"], 2);
+}
+
+/// `grid` on a tiny fixture: a sheet of the expected size with its labels inked,
+/// each cell's final picture equal to a plain `generate` of that seed and guidance,
+/// and every cell saved as a run of the session that opens again.
+#[test]
+fn grid_cells_are_plain_runs_saved_as_branches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, dir) = (tmp.path(), tmp.path().to_str().unwrap());
+    let model = fixture("sd2-tiny/model");
+    let sheet = root.join("grid.png");
+    let common = ["--model", model.to_str().unwrap(), "--prompt", "a ship at sea", "--steps", "4"];
+    let mut args = vec!["grid", "--seeds", "1,2", "--guidance", "3,7.5", "--steps-shown", "2"];
+    args.extend(common);
+    args.extend(["--dir", dir, "--session", "g", "--out", sheet.to_str().unwrap()]);
+    let log = ok(sdlab(&args));
+    assert!(log.contains("cell 4/4: seed 2, guidance 7.5") && log.contains("saved as g/seed2-cfg7.5"), "{log}");
+    let sheet = image::open(&sheet).unwrap().to_rgb8();
+    // 64-pixel pictures: labels "seed 1" (48 px) + 2 gaps of 4; two lines of header
+    // (12 px each) under a gap; strips of two pictures and a gap, 2 gaps apart
+    let (left, top, pitch_x, pitch_y) = (56u32, 28u32, 140u32, 68u32);
+    assert_eq!(sheet.dimensions(), (left + 2 * pitch_x, top + 2 * pitch_y + 4));
+    let ink = |x0: u32, y0: u32, w: u32, h: u32| {
+        (x0..x0 + w)
+            .flat_map(|x| (y0..y0 + h).map(move |y| (x, y)))
+            .filter(|&(x, y)| sheet.get_pixel(x, y).0 == [0, 0, 0])
+            .count()
+    };
+    assert!(ink(left, 4, 40, 8) > 20 && ink(4, top + 28, 48, 8) > 20, "labels are drawn");
+    for (r, seed) in ["1", "2"].iter().enumerate() {
+        for (c, guidance) in ["3", "7.5"].iter().enumerate() {
+            let png = root.join(format!("{seed}-{guidance}.png"));
+            let mut args = vec!["generate", "--seed", seed, "--guidance", guidance, "--out", png.to_str().unwrap()];
+            args.extend(common);
+            ok(sdlab(&args));
+            let plain = image::open(&png).unwrap().to_rgb8();
+            let (x, y) = (left + c as u32 * pitch_x + 68, top + r as u32 * pitch_y);
+            let cell = image::imageops::crop_imm(&sheet, x, y, 64, 64).to_image();
+            assert_eq!(cell.as_raw(), plain.as_raw(), "seed {seed} guidance {guidance}");
+            let address = if r + c == 0 { "g".to_string() } else { format!("g/seed{seed}-cfg{guidance}") };
+            let record = SessionRecord::load(&sdlab::session::store::run_dir(root, &address).unwrap()).unwrap();
+            assert_eq!((record.settings.seed.to_string(), record.history.len()), (seed.to_string(), 4));
+        }
+    }
 }

@@ -38,6 +38,9 @@ pub struct BranchArgs {
     /// Stop after this many steps of the whole path (resume goes on); decode only at the end.
     #[arg(long)]
     stop_at: Option<usize>,
+    /// Another seed: new noise, with --at 0 only ("what does seed 7 do instead?").
+    #[arg(long)]
+    seed: Option<u64>,
     /// Also write the branch's image here (the session keeps it in branches/NAME/images/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -88,6 +91,7 @@ pub fn run(args: BranchArgs) -> Result<()> {
         negative_prompt: args.negative_prompt.clone(),
         guidance_scale: args.guidance,
         eta: args.eta,
+        seed: args.seed,
     };
     let mut branch = opened.session.fork(args.at, parent_branch, &change)?;
     if let Some(k) = args.stop_at.filter(|&k| k < args.at || k > branch.calls()) {

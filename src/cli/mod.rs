@@ -3,6 +3,7 @@
 mod bench;
 mod branch;
 mod generate;
+mod grid;
 mod resume;
 mod sessions;
 mod tokens;
@@ -32,6 +33,8 @@ enum Command {
     Resume(resume::ResumeArgs),
     /// Fork a saved run after K steps with another prompt, guidance or eta; saved inside the session.
     Branch(branch::BranchArgs),
+    /// A contact sheet: rows of seeds, columns of guidance scales, each cell a saved run.
+    Grid(grid::GridArgs),
     /// List the saved sessions: name, step, date, model, prompt.
     Sessions(sessions::SessionsArgs),
     /// Time every stage and measure peak memory (one JSON line with --json).
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Resume(args) => resume::run(args),
         Command::Branch(args) => branch::run(args),
         Command::Sessions(args) => sessions::run(args),
+        Command::Grid(args) => grid::run(args),
         Command::Tui(args) => tui::run(args),
         Command::Bench(args) => bench::run(args),
     }

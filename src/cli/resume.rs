@@ -179,7 +179,7 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
             prompt: Some(prompt),
             negative_prompt: Some(negative_prompt),
             eta: Some(eta),
-            guidance_scale: None,
+            ..Change::default()
         };
         session = session.fork(until, None, &change).map_err(|e| anyhow!("{}: {e:#}", png.display()))?;
     }

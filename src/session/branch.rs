@@ -21,6 +21,8 @@ pub struct Change {
     pub negative_prompt: Option<String>,
     pub guidance_scale: Option<f64>,
     pub eta: Option<f64>,
+    /// Another seed: new noise, so only a branch forked at step 0 can take it.
+    pub seed: Option<u64>,
 }
 
 impl Change {
@@ -37,6 +39,9 @@ impl Change {
         }
         if let Some(e) = self.eta {
             s.eta = e;
+        }
+        if let Some(seed) = self.seed {
+            s.seed = seed;
         }
         s
     }
@@ -102,6 +107,13 @@ impl Session {
         }
         let settings = change.apply(&self.settings);
         settings.check(&super::Limits::of_model(&self.model, self.max_side))?;
+        let new_noise = settings.seed != self.settings.seed;
+        if new_noise && at > 0 {
+            bail!(
+                "--seed {}: a branch forked after step {at} goes on from its parent's noise; another seed forks at 0",
+                settings.seed
+            );
+        }
         let encoding = if (&settings.prompt, &settings.negative_prompt)
             == (&self.settings.prompt, &self.settings.negative_prompt)
         {
@@ -125,7 +137,7 @@ impl Session {
         });
         let mut fork = Fork { parent, at: usize::MAX, earlier };
         fork.rewind(at);
-        Ok(Session {
+        let mut branch = Session {
             model: self.model.clone(),
             settings,
             sampler: self.sampler.clone(),
@@ -138,7 +150,11 @@ impl Session {
             record_taps: self.record_taps,
             max_side: self.max_side,
             fork: Some(fork),
-        })
+        };
+        if new_noise {
+            branch.get_latent()?;
+        }
+        Ok(branch)
     }
 
     /// The steps before which the run may not rewind without moving its fork.

@@ -428,6 +428,10 @@ impl SessionFile {
     /// A branch's first `fork.at` steps: its parent's, which must still end where
     /// the branch began and have run with the settings the branch keeps.
     fn check_fork(&self, fork: &ForkFile, parent: &SessionRecord) -> Result<Vec<StepRecord>> {
+        if fork.at == 0 {
+            // forked before the first step: nothing is shared, the branch holds its whole run
+            return Ok(Vec::new());
+        }
         let (s, p) = (&self.settings, &parent.settings);
         let kept = [
             ("seed", s.seed == p.seed),
@@ -437,7 +441,7 @@ impl SessionFile {
             ("scheduler", s.scheduler == p.scheduler),
             ("img2img", s.img2img == p.img2img),
         ];
-        if fork.at > 0 {
+        {
             if let Some((field, _)) = kept.iter().find(|(_, same)| !same) {
                 bail!(
                     "its parent changed after the fork: settings.{field} is not the branch's any more, so the \
