@@ -635,3 +635,53 @@ fn a_person_starts_from_a_picture_in_the_lab_and_the_png_reruns_it() {
     let rerun = image::open(&again).unwrap().to_rgb8();
     assert!(made.as_raw() == rerun.as_raw(), "the rerun made other pixels");
 }
+
+/// Forks at step 3 with guidance 2.5, steps both runs, compares them, saves; the
+/// session reopened with `tui --session` has the tree, and the branch on disk
+/// continues the main run.
+#[test]
+fn a_person_forks_a_run_and_compares_the_branches_in_tmux() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_sdlab");
+    let tmux = Tmux::start_in(dir.path(), &[bin, "tui", "--graphics", "halfblocks", "--steps", "8"], 140, 40);
+    tmux.wait_for(&["loaded shapes on cpu"]);
+    tmux.keys(&["3", "g"]);
+    tmux.type_text("3");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["step 3 / 8"]);
+    tmux.keys(&["b"]);
+    tmux.wait_for(&["branch b1 forked from main at step 3", "[b1 <main@3 cfg 4 3 steps]"]);
+    tmux.wait_for(&["┃ forked from main after step 3"]);
+    for _ in 0..3 {
+        tmux.keys(&["-"]);
+    }
+    tmux.wait_for(&["guidance scale 2.5"]);
+    tmux.keys(&["n", "n"]);
+    tmux.wait_for(&["[b1 <main@3 cfg 2.5 5 steps]"]);
+    tmux.keys(&["["]);
+    tmux.wait_for(&["[main cfg 4 3 steps]"]);
+    tmux.keys(&["n", "n"]);
+    tmux.wait_for(&["[main cfg 4 5 steps]", "step 5 / 8"]);
+    tmux.keys(&["c"]);
+    let screen =
+        tmux.wait_for(&["compare after step 5: main and b1", "main: step 5/8", "b1: step 5/8", "difference: max"]);
+    let max: f64 = screen.split("difference: max ").nth(1).and_then(|s| s.split('%').next()).unwrap().parse().unwrap();
+    assert!(max > 0.0, "guidance 2.5 against 4 must change x0 after the fork:\n{screen}");
+    tmux.keys(&["Left", "Left"]);
+    tmux.wait_for(&["compare after step 3: main and b1", "difference: max 0.0%"]);
+    tmux.keys(&["w"]);
+    tmux.wait_for(&["save session to: "]);
+    tmux.keys(&["C-u"]);
+    tmux.type_text("sessions/tree");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["saved the session in sessions/tree"]);
+    tmux.keys(&["q"]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(tmux);
+
+    let record = sdlab::session::store::SessionRecord::load(&dir.path().join("sessions/tree/branches/b1")).unwrap();
+    assert_eq!((record.history.len(), record.fork.as_ref().map(|f| f.at)), (5, Some(3)));
+    assert_eq!(record.image_settings().guidance_scales, vec![4.0, 4.0, 4.0, 2.5, 2.5]);
+    let tmux = Tmux::start_in(dir.path(), &[bin, "tui", "--graphics", "halfblocks", "--session", "tree/b1"], 140, 40);
+    tmux.wait_for(&["[b1 <main@3 cfg 2.5 5 steps]", "main cfg 4 5 steps"]);
+}

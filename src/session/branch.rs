@@ -157,6 +157,25 @@ impl Session {
         Ok(branch)
     }
 
+    /// The model, shared with the runs of the same tree.
+    pub fn shared_model(&self) -> std::sync::Arc<crate::model::StableDiffusion> {
+        self.model.clone()
+    }
+
+    /// [`fork_digest`] of the state after the first `at` steps taken.
+    pub fn digest_at(&self, at: usize) -> Result<String> {
+        let Some(latent) = &self.latent else { bail!("no latent to fork from: run get_latent first") };
+        match at.checked_sub(1) {
+            None => fork_digest(0, &latent.init_latents, &latent.rng_after),
+            Some(i) => {
+                let Some(r) = self.history.get(i) else {
+                    bail!("the run has taken {} steps, not {at}", self.history.len())
+                };
+                fork_digest(at, r.denoise.scheduler.prev_sample(), &r.rng_after)
+            }
+        }
+    }
+
     /// The steps before which the run may not rewind without moving its fork.
     pub(super) fn fork_at(&self) -> usize {
         self.fork.as_ref().map_or(0, |f| f.at)

@@ -8,7 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::talk::{DenoiseAt, Talk};
 use super::text_field::{FieldAction, TextField};
-use super::views::{DecodedView, EncodeView, LatentView, ModelInfo, StepView};
+use super::views::{BranchBar, CompareView, DecodedView, EncodeView, LatentView, ModelInfo, StepView};
 use super::worker::{Command, Event};
 use crate::model::tokenizer::TokenKind;
 use crate::scheduler::SamplerName;
@@ -60,6 +60,8 @@ pub enum DenoiseView {
     UNet,
     /// One prompt token's cross-attention map over the predicted x0.
     Attention,
+    /// `c`: the run on screen and another of the session's runs, x0 beside x0.
+    Compare,
 }
 
 impl DenoiseView {
@@ -159,6 +161,10 @@ pub struct App {
     /// The session or model could not be opened: why. The lab ends with it.
     pub load_failed: Option<String>,
     pub quit: bool,
+    /// The session's runs, once it has branches (or was opened with them).
+    pub branches: Option<BranchBar>,
+    /// The compare view's last answer.
+    pub compare: Option<CompareView>,
 }
 
 impl App {
@@ -204,6 +210,8 @@ impl App {
             crashed: None,
             load_failed: None,
             quit: false,
+            branches: None,
+            compare: None,
         }
     }
 
@@ -339,7 +347,12 @@ impl App {
             KeyCode::Char(c @ '1'..='4') => self.screen = Screen::ALL[c as usize - '1' as usize],
             KeyCode::Tab => self.screen = self.screen.cycle(true),
             KeyCode::BackTab => self.screen = self.screen.cycle(false),
-            _ => return self.on_screen_key(key),
+            _ => {
+                if let Some(commands) = self.on_branch_key(key.code) {
+                    return commands;
+                }
+                return self.on_screen_key(key);
+            }
         }
         Vec::new()
     }
@@ -519,11 +532,13 @@ impl App {
     }
 
     fn change_guidance(&mut self, delta: f64) -> Vec<Command> {
-        let scale = ((self.guidance_scale + delta) * 2.0).round() / 2.0;
-        vec![Command::SetGuidance(scale.max(0.0))]
+        // from the scale asked for last, so that keys pressed before the worker answers add up
+        let scale = (((self.guidance_scale + delta) * 2.0).round() / 2.0).max(0.0);
+        self.guidance_scale = scale;
+        vec![Command::SetGuidance(scale)]
     }
 
-    fn browse(&mut self, delta: isize) {
+    pub(super) fn browse(&mut self, delta: isize) {
         if self.history.is_empty() {
             return;
         }
@@ -596,6 +611,8 @@ impl App {
             }
             Event::Note(text) => self.info(text),
             Event::Stepped(view) => {
+                // a step asked for, not one of a session's sent again
+                let live = self.stepping;
                 self.stepping = false;
                 self.talk.stepped(view.index);
                 self.history.truncate(view.index);
@@ -603,12 +620,17 @@ impl App {
                 self.decoded = None;
                 let done = self.history.len();
                 let reached = self.target.is_some_and(|t| done >= t) || done >= self.total_steps();
+                let mut next = Vec::new();
                 if reached {
                     self.running = false;
                     self.target = None;
                 } else if self.running || self.target.is_some() {
-                    return self.next_step();
+                    next = self.next_step();
                 }
+                if live {
+                    next.extend(self.refresh_compare());
+                }
+                return next;
             }
             Event::Rewound(steps) => {
                 self.history.truncate(steps);
@@ -635,8 +657,8 @@ impl App {
                 self.info = Some(*info);
                 self.clear_denoise();
             }
+            // the app moved its scale when asked (a late answer must not undo a later key)
             Event::GuidanceSet(scale) => {
-                self.guidance_scale = scale;
                 self.info(format!("guidance scale {scale} from the next step on"));
             }
             Event::Decoded(view) => match view.from_x0_of_step {
@@ -670,7 +692,9 @@ impl App {
                 };
                 let text = if warnings.is_empty() { "opened the session".to_string() } else { warnings.join("; ") };
                 self.info(text);
+                return self.refresh_compare();
             }
+            event @ (Event::Branches(_) | Event::Compared(_)) => return self.on_branch_event(event),
             Event::Crashed { what, saved } => {
                 self.crashed = Some((what, saved));
                 self.quit = true;

@@ -100,6 +100,10 @@ pub struct Images {
     /// The attention view's token map over x0.
     pub attention: Pane,
     pub image: Pane,
+    /// The compare view's two runs' x0 and their difference.
+    pub compare_left: Pane,
+    pub compare_right: Pane,
+    pub compare_difference: Pane,
 }
 
 impl Images {
@@ -116,6 +120,9 @@ impl Images {
             x0_vae: Pane::new(graphics),
             attention: Pane::new(graphics),
             image: Pane::new(graphics),
+            compare_left: Pane::new(graphics),
+            compare_right: Pane::new(graphics),
+            compare_difference: Pane::new(graphics),
         }
     }
 
@@ -195,6 +202,10 @@ impl Images {
         self.x0_vae.show(app.decoded_x0.as_ref().map(|d| &d.image));
         self.attention.show(attention_overlay(app).as_ref());
         self.image.show(app.decoded.as_ref().map(|d| &d.image));
+        let compare = app.compare.as_ref();
+        self.compare_left.show(compare.and_then(|c| c.left.x0.as_ref()));
+        self.compare_right.show(compare.and_then(|c| c.right.x0.as_ref()));
+        self.compare_difference.show(compare.and_then(|c| c.difference.as_ref()));
     }
 
     fn panes(&mut self) -> impl Iterator<Item = &mut Pane> {
@@ -208,6 +219,9 @@ impl Images {
             &mut self.x0_vae,
             &mut self.attention,
             &mut self.image,
+            &mut self.compare_left,
+            &mut self.compare_right,
+            &mut self.compare_difference,
         ]
         .into_iter()
         .chain(self.channels.iter_mut())

@@ -3,6 +3,8 @@
 //! while the model works. [`terminal`] owns the terminal itself.
 
 pub mod app;
+mod branch_keys;
+mod branches;
 mod ending;
 pub mod graphics;
 pub mod i18n;

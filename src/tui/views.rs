@@ -151,3 +151,45 @@ pub struct DecodedView {
     pub steps_done: usize,
     pub elapsed: Duration,
 }
+
+/// The runs of the session (its main run and its branches), for the branch bar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BranchBar {
+    /// `main` first, then the branches in the order they were made.
+    pub runs: Vec<BranchEntry>,
+    /// Which of `runs` is on screen.
+    pub active: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BranchEntry {
+    pub name: String,
+    /// A branch: its parent's name and the step it forked at.
+    pub fork: Option<(String, usize)>,
+    pub steps_done: usize,
+    pub guidance_scale: f64,
+}
+
+/// Two runs' x0 at the same step, side by side, and where they differ.
+#[derive(Clone, Debug)]
+pub struct CompareView {
+    /// Steps taken (1-based) of the step compared.
+    pub step: usize,
+    pub left: CompareSide,
+    pub right: CompareSide,
+    /// |left - right| per pixel, white where equal (none when a side lacks the step).
+    pub difference: Option<RgbImage>,
+    /// The largest per-pixel difference, 0 to 1 (mean over the three channels).
+    pub max_difference: f32,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompareSide {
+    pub name: String,
+    pub steps_done: usize,
+    pub calls: usize,
+    /// The x0 after `step` steps; none when this run has not taken it.
+    pub x0: Option<RgbImage>,
+    /// Whether `x0` is the VAE's decode (else the latent preview).
+    pub decoded: bool,
+}

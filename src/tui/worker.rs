@@ -14,15 +14,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 
+use super::branches::{split_branch_dir, Tree};
 use super::replay::Replay;
-use super::views::{DecodedView, EncodeView, Img2ImgView, Landing, LatentView, ModelInfo, StepView, Timestep};
+use super::views::{
+    BranchBar, CompareView, DecodedView, EncodeView, Img2ImgView, Landing, LatentView, ModelInfo, StepView, Timestep,
+};
 use crate::fsutil::write_atomic;
 use crate::image_out::to_rgb8;
 use crate::model::{self, Progress, Runtime, StableDiffusion};
 use crate::preview;
 use crate::scheduler::{Sampler, SamplerName, SamplerStep, SchedulerConfig, TimestepSpacing};
 use crate::session::picture::{pixels_sha256, read_picture};
-use crate::session::store::{self, OpenOptions, SaveOptions, SessionRecord};
+use crate::session::store::{self, OpenOptions, SessionRecord};
 use crate::session::{Img2Img, Session, Settings, Stage, StepRecord};
 use crate::stages::PromptEncoding;
 
@@ -65,6 +68,14 @@ pub enum Command {
     },
     /// Replaces the run with the session saved in this folder.
     OpenSession(PathBuf),
+    /// `b`: fork the run on screen after this many steps; the branch goes on screen.
+    Fork(usize),
+    /// `[` / `]`: the previous or next run of the session's tree.
+    SwitchBranch {
+        forward: bool,
+    },
+    /// `c`: the run on screen and the one it is compared with, after this many steps.
+    Compare(usize),
     /// Saves the run under a new name in `sessions/`, if anything was computed (on quit).
     Autosave,
     /// The process is ending (a signal): save as [`Command::Autosave`] does, put the
@@ -111,6 +122,9 @@ pub enum Event {
         stage: Stage,
         warnings: Vec<String>,
     },
+    /// The session's runs changed (a fork, a switch, a session opened).
+    Branches(Box<BranchBar>),
+    Compared(Box<CompareView>),
     Error(String),
     /// The session or the model could not be opened: the lab ends with this message.
     LoadFailed(String),
@@ -201,12 +215,18 @@ fn work(spec: LoadSpec, command_rx: Receiver<Command>, event_tx: Sender<Event>) 
     }
     match open_session(&spec, &progress) {
         Ok((session, warnings)) => {
-            let worker = Worker::new(session, event_tx);
-            worker.send(Event::Loaded(Box::new(model_info(&worker.session))));
-            if spec.session.is_some() {
-                if let Err(err) = worker.send_everything(warnings) {
+            let mut worker = Worker::new(session, event_tx);
+            if let Some(dir) = &spec.session {
+                let opened = worker.open_tree(dir, warnings).and_then(|warnings| {
+                    worker.send(Event::Loaded(Box::new(model_info(&worker.session))));
+                    worker.send_everything(warnings)
+                });
+                if let Err(err) = opened {
                     worker.send(Event::Error(format!("{err:#}")));
                 }
+                worker.send_branches();
+            } else {
+                worker.send(Event::Loaded(Box::new(model_info(&worker.session))));
             }
             worker.run(command_rx)
         }
@@ -223,7 +243,8 @@ fn open_session(spec: &LoadSpec, progress: &Progress) -> Result<(Session, Vec<St
         let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), progress)?;
         return Ok((session_for(model, spec)?, Vec::new()));
     };
-    let mut record = SessionRecord::load(dir)?;
+    // the session's main run; its branches join it in the worker's tree
+    let mut record = SessionRecord::load(&split_branch_dir(dir).0)?;
     let recovered = record.recovered.take();
     let (source, variant) = if spec.model_given {
         (spec.model.clone(), spec.variant.clone())
@@ -257,15 +278,18 @@ pub fn session_for(model: StableDiffusion, spec: &LoadSpec) -> Result<Session> {
 
 /// The worker's state: the session, and where to send what it computes.
 pub struct Worker {
+    /// The run on screen.
     pub session: Session,
     pub events: Sender<Event>,
+    /// The session's other runs (its main run or branches).
+    pub tree: Tree,
 }
 
 impl Worker {
     /// The lab shows every step's UNet taps, so its session records them.
     pub fn new(mut session: Session, events: Sender<Event>) -> Self {
         session.set_record_taps(true);
-        Self { session, events }
+        Self { session, events, tree: Tree::new() }
     }
 
     /// The session, as the decoder of every step's pictures, when they are small.
@@ -307,11 +331,11 @@ impl Worker {
     fn autosave(&mut self) -> Result<PathBuf> {
         let name = format!("autosave-{}", store::now_rfc3339().replace(':', "-"));
         let dir = store::session_dir(Path::new(store::DEFAULT_ROOT), &name)?;
-        self.session.save(&dir, SaveOptions::default())?;
+        self.save_tree(&dir, false)?;
         Ok(dir)
     }
 
-    fn send(&self, event: Event) {
+    pub(super) fn send(&self, event: Event) {
         // The UI has quit when this fails; the loop ends when the command channel closes.
         let _ = self.events.send(event);
     }
@@ -434,12 +458,14 @@ impl Worker {
                     self.send(Event::ConfirmOverwrite(dir));
                     return Ok(());
                 }
-                self.session.save(&dir, SaveOptions { force })?;
+                for note in self.save_tree(&dir, force)? {
+                    self.send(Event::Note(note));
+                }
                 self.send(Event::SessionSaved(dir));
             }
             Command::OpenSession(dir) => {
                 // Load the record first: a bad folder leaves the current run untouched.
-                let record = SessionRecord::load(&dir)?;
+                let record = SessionRecord::load(&split_branch_dir(&dir).0)?;
                 let files = &self.session.model().files;
                 let spec = (files.name.clone(), store::ModelInfo::of(files)?.variant);
                 let runtime = self.session.model().runtime.clone();
@@ -449,9 +475,16 @@ impl Worker {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
                 self.session = opened.session;
                 // its saved steps have no taps; the steps taken from here on do
-                self.session.set_record_taps(true);
+                let warnings = self.open_tree(&dir, opened.warnings)?;
                 self.send(Event::Loaded(Box::new(model_info(&self.session))));
-                self.send_everything(opened.warnings)?;
+                self.send_everything(warnings)?;
+                self.send_branches();
+            }
+            Command::Fork(at) => self.fork(at)?,
+            Command::SwitchBranch { forward } => self.switch(forward)?,
+            Command::Compare(step) => {
+                self.compare(step)?;
+                return Ok(());
             }
             Command::ExitSaving { why, code } => {
                 let saved = if self.session.stage() == Stage::Start {
@@ -470,11 +503,15 @@ impl Worker {
                 }
             }
         }
+        // the branch bar's step counts and scales follow the runs
+        if self.tree.order.len() > 1 {
+            self.send_branches();
+        }
         Ok(())
     }
 
     /// Sends the views of everything the session holds, then where it stands.
-    fn send_everything(&self, warnings: Vec<String>) -> Result<()> {
+    pub(super) fn send_everything(&self, warnings: Vec<String>) -> Result<()> {
         self.send(Event::Reset);
         let s = &self.session;
         if let Some(encoding) = s.encoding() {

@@ -9,13 +9,18 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
-use super::{attention, block, has_focus, num, spark, unet};
+use super::{attention, block, compare, has_focus, num, spark, unet};
 use crate::tui::app::{App, DenoiseView, Focus};
 use crate::tui::images::Images;
 use crate::tui::text_field;
-use crate::tui::views::Landing;
+use crate::tui::views::{BranchBar, Landing};
 
 pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
+    let runs = app.branches.as_ref().filter(|b| b.runs.len() > 1);
+    let [bar, area] = Layout::vertical([Constraint::Length(u16::from(runs.is_some())), Constraint::Min(0)]).areas(area);
+    if let Some(runs) = runs {
+        draw_branch_bar(frame, runs, bar);
+    }
     let [main, strip] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(area);
     match app.denoise_view {
         DenoiseView::Pictures => {
@@ -35,8 +40,23 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
             let view = draw_goto(frame, app, main);
             attention::draw(frame, app, images, view);
         }
+        DenoiseView::Compare => compare::draw(frame, app, images, main),
     }
     draw_history(frame, app, strip);
+}
+
+/// The session's runs on one line, the one on screen marked: `[` / `]` switch.
+fn draw_branch_bar(frame: &mut Frame, bar: &BranchBar, area: Rect) {
+    let mut spans = vec![Span::raw("runs ([ ] switch): ")];
+    for (i, run) in bar.runs.iter().enumerate() {
+        let fork = run.fork.as_ref().map(|(parent, at)| format!(" <{parent}@{at}")).unwrap_or_default();
+        let text = format!("{}{fork} cfg {} {} steps", run.name, run.guidance_scale, run.steps_done);
+        let style =
+            if i == bar.active { Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD) } else { Style::new() };
+        spans.push(Span::styled(if i == bar.active { format!("[{text}]") } else { text }, style));
+        spans.push(Span::raw("  "));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 /// `g`'s field at the bottom of `area` while it has the keyboard; the rest of `area`.
@@ -127,7 +147,13 @@ fn draw_pictures(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) 
 
 /// alpha_prod_t at every scheduled step, the shown one marked: signal grows as t falls.
 fn draw_schedule(frame: &mut Frame, app: &App, area: Rect) {
-    let b = Block::bordered().title("alpha_prod_t over the schedule");
+    // a branch on screen: where it left its parent, marked on the bars
+    let fork = app.branches.as_ref().and_then(|b| b.runs.get(b.active)).and_then(|r| r.fork.clone());
+    let title = match &fork {
+        Some((parent, at)) => format!("alpha_prod_t over the schedule · ┃ forked from {parent} after step {at}"),
+        None => "alpha_prod_t over the schedule".to_string(),
+    };
+    let b = Block::bordered().title(title);
     let inner = b.inner(area);
     frame.render_widget(b, area);
     let Some(info) = &app.info else { return };
@@ -140,10 +166,19 @@ fn draw_schedule(frame: &mut Frame, app: &App, area: Rect) {
         let col = ((2 * step.index + 1) * width / (2 * n)).min(width.saturating_sub(1));
         marker = format!("{}▲ step {}", " ".repeat(col), step.index + 1);
     }
-    let lines = vec![
-        Line::from(vec![Span::raw("1 ┤ "), Span::styled(bars, Style::new().fg(Color::Cyan))]),
-        Line::from(format!("0 ┤ {marker}")),
-    ];
+    let n = info.alpha_prod_t.len().max(1);
+    let mut chart = vec![Span::raw("1 ┤ ")];
+    match fork.map(|(_, at)| (at * width / n).min(width.saturating_sub(1))) {
+        Some(col) if width > 0 => {
+            let (before, after): (String, String) =
+                (bars.chars().take(col).collect(), bars.chars().skip(col + 1).collect());
+            chart.push(Span::styled(before, Style::new().fg(Color::Cyan)));
+            chart.push(Span::styled("┃", Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)));
+            chart.push(Span::styled(after, Style::new().fg(Color::Cyan)));
+        }
+        _ => chart.push(Span::styled(bars, Style::new().fg(Color::Cyan))),
+    }
+    let lines = vec![Line::from(chart), Line::from(format!("0 ┤ {marker}"))];
     frame.render_widget(Paragraph::new(lines), inner);
 }
 

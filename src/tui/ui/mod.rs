@@ -2,6 +2,7 @@
 //! footer with the keys that work here. One file per screen.
 
 mod attention;
+mod compare;
 mod decode;
 mod denoise;
 mod encode;
