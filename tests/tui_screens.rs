@@ -860,3 +860,57 @@ fn unet_views_are_in_the_key_map_and_survive_tiny_terminals() {
         }
     }
 }
+
+/// The compare view of a branch against its parent, in the lab and as talk mode's
+/// branch slide: both runs named with their step, the fork named, and a difference
+/// that is zero before the fork and not after it. Branches go in the saved session.
+#[test]
+fn branches_compare_in_the_lab_and_on_the_talk_slide() {
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    for _ in 0..3 {
+        lab.command(Command::Step);
+    }
+    lab.key(KeyCode::Char('b'));
+    for _ in 0..4 {
+        lab.key(KeyCode::Char('-'));
+    }
+    lab.command(Command::Step);
+    lab.command(Command::Step);
+    let bar = lab.app.branches.clone().unwrap();
+    assert_eq!(bar.runs.len(), 2);
+    assert_eq!(
+        (bar.runs[1].name.as_str(), bar.runs[1].fork.clone(), bar.runs[1].steps_done),
+        ("b1", Some(("main".into(), 3)), 5)
+    );
+    assert_eq!(bar.active, 1);
+    lab.key(KeyCode::Char('['));
+    lab.command(Command::Step);
+    lab.command(Command::Step);
+    lab.key(KeyCode::Char('c'));
+    let screen = flat(&lab.render(150, 45));
+    assert_all(&screen, &["compare after step 5: main and b1", "main: step 5/10", "b1: step 5/10", "difference: max"]);
+    let after = lab.app.compare.as_ref().unwrap().max_difference;
+    assert!(after > 0.0, "guidance 5.5 against 7.5 changes x0 after the fork");
+    lab.key(KeyCode::Left);
+    lab.key(KeyCode::Left);
+    assert_eq!(lab.app.compare.as_ref().map(|c| (c.step, c.max_difference)), Some((3, 0.0)));
+
+    lab.key(KeyCode::Right);
+    lab.key(KeyCode::Right);
+    lab.key(KeyCode::Char('t'));
+    for lang in [Lang::En, Lang::Ja] {
+        lab.app.talk.lang = lang;
+        let slide = flat(&lab.render(150, 45));
+        let fork = match lang {
+            Lang::En => "b1 forked from main after step 3",
+            Lang::Ja => "b1: main の 3 ス テ ッ プ 後 か ら 分 岐",
+        };
+        assert_all(&slide, &[fork, "main", "b1"]);
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = lab.save(tmp.path());
+    let branch = sdlab::session::store::SessionRecord::load(&saved.join("branches/b1")).unwrap();
+    assert_eq!((branch.history.len(), branch.fork.map(|f| f.at)), (5, Some(3)));
+}

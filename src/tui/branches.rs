@@ -206,15 +206,36 @@ pub fn split_branch_dir(dir: &Path) -> (PathBuf, Option<String>) {
     }
 }
 
-/// |a - b| per pixel, averaged over the channels, as a white-to-red map, and its maximum.
+/// |a - b| per pixel, averaged over the channels, and its maximum: white where
+/// equal to red at the maximum (the title gives the maximum, so a small difference
+/// is still seen, and read as small).
 fn difference(a: &RgbImage, b: &RgbImage) -> (RgbImage, f32) {
-    let mut max = 0.0f32;
+    let d: Vec<f32> = a
+        .pixels()
+        .zip(b.pixels())
+        .map(|(p, q)| (0..3).map(|c| (f32::from(p[c]) - f32::from(q[c])).abs()).sum::<f32>() / (3.0 * 255.0))
+        .collect();
+    let max = d.iter().copied().fold(0.0, f32::max);
     let image = RgbImage::from_fn(a.width(), a.height(), |x, y| {
-        let (p, q) = (a.get_pixel(x, y), b.get_pixel(x, y));
-        let d = (0..3).map(|c| (f32::from(p[c]) - f32::from(q[c])).abs()).sum::<f32>() / (3.0 * 255.0);
-        max = max.max(d);
-        let fade = (255.0 * (1.0 - d.min(1.0) * 4.0).max(0.0)) as u8;
+        let v = if max > 0.0 { d[(y * a.width() + x) as usize] / max } else { 0.0 };
+        let fade = (255.0 * (1.0 - v)).round() as u8;
         Rgb([255, fade, fade])
     });
     (image, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_difference_map_is_white_where_equal_and_red_at_the_largest() {
+        let a = RgbImage::from_fn(4, 1, |x, _| Rgb([(x * 50) as u8, 0, 0]));
+        let b = RgbImage::from_pixel(4, 1, Rgb([0, 0, 0]));
+        let (map, max) = difference(&a, &b);
+        assert!((max - 150.0 / (3.0 * 255.0)).abs() < 1e-6);
+        assert_eq!(map.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(map.get_pixel(3, 0).0, [255, 0, 0]);
+        assert_eq!(map.get_pixel(1, 0).0, [255, 170, 170]);
+    }
 }

@@ -69,6 +69,14 @@ impl Lang {
     }
 
     /// The decoded picture's origin: `decoded after step 10 / 10`.
+    /// The branch slide's title: which run left which, and after which step.
+    pub fn forked(self, branch: &str, parent: &str, at: usize) -> String {
+        match self {
+            Lang::En => format!("{branch} forked from {parent} after step {at}"),
+            Lang::Ja => format!("{branch}: {parent} の {at} ステップ後から分岐"),
+        }
+    }
+
     pub fn decoded_after(self, step: usize, total: usize) -> String {
         match self {
             Lang::En => format!("decoded after step {step} / {total}"),

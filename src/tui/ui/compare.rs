@@ -44,7 +44,7 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
         pane.render(inner, frame.buffer_mut());
     }
     let title = match view.difference {
-        Some(_) => format!("difference: max {:.1}% (white: equal)", 100.0 * view.max_difference),
+        Some(_) => format!("difference: max {:.1}% (white: equal, red: the max)", 100.0 * view.max_difference),
         None => "difference: one run has not taken this step".to_string(),
     };
     let b = Block::bordered().title(title);

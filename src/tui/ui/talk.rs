@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::model::tokenizer::TokenKind;
-use crate::tui::app::{App, Focus, Level, Screen};
+use crate::tui::app::{App, DenoiseView, Focus, Level, Screen};
 use crate::tui::i18n::Labels;
 use crate::tui::images::{Images, Pane};
 use crate::tui::keys::talk_hints;
@@ -18,6 +18,7 @@ use crate::tui::talk::slides::{self, live};
 use crate::tui::talk::theme::Palette;
 use crate::tui::talk::{DenoiseAt, DenoiseOp};
 use crate::tui::text_field;
+use crate::tui::views::CompareView;
 
 use super::fit::{fit, keep_fitting};
 
@@ -290,6 +291,11 @@ fn draw_latent(frame: &mut Frame, app: &App, images: &mut Images, labels: &Label
 }
 
 fn draw_denoise(frame: &mut Frame, app: &App, images: &mut Images, labels: &Labels, b: &TitledBlock, area: Rect) {
+    if app.denoise_view == DenoiseView::Compare {
+        if let Some(view) = &app.compare {
+            return draw_branches(frame, app, view, images, labels, b, area);
+        }
+    }
     let pictures = app.talk_denoise_pictures();
     let cells = split(area, 2);
     let index = app.talk.denoise.step().unwrap_or(0);
@@ -310,6 +316,34 @@ fn draw_denoise(frame: &mut Frame, app: &App, images: &mut Images, labels: &Labe
         None => labels.predicted_x0.to_string(),
     };
     draw_pane(frame, &mut images.x0, pictures.x0.is_some(), b(title, cells[1].width), labels, cells[1]);
+}
+
+/// The branch slide (`c` in the lab, then `t`): two runs' x0 at the same step side by
+/// side, the fork named over them.
+fn draw_branches(
+    frame: &mut Frame,
+    app: &App,
+    view: &CompareView,
+    images: &mut Images,
+    labels: &Labels,
+    b: &TitledBlock,
+    area: Rect,
+) {
+    let fork = app.branches.as_ref().and_then(|bar| {
+        bar.runs.iter().find(|r| r.fork.is_some() && (r.name == view.left.name || r.name == view.right.name))
+    });
+    let [about, panes] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    if let Some((run, (parent, at))) = fork.and_then(|r| r.fork.as_ref().map(|f| (r, f))) {
+        frame.render_widget(Paragraph::new(app.talk.lang.forked(&run.name, parent, *at)), about);
+    }
+    let cells = split(panes, 2);
+    for (i, (side, pane)) in
+        [(&view.left, &mut images.compare_left), (&view.right, &mut images.compare_right)].into_iter().enumerate()
+    {
+        let title =
+            format!("{} · {} · {}", side.name, labels.predicted_x0, app.talk.lang.step_of(view.step, side.calls));
+        draw_pane(frame, pane, side.x0.is_some(), b(title, cells[i].width), labels, cells[i]);
+    }
 }
 
 /// A text field opened by a lab key (`e`, `g`, `s`, `w`, ...) works in talk mode too: it
