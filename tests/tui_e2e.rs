@@ -650,12 +650,14 @@ fn a_person_forks_a_run_and_compares_the_branches_in_tmux() {
     tmux.keys(&["Enter"]);
     tmux.wait_for(&["step 3 / 8"]);
     tmux.keys(&["b"]);
-    tmux.wait_for(&["branch b1 forked from main at step 3", "[b1 <main@3 cfg 4 3 steps]"]);
+    tmux.wait_for(&["branch: its prompt (Enter, Esc cancels): "]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["branch: its guidance scale (Enter forks): 4"]);
+    tmux.keys(&["BSpace"]);
+    tmux.type_text("2.5");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["branch b1 forked from main at step 3", "[b1 <main@3 cfg 2.5 3 steps]"]);
     tmux.wait_for(&["┃ forked from main after step 3"]);
-    for _ in 0..3 {
-        tmux.keys(&["-"]);
-    }
-    tmux.wait_for(&["guidance scale 2.5"]);
     tmux.keys(&["n", "n"]);
     tmux.wait_for(&["[b1 <main@3 cfg 2.5 5 steps]"]);
     tmux.keys(&["["]);

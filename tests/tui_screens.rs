@@ -872,9 +872,21 @@ fn branches_compare_in_the_lab_and_on_the_talk_slide() {
         lab.command(Command::Step);
     }
     lab.key(KeyCode::Char('b'));
-    for _ in 0..4 {
-        lab.key(KeyCode::Char('-'));
+    lab.key(KeyCode::End);
+    for c in " at night".chars() {
+        lab.key(KeyCode::Char(c));
     }
+    lab.key(KeyCode::Enter);
+    for _ in 0..3 {
+        lab.key(KeyCode::Backspace);
+    }
+    for c in "5.5".chars() {
+        lab.key(KeyCode::Char(c));
+    }
+    lab.key(KeyCode::Enter);
+    let branch = lab.worker.session.settings();
+    assert!(branch.prompt.ends_with(" at night") && branch.guidance_scale == 5.5, "{branch:?}");
+    assert_eq!(lab.worker.session.history().len(), 3, "the branch keeps the shared steps");
     lab.command(Command::Step);
     lab.command(Command::Step);
     let bar = lab.app.branches.clone().unwrap();

@@ -88,6 +88,9 @@ pub enum Focus {
     SessionOpen,
     /// `i` on get_latent: the picture image to image starts from.
     InitImage,
+    /// `b` on denoise: the branch's prompt, then its guidance scale.
+    BranchPrompt,
+    BranchGuidance,
 }
 
 /// Everything that can change the app.
@@ -165,6 +168,10 @@ pub struct App {
     pub branches: Option<BranchBar>,
     /// The compare view's last answer.
     pub compare: Option<CompareView>,
+    /// `b`: the branch's prompt and guidance fields, and the step it forks at.
+    pub branch_prompt: TextField,
+    pub branch_guidance: TextField,
+    pub branch_at: usize,
 }
 
 impl App {
@@ -184,6 +191,9 @@ impl App {
             goto_field: TextField::digits(),
             save_field: TextField::new(""),
             init_image_field: TextField::new(""),
+            branch_prompt: TextField::new(""),
+            branch_guidance: TextField::new(""),
+            branch_at: 0,
             strength: crate::session::DEFAULT_STRENGTH,
             focus: None,
             seed,
@@ -284,6 +294,8 @@ impl App {
             Focus::SavePath => &mut self.save_field,
             Focus::SessionSave | Focus::SessionOpen => &mut self.session_field,
             Focus::InitImage => &mut self.init_image_field,
+            Focus::BranchPrompt => &mut self.branch_prompt,
+            Focus::BranchGuidance => &mut self.branch_guidance,
         })
     }
 
@@ -438,6 +450,7 @@ impl App {
                 }
             },
             Focus::GoToStep => self.go_to(self.goto_field.text().parse::<usize>().ok()),
+            Focus::BranchPrompt | Focus::BranchGuidance => self.submit_branch(focus),
             Focus::InitImage => {
                 let path = self.init_image_field.text().trim();
                 let path = (!path.is_empty()).then(|| PathBuf::from(path));

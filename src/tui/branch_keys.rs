@@ -4,7 +4,7 @@
 
 use crossterm::event::KeyCode;
 
-use super::app::{App, DenoiseView, Screen};
+use super::app::{App, DenoiseView, Focus, Level, Screen};
 use super::worker::{Command, Event};
 
 impl App {
@@ -18,7 +18,10 @@ impl App {
             KeyCode::Char('b') => {
                 self.running = false;
                 self.target = None;
-                vec![Command::Fork(self.shown_steps())]
+                self.branch_at = self.shown_steps();
+                self.branch_prompt.set_text(self.prompt.text().to_string());
+                self.focus = Some(Focus::BranchPrompt);
+                Vec::new()
             }
             KeyCode::Char('[') => vec![Command::SwitchBranch { forward: false }],
             KeyCode::Char(']') => vec![Command::SwitchBranch { forward: true }],
@@ -36,6 +39,25 @@ impl App {
             }
             _ => return None,
         })
+    }
+
+    /// Enter in `b`'s fields: the prompt, then the guidance scale, then the fork.
+    pub(super) fn submit_branch(&mut self, focus: Focus) -> Vec<Command> {
+        if focus == Focus::BranchPrompt {
+            self.branch_guidance.set_text(self.guidance_scale.to_string());
+            self.focus = Some(Focus::BranchGuidance);
+            return Vec::new();
+        }
+        let Ok(guidance) = self.branch_guidance.text().trim().parse::<f64>() else {
+            let text = format!("guidance {:?}: expected a number", self.branch_guidance.text());
+            self.status = Some((Level::Error, text));
+            self.focus = Some(Focus::BranchGuidance);
+            return Vec::new();
+        };
+        let prompt = self.branch_prompt.text().to_string();
+        let prompt = (prompt != self.prompt.text()).then_some(prompt);
+        let guidance = (guidance != self.guidance_scale).then_some(guidance);
+        vec![Command::Fork { at: self.branch_at, prompt, guidance }]
     }
 
     /// The worker's branch events; what to ask next.

@@ -38,15 +38,18 @@ impl Tree {
 impl Worker {
     /// `b`: a branch of the run on screen after its first `at` steps, which
     /// becomes the run on screen.
-    pub(super) fn fork(&mut self, at: usize) -> Result<()> {
+    pub(super) fn fork(&mut self, at: usize, change: Change) -> Result<()> {
         let parent = (self.tree.active != MAIN).then(|| self.tree.active.clone());
-        let branch = self.session.fork(at, parent, &Change::default())?;
+        if change.prompt.is_some() {
+            self.send(Event::Busy("encode_prompt (the branch's prompt)".into()));
+        }
+        let branch = self.session.fork(at, parent, &change)?;
         let name = (1..).map(|i| format!("b{i}")).find(|n| !self.tree.order.contains(n)).expect("a free name");
         self.activate(name.clone(), branch)?;
         self.tree.order.push(name.clone());
         let from = self.session.fork_point().and_then(|f| f.parent.clone()).unwrap_or_else(|| MAIN.into());
         self.send(Event::Note(format!(
-            "branch {name} forked from {from} at step {at}: +/- guidance, e on encode_prompt its prompt; [ ] switch, c compare"
+            "branch {name} forked from {from} at step {at}: n steps it, [ ] switch, c compares"
         )));
         Ok(())
     }

@@ -43,7 +43,7 @@ pub const KEYMAP: &[KeyHint] = &[
     on(Screen::Denoise, "Left/Right", "browse the steps taken"),
     on(Screen::Denoise, PICK_TOKEN, "pick a token (in the a view)"),
     on(Screen::Denoise, "v", "decode this x0 with the VAE"),
-    on(Screen::Denoise, "b", "branch: fork the run at this step"),
+    on(Screen::Denoise, "b", "branch: fork the run at this step (its prompt, its guidance)"),
     on(Screen::Denoise, "[ ]", "switch between the session's runs"),
     on(Screen::Denoise, "c", "compare with the parent run, x0 beside x0"),
     on(Screen::VaeDecode, "d", "decode the latent"),

@@ -124,7 +124,7 @@ impl Replay {
                 write_atomic(&path, &r.png_with_settings(&to_rgb8(image)?)?)?;
                 send(Event::Saved(path));
             }
-            Command::Fork(_) | Command::SwitchBranch { .. } | Command::Compare(_) => {
+            Command::Fork { .. } | Command::SwitchBranch { .. } | Command::Compare(_) => {
                 bail!("replay: branches are made live (run without --replay)")
             }
             Command::SaveSession { .. } => bail!("replay: this session is saved already ({})", self.dir.display()),

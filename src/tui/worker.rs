@@ -26,7 +26,7 @@ use crate::preview;
 use crate::scheduler::{Sampler, SamplerName, SamplerStep, SchedulerConfig, TimestepSpacing};
 use crate::session::picture::{pixels_sha256, read_picture};
 use crate::session::store::{self, OpenOptions, SessionRecord};
-use crate::session::{Img2Img, Session, Settings, Stage, StepRecord};
+use crate::session::{Change, Img2Img, Session, Settings, Stage, StepRecord};
 use crate::stages::PromptEncoding;
 
 /// What the UI asks of the worker.
@@ -68,8 +68,13 @@ pub enum Command {
     },
     /// Replaces the run with the session saved in this folder.
     OpenSession(PathBuf),
-    /// `b`: fork the run on screen after this many steps; the branch goes on screen.
-    Fork(usize),
+    /// `b`: fork the run on screen after `at` steps, with another prompt and/or
+    /// guidance scale; the branch goes on screen.
+    Fork {
+        at: usize,
+        prompt: Option<String>,
+        guidance: Option<f64>,
+    },
     /// `[` / `]`: the previous or next run of the session's tree.
     SwitchBranch {
         forward: bool,
@@ -480,7 +485,9 @@ impl Worker {
                 self.send_everything(warnings)?;
                 self.send_branches();
             }
-            Command::Fork(at) => self.fork(at)?,
+            Command::Fork { at, prompt, guidance } => {
+                self.fork(at, Change { prompt, guidance_scale: guidance, ..Change::default() })?
+            }
             Command::SwitchBranch { forward } => self.switch(forward)?,
             Command::Compare(step) => {
                 self.compare(step)?;

@@ -113,6 +113,8 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         Some(Focus::SessionSave) => Some(("save session to: ", &app.session_field)),
         Some(Focus::SessionOpen) => Some(("open session: ", &app.session_field)),
         Some(Focus::InitImage) => Some(("start from picture (empty: none): ", &app.init_image_field)),
+        Some(Focus::BranchPrompt) => Some(("branch: its prompt (Enter, Esc cancels): ", &app.branch_prompt)),
+        Some(Focus::BranchGuidance) => Some(("branch: its guidance scale (Enter forks): ", &app.branch_guidance)),
         _ => None,
     };
     if let Some((label, text)) = field {

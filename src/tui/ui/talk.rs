@@ -358,6 +358,8 @@ fn draw_field(frame: &mut Frame, app: &App, focus: Focus, area: Rect) {
         Focus::SessionSave => ("save session to (Enter, Esc cancel)", &app.session_field),
         Focus::SessionOpen => ("open session (Enter, Esc cancel)", &app.session_field),
         Focus::InitImage => ("start from picture (Enter, empty: none, Esc cancel)", &app.init_image_field),
+        Focus::BranchPrompt => ("branch: its prompt (Enter, Esc cancel)", &app.branch_prompt),
+        Focus::BranchGuidance => ("branch: its guidance scale (Enter forks, Esc cancel)", &app.branch_guidance),
     };
     let block = super::block(title, true);
     let inner = block.inner(area);
