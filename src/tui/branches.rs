@@ -65,6 +65,8 @@ impl Worker {
         let i = self.tree.parked.iter().position(|(name, _)| *name == next).context("a listed run is parked")?;
         let (name, session) = self.tree.parked.remove(i);
         self.activate(name, session)?;
+        let steps = self.session.history().len();
+        self.send(Event::Note(format!("{next} on screen: {steps} of {} steps", self.session.calls())));
         Ok(())
     }
 

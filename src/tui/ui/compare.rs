@@ -1,6 +1,7 @@
 //! The denoise screen's `c` view: the run on screen and the run it is compared
 //! with (its parent; for the main run, its first branch), their x0 at the same
-//! step side by side, and where the two differ. Left/Right browse the steps.
+//! step side by side, and where the two differ (white where equal, red at the
+//! largest difference). Left/Right browse the steps.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
@@ -44,8 +45,8 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images, area: Rect) {
         pane.render(inner, frame.buffer_mut());
     }
     let title = match view.difference {
-        Some(_) => format!("difference: max {:.1}% (white: equal, red: the max)", 100.0 * view.max_difference),
-        None => "difference: one run has not taken this step".to_string(),
+        Some(_) => format!("difference: max {:.1}%", 100.0 * view.max_difference),
+        None => "difference: a run lacks this step".to_string(),
     };
     let b = Block::bordered().title(title);
     let inner = b.inner(d);
