@@ -62,6 +62,7 @@ fn parent_session(root: &Path) {
     let (seed, steps, guidance) = (run.seed.to_string(), run.steps.to_string(), run.guidance_scale.to_string());
     let (width, height, eta) = (run.width.to_string(), run.height.to_string(), run.eta.to_string());
     let trace = root.join("main.safetensors");
+    let png = root.join("main.png");
     ok(sdlab(&[
         "generate",
         "--model",
@@ -88,6 +89,8 @@ fn parent_session(root: &Path) {
         "main",
         "--trace",
         trace.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
     ]));
 }
 
