@@ -926,3 +926,27 @@ fn branches_compare_in_the_lab_and_on_the_talk_slide() {
     let branch = sdlab::session::store::SessionRecord::load(&saved.join("branches/b1")).unwrap();
     assert_eq!((branch.history.len(), branch.fork.map(|f| f.at)), (5, Some(3)));
 }
+
+/// A session whose branch is damaged still opens in the lab: the other runs are
+/// there, and the message names the branch left out.
+#[test]
+fn a_damaged_branch_is_left_out_and_named_when_the_lab_opens_the_session() {
+    let mut lab = Lab::new();
+    lab.key(KeyCode::Char('3'));
+    lab.command(Command::Step);
+    lab.command(Command::Step);
+    for name in ["b1", "b2"] {
+        lab.command(Command::Fork { at: 1, prompt: None, guidance: Some(3.0) });
+        lab.command(Command::Step);
+        assert_eq!(lab.app.branches.as_ref().unwrap().runs.last().unwrap().name, name);
+        lab.key(KeyCode::Char(']'));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = lab.save(tmp.path());
+    std::fs::write(saved.join("branches/b1/session.json"), b"{not json").unwrap();
+    lab.command(Command::OpenSession(saved.clone()));
+    let names: Vec<String> = lab.app.branches.as_ref().unwrap().runs.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(names, vec!["main", "b2"]);
+    let status = lab.app.status.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
+    assert!(status.contains("branch b1 left out") && status.contains("b1/session.json"), "{status}");
+}
