@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
-use super::{Session, Settings, StepRecord};
+use super::{Latent, Session, Settings, StepRecord};
 use crate::rng::torch::TorchRng;
 use crate::stages;
 
@@ -164,16 +164,7 @@ impl Session {
 
     /// [`fork_digest`] of the state after the first `at` steps taken.
     pub fn digest_at(&self, at: usize) -> Result<String> {
-        let Some(latent) = &self.latent else { bail!("no latent to fork from: run get_latent first") };
-        match at.checked_sub(1) {
-            None => fork_digest(0, &latent.init_latents, &latent.rng_after),
-            Some(i) => {
-                let Some(r) = self.history.get(i) else {
-                    bail!("the run has taken {} steps, not {at}", self.history.len())
-                };
-                fork_digest(at, r.denoise.scheduler.prev_sample(), &r.rng_after)
-            }
-        }
+        state_digest(self.latent.as_ref(), &self.history, at)
     }
 
     /// The steps before which the run may not rewind without moving its fork.
@@ -193,6 +184,18 @@ impl Session {
     pub(super) fn unshare(&mut self) {
         if let Some(fork) = &mut self.fork {
             fork.rewind(0);
+        }
+    }
+}
+
+/// [`fork_digest`] of a run (live or saved) after its first `at` steps.
+pub(super) fn state_digest(latent: Option<&Latent>, history: &[StepRecord], at: usize) -> Result<String> {
+    let Some(latent) = latent else { bail!("no latent to fork from: run get_latent first") };
+    match at.checked_sub(1) {
+        None => fork_digest(0, &latent.init_latents, &latent.rng_after),
+        Some(i) => {
+            let Some(r) = history.get(i) else { bail!("the run has taken {} steps, not {at}", history.len()) };
+            fork_digest(at, r.denoise.scheduler.prev_sample(), &r.rng_after)
         }
     }
 }

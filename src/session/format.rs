@@ -441,17 +441,15 @@ impl SessionFile {
             ("scheduler", s.scheduler == p.scheduler),
             ("img2img", s.img2img == p.img2img),
         ];
-        {
-            if let Some((field, _)) = kept.iter().find(|(_, same)| !same) {
-                bail!(
-                    "its parent changed after the fork: settings.{field} is not the branch's any more, so the \
-                     branch cannot share its first {} steps",
-                    fork.at
-                );
-            }
-            if self.scheduler_config != parent.scheduler_config || self.runtime != parent.runtime {
-                bail!("its parent ran with another scheduler config, device or dtype");
-            }
+        if let Some((field, _)) = kept.iter().find(|(_, same)| !same) {
+            bail!(
+                "its parent changed after the fork: settings.{field} is not the branch's any more, so the \
+                 branch cannot share its first {} steps",
+                fork.at
+            );
+        }
+        if self.scheduler_config != parent.scheduler_config || self.runtime != parent.runtime {
+            bail!("its parent ran with another scheduler config, device or dtype");
         }
         if parent.history.len() < fork.at {
             bail!(

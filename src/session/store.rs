@@ -36,7 +36,7 @@ use super::format::{json_bytes, parse_session_json, stage_of, step_tensors, Sess
 pub use super::listing::{list_sessions, Listing, SessionSummary};
 pub use super::record::{ImageSettings, ModelInfo, RuntimeInfo};
 pub use super::reopen::{OpenOptions, Opened};
-use super::{fork_digest, Fork, Latent, Settings, Stage, StepRecord};
+use super::{Fork, Latent, Settings, Stage, StepRecord};
 use crate::fsutil::{limits, open_regular, read_regular};
 use crate::image_out::to_rgb8;
 use crate::png_meta::encode_png;
@@ -115,11 +115,7 @@ impl SessionRecord {
 
     /// [`fork_digest`] of the state after `at` steps.
     pub(super) fn digest_at(&self, at: usize) -> Result<String> {
-        let Some(latent) = &self.latent else { bail!("no latent to fork from: the run has not reached get_latent") };
-        match at.checked_sub(1).map(|i| &self.history[i]) {
-            None => fork_digest(0, &latent.init_latents, &latent.rng_after),
-            Some(r) => fork_digest(at, r.denoise.scheduler.prev_sample(), &r.rng_after),
-        }
+        super::branch::state_digest(self.latent.as_ref(), &self.history, at)
     }
 
     /// The settings to run this again from the start.
