@@ -49,8 +49,9 @@ pub fn list_sessions(root: &Path) -> Result<Listing> {
     Ok(Listing { sessions, notes })
 }
 
-/// The sessions (or a session's branches) in `root`, sorted by name.
-fn summaries(root: &Path, with_branches: bool) -> Vec<Entry> {
+/// The names of the sessions saved in `root` (or a session's branches in its
+/// `branches/`): folders holding a `session.json`, sorted; none where `root` cannot be read.
+pub fn saved_names(root: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -60,6 +61,11 @@ fn summaries(root: &Path, with_branches: bool) -> Vec<Entry> {
         .collect();
     names.sort();
     names
+}
+
+/// The sessions (or a session's branches) in `root`, sorted by name.
+fn summaries(root: &Path, with_branches: bool) -> Vec<Entry> {
+    saved_names(root)
         .into_iter()
         .map(|name| {
             let path = root.join(&name).join(SESSION_JSON);

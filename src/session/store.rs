@@ -33,7 +33,7 @@ pub use super::fingerprint::fingerprint;
 pub use super::folder::{check_can_save, run_dir, session_dir};
 use super::folder::{recover, write_folder};
 use super::format::{json_bytes, parse_session_json, stage_of, step_tensors, SessionFile, TensorError, TensorReader};
-pub use super::listing::{list_sessions, Listing, SessionSummary};
+pub use super::listing::{list_sessions, saved_names, Listing, SessionSummary};
 pub use super::record::{ImageSettings, ModelInfo, RuntimeInfo};
 pub use super::reopen::{OpenOptions, Opened};
 use super::{Fork, Latent, Settings, Stage, StepRecord};
@@ -156,11 +156,7 @@ impl SessionRecord {
         if !dir.exists() {
             if let Some(branches) = dir.parent().filter(|p| p.file_name().is_some_and(|n| n == BRANCHES)) {
                 let session = branches.parent().unwrap_or(branches);
-                let mut names: Vec<String> = std::fs::read_dir(branches)
-                    .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
-                    .unwrap_or_default();
-                names.retain(|n| !n.starts_with('.'));
-                names.sort();
+                let names = saved_names(branches);
                 let known =
                     if names.is_empty() { "it has none".to_string() } else { format!("it has {}", names.join(", ")) };
                 let name = dir.file_name().unwrap_or_default().to_string_lossy();

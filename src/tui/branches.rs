@@ -173,12 +173,7 @@ impl Worker {
         let model = self.session.shared_model();
         let mut runs: Vec<(String, Session)> = Vec::new();
         let branches = root.join(store::BRANCHES);
-        let mut names: Vec<String> = std::fs::read_dir(&branches)
-            .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        names.retain(|n| !n.starts_with('.') && branches.join(n).join(store::SESSION_JSON).is_file());
-        names.sort();
-        for name in names {
+        for name in store::saved_names(&branches) {
             let opened = SessionRecord::load(&branches.join(&name))
                 .and_then(|r| Session::from_record(model.clone(), r, OpenOptions::default()));
             match opened {
