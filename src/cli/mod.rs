@@ -12,8 +12,9 @@ mod tui;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use sdlab::model::builtin::Suggested;
+use sdlab::model::lora::LoraSpec;
 use sdlab::model::runtime::{DTypeChoice, DeviceChoice};
-use sdlab::model::{self, Progress, Runtime, StableDiffusion};
+use sdlab::model::{self, LoadOptions, Progress, Runtime, StableDiffusion};
 
 /// Watch Stable Diffusion work, one stage and one timestep at a time.
 #[derive(Parser)]
@@ -46,13 +47,26 @@ enum Command {
 /// Which model, and where it runs.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// shapes (built in: no download), a diffusers folder, a hub repo id (owner/name[@revision]),
-    /// or a preset: sd15, sd2, sd2-base, sd-turbo.
+    /// shapes (built in: no download), a diffusers folder, a single-file SD 1.x/2.x checkpoint
+    /// (.safetensors, .ckpt), a hub repo id (owner/name[@revision]), or a preset: sd15, sd2,
+    /// sd2-base, sd-turbo.
     #[arg(long, default_value = sdlab::model::builtin::DEFAULT)]
     model: String,
     /// Weight file variant, e.g. fp16 picks `*.fp16.safetensors`.
     #[arg(long)]
     variant: Option<String>,
+    /// A LoRA fused into the weights, FILE[:SCALE] (scale 1.0 by default); kohya or diffusers/PEFT
+    /// format; repeatable.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    loras: Vec<String>,
+    /// For a single-file checkpoint: a diffusers folder whose configs, tokenizer and scheduler to use
+    /// instead of those inferred from the file.
+    #[arg(long, value_name = "DIR")]
+    config: Option<std::path::PathBuf>,
+    /// epsilon, v_prediction or sample: overrides the model's (a single SD 2.x file is taken as
+    /// v_prediction, as diffusers does).
+    #[arg(long)]
+    prediction_type: Option<String>,
     /// f32 or f16 (default: f16 on CUDA, f32 on the CPU).
     #[arg(long)]
     dtype: Option<DTypeChoice>,
@@ -67,9 +81,22 @@ impl ModelArgs {
         model::ModelSource::suggested(&self.model)
     }
 
+    fn load_options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            config: self.config.clone(),
+            prediction_type: self.prediction_type.as_deref().map(LoadOptions::parse_prediction_type).transpose()?,
+            loras: self.loras.iter().map(|l| LoraSpec::parse(l)).collect::<Result<_>>()?,
+        })
+    }
+
     fn open(&self) -> Result<StableDiffusion> {
         let runtime = Runtime::select(self.device, self.dtype)?;
-        model::open(&self.model, self.variant.as_deref(), runtime, &Progress::Bars)
+        let model =
+            model::open_with(&self.model, self.variant.as_deref(), self.load_options()?, runtime, &Progress::Bars)?;
+        for note in &model.notes {
+            eprintln!("note: {note}");
+        }
+        Ok(model)
     }
 }
 

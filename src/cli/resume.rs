@@ -143,6 +143,13 @@ fn from_png(png: &Path, args: &ResumeArgs) -> Result<()> {
             eprintln!("warning: {}", printable_line(&problem));
         }
     }
+    if let Err(e) = remembered.model.check_loras(&model) {
+        let problem = format!("{}: {e}", png.display());
+        if !args.force {
+            bail!("{problem}; use --force to go on anyway");
+        }
+        eprintln!("warning: {}", printable_line(&problem));
+    }
     let img2img = remembered.settings.img2img.clone();
     // A branch's picture starts with the settings of its first segment.
     let first = remembered.earlier.first().map(|s| Settings {
@@ -229,7 +236,14 @@ fn from_parameters(text: &str, args: &ResumeArgs) -> Result<ImageSettings> {
     Ok(ImageSettings {
         format: store::FORMAT,
         sdlab_version: String::new(),
-        model: ModelInfo { source, variant: None, fingerprint: String::new() },
+        model: ModelInfo {
+            source,
+            variant: None,
+            fingerprint: String::new(),
+            config: None,
+            prediction_type: None,
+            loras: Vec::new(),
+        },
         runtime: store::RuntimeInfo { device: "cpu".into(), dtype: "f32".into() },
         scheduler: settings.scheduler.as_str().into(),
         settings,
@@ -270,5 +284,10 @@ pub fn open_saved_model(args: Chosen, info: &ModelInfo, device: &str, dtype: &st
     };
     let runtime = Runtime::select(device, dtype)?;
     let spec = args.model.unwrap_or(&info.source);
-    model::open(spec, info.variant.as_deref(), runtime, &Progress::Bars).context("opening the model of the saved run")
+    let model = model::open_with(spec, info.variant.as_deref(), info.load_options()?, runtime, &Progress::Bars)
+        .context("opening the model of the saved run")?;
+    for note in &model.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(model)
 }

@@ -1,6 +1,8 @@
 //! Models compiled into the binary, so that the first run draws a picture with
 //! no download and no files: `shapes`, trained by `models/shapes/train.py`.
 
+use super::single_file::Family;
+
 /// A diffusers folder held in memory: each file's path inside the folder and its
 /// bytes, and the settings it draws well with.
 #[derive(Debug, PartialEq)]
@@ -33,10 +35,20 @@ impl BuiltinModel {
 }
 
 macro_rules! folder {
-    ($dir:literal: $($file:literal),* $(,)?) => {
-        &[$(($file, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $file)))),*]
+    ($dir:literal: $($file:literal),* ; $($name:literal => $bytes:expr),* $(,)?) => {
+        &[
+            $(($file, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $file))),)*
+            $(($name, $bytes),)*
+        ]
     };
 }
+
+/// CLIP's BPE vocabulary and merges (the real ones, 49,408 tokens): every SD 1.x
+/// and 2.x text encoder's, and `shapes`'.
+const CLIP_VOCAB: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/shapes/model/tokenizer/vocab.json"));
+const CLIP_MERGES: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/shapes/model/tokenizer/merges.txt"));
 
 /// The tiny model trained on flat shapes in named colours, places and sizes
 /// (`models/shapes/README.md` says what it draws and how it was trained).
@@ -47,14 +59,14 @@ pub static SHAPES: BuiltinModel = BuiltinModel {
         "scheduler/scheduler_config.json",
         "text_encoder/config.json",
         "text_encoder/model.safetensors",
-        "tokenizer/merges.txt",
         "tokenizer/special_tokens_map.json",
         "tokenizer/tokenizer_config.json",
-        "tokenizer/vocab.json",
         "unet/config.json",
         "unet/diffusion_pytorch_model.safetensors",
         "vae/config.json",
-        "vae/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors";
+        "tokenizer/vocab.json" => CLIP_VOCAB,
+        "tokenizer/merges.txt" => CLIP_MERGES,
     ),
     // A prompt it draws well, few steps (a run is about a second on a
     // 2-core CPU, half of it the load), and the guidance its tests use.
@@ -63,6 +75,36 @@ pub static SHAPES: BuiltinModel = BuiltinModel {
 
 /// Every built-in model, by the name `--model` takes.
 pub static ALL: &[&BuiltinModel] = &[&SHAPES];
+
+/// The tokenizer folders of the SD 1.x and 2.x families, for a single-file
+/// checkpoint, which carries none: CLIP's vocabulary, padded as each family pads
+/// (`<|endoftext|>` in 1.x, `!` in 2.x).
+pub static CLIP_TOKENIZER_SD1: BuiltinModel = BuiltinModel {
+    name: "SD 1.x CLIP tokenizer",
+    files: &[
+        ("tokenizer/vocab.json", CLIP_VOCAB),
+        ("tokenizer/merges.txt", CLIP_MERGES),
+        ("tokenizer/tokenizer_config.json", br#"{"model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}"#),
+    ],
+    suggested: FOR_ANY_MODEL,
+};
+
+pub static CLIP_TOKENIZER_SD2: BuiltinModel = BuiltinModel {
+    name: "SD 2.x CLIP tokenizer",
+    files: &[
+        ("tokenizer/vocab.json", CLIP_VOCAB),
+        ("tokenizer/merges.txt", CLIP_MERGES),
+        ("tokenizer/tokenizer_config.json", br#"{"model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "!"}"#),
+    ],
+    suggested: FOR_ANY_MODEL,
+};
+
+pub fn tokenizer_of(family: Family) -> &'static BuiltinModel {
+    match family {
+        Family::Sd1 => &CLIP_TOKENIZER_SD1,
+        Family::Sd2 => &CLIP_TOKENIZER_SD2,
+    }
+}
 
 pub fn find(name: &str) -> Option<&'static BuiltinModel> {
     ALL.iter().copied().find(|m| m.name == name)

@@ -1,32 +1,42 @@
-//! What a diffusers folder (or hub repo id) turns into: configs, tokenizer and models.
+//! What a diffusers folder, hub repo id or single-file checkpoint turns into:
+//! configs, tokenizer and models, with any LoRAs fused in.
 //!
-//! Every size comes from the folder's `config.json` files, so the same code loads
-//! SD 1.5, SD 2.x and the tiny test pipelines.
+//! Every size comes from the folder's `config.json` files (or, for a single file,
+//! from its tensors' shapes), so the same code loads SD 1.5, SD 2.x and the tiny
+//! test pipelines.
 
 pub mod bounds;
 pub mod builtin;
 pub mod clip;
 pub mod file;
 pub mod json;
+pub mod lora;
 pub mod nn;
 #[cfg(test)]
 mod oracle_tests;
 pub mod runtime;
+pub mod single_file;
 pub mod source;
+pub mod tensor_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 pub mod weights;
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
 use crate::fsutil::limits;
-use crate::scheduler::SchedulerConfig;
+use crate::scheduler::{PredictionType, SchedulerConfig};
 use clip::{ClipTextConfig, ClipTextTransformer};
 pub use file::{ModelFile, ModelFolder};
+use lora::{LoraSet, LoraSpec};
 pub use runtime::Runtime;
-pub use source::{ModelFiles, ModelSource, Progress};
+use single_file::{Checkpoint, Component};
+pub use source::{ConfigFiles, ModelFiles, ModelSource, Progress, WeightFiles};
 use tokenizer::ClipTokenizer;
 use unet::{UNet2DConditionModel, UNetConfig};
 use vae::{AutoencoderKL, VaeConfig};
@@ -45,43 +55,173 @@ pub struct StableDiffusion {
     /// The VAE's own dtype: float32 when the config asks to upcast (SD's VAE overflows in f16).
     pub vae_dtype: DType,
     pub scheduler_config: SchedulerConfig,
+    /// How it was asked for beyond its files: what a session records to open it again.
+    pub options: LoadOptions,
+    /// The LoRAs fused into the weights, and how much each weight moved.
+    pub loras: Arc<LoraSet>,
+    /// What the user should know about the load (tensors ignored, LoRA keys unused).
+    pub notes: Vec<String>,
+}
+
+/// What `--model` alone does not say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadOptions {
+    /// `--config DIR`: a diffusers folder whose configs and tokenizer a single file uses.
+    pub config: Option<PathBuf>,
+    /// `--prediction-type`: overrides the scheduler config's.
+    pub prediction_type: Option<PredictionType>,
+    /// `--lora FILE[:SCALE]`, in order.
+    pub loras: Vec<LoraSpec>,
+}
+
+impl LoadOptions {
+    pub fn parse_prediction_type(text: &str) -> Result<PredictionType> {
+        PredictionType::ALL.iter().copied().find(|p| p.as_str() == text).ok_or_else(|| {
+            let names: Vec<&str> = PredictionType::ALL.iter().map(|p| p.as_str()).collect();
+            anyhow::anyhow!("--prediction-type {text}: expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// The configs of a pipeline, read or inferred, before any weight is loaded.
+struct Configs {
+    tokenizer: ClipTokenizer,
+    text: ClipTextConfig,
+    unet: UNetConfig,
+    vae: VaeConfig,
+    scheduler: SchedulerConfig,
+    /// Where each came from, for messages.
+    paths: ConfigPaths,
+}
+
+struct ConfigPaths {
+    text: String,
+    unet: String,
+    vae: String,
+    tokenizer: String,
+}
+
+impl Configs {
+    fn read(files: &ConfigFiles) -> Result<Self> {
+        let tokenizer = ClipTokenizer::from_folder(&files.tokenizer_dir)?;
+        let config = |file: &ModelFile| file.read_text(limits::CONFIG);
+        let text = ClipTextConfig::parse(&config(&files.text_encoder_config)?, files.text_encoder_config.path())?;
+        let unet = UNetConfig::parse(&config(&files.unet_config)?, files.unet_config.path())?;
+        let vae = VaeConfig::parse(&config(&files.vae_config)?, files.vae_config.path())?;
+        let scheduler = SchedulerConfig::from_json_str(&config(&files.scheduler_config)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", files.scheduler_config.display()))?;
+        let paths = ConfigPaths {
+            text: files.text_encoder_config.display().to_string(),
+            unet: files.unet_config.display().to_string(),
+            vae: files.vae_config.display().to_string(),
+            tokenizer: files.tokenizer_dir.file("tokenizer_config.json").display().to_string(),
+        };
+        Ok(Self { tokenizer, text, unet, vae, scheduler, paths })
+    }
+
+    /// A single file's configs, from its tensors and its family's rules.
+    fn infer(checkpoint: &Checkpoint) -> Result<Self> {
+        let inferred = checkpoint.configs(None)?;
+        let path = |what: &str| format!("{} (its {what} config, read from the tensors)", checkpoint.path.display());
+        let parse_err = |what: &str, e: anyhow::Error| anyhow::anyhow!("{}: {e}", path(what));
+        let text = ClipTextConfig::parse(&inferred.text_encoder.to_string(), Path::new(&path("text encoder")))?;
+        let unet = UNetConfig::parse(&inferred.unet.to_string(), Path::new(&path("UNet")))?;
+        let vae = VaeConfig::parse(&inferred.vae.to_string(), Path::new(&path("VAE")))?;
+        let scheduler =
+            SchedulerConfig::from_json_str(&inferred.scheduler.to_string()).map_err(|e| parse_err("scheduler", e))?;
+        let tokenizer_folder = ModelFolder::builtin(builtin::tokenizer_of(checkpoint.family)).folder("tokenizer");
+        let tokenizer = ClipTokenizer::from_folder(&tokenizer_folder)?;
+        let paths = ConfigPaths {
+            text: path("text encoder"),
+            unet: path("UNet"),
+            vae: path("VAE"),
+            tokenizer: tokenizer_folder.display().to_string(),
+        };
+        Ok(Self { tokenizer, text, unet, vae, scheduler, paths })
+    }
 }
 
 impl StableDiffusion {
     /// Reads every config first (cheap, and the likeliest to be wrong), then the weights.
     pub fn load(files: ModelFiles, runtime: Runtime) -> Result<Self> {
-        let tokenizer = ClipTokenizer::from_folder(&files.tokenizer_dir)?;
-        let config = |file: &ModelFile| file.read_text(limits::CONFIG);
-        let text_config =
-            ClipTextConfig::parse(&config(&files.text_encoder_config)?, files.text_encoder_config.path())?;
-        let unet_config = UNetConfig::parse(&config(&files.unet_config)?, files.unet_config.path())?;
-        let vae_config = VaeConfig::parse(&config(&files.vae_config)?, files.vae_config.path())?;
-        let scheduler_config = SchedulerConfig::from_json_str(&config(&files.scheduler_config)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", files.scheduler_config.display()))?;
-        check_cross_attention(&text_config, &unet_config, &files)?;
-        check_shapes_agree(&tokenizer, &text_config, &unet_config, &vae_config, &files)?;
+        Self::load_with(files, runtime, LoadOptions::default())
+    }
+
+    pub fn load_with(mut files: ModelFiles, runtime: Runtime, options: LoadOptions) -> Result<Self> {
+        let checkpoint = match &files.weights {
+            WeightFiles::SingleFile(file) => Some(Checkpoint::open(file.path())?),
+            WeightFiles::Components { .. } => None,
+        };
+        if let Some(dir) = &options.config {
+            if checkpoint.is_none() {
+                bail!("--config {}: only a single-file checkpoint takes its configs from a folder", dir.display());
+            }
+            files.configs = Some(ConfigFiles::from_folder(&ModelFolder::disk(dir))?);
+        }
+        let mut c = match (&files.configs, &checkpoint) {
+            (Some(configs), _) => Configs::read(configs)?,
+            (None, Some(checkpoint)) => Configs::infer(checkpoint)?,
+            (None, None) => bail!("{}: no configs and no single file to read them from", files.name),
+        };
+        if let Some(prediction_type) = options.prediction_type {
+            c.scheduler.prediction_type = prediction_type;
+        }
+        check_cross_attention(&c)?;
+        check_shapes_agree(&c)?;
+        let loras = LoraSet::open(&options.loras)?;
 
         let device = &runtime.device;
-        let text_encoder = weights::load(&files.text_encoder_weights, runtime.dtype, device, |vb| {
-            Ok(ClipTextTransformer::new(vb, &text_config)?)
+        let vae_dtype = if c.vae.force_upcast { DType::F32 } else { runtime.dtype };
+        let (text_encoder, unet, vae) = match (&files.weights, &checkpoint) {
+            (WeightFiles::Components { text_encoder, unet, vae }, _) => (
+                (weights::file_backend(text_encoder)?, text_encoder.display().to_string()),
+                (weights::file_backend(unet)?, unet.display().to_string()),
+                (weights::file_backend(vae)?, vae.display().to_string()),
+            ),
+            (WeightFiles::SingleFile(_), Some(checkpoint)) => {
+                let layout = single_file::names::UNetLayout {
+                    layers_per_block: c.unet.layers_per_block,
+                    up_attention: c.unet.up_block_types.iter().map(|t| t.starts_with("CrossAttn")).collect(),
+                };
+                let levels = c.vae.block_out_channels.len();
+                let part = |component| {
+                    let backend: Box<dyn candle_nn::var_builder::SimpleBackend> =
+                        Box::new(checkpoint.component(component, &layout, levels));
+                    (backend, single_file::describe(&checkpoint.path, component))
+                };
+                (part(Component::TextEncoder), part(Component::Unet), part(Component::Vae))
+            }
+            (WeightFiles::SingleFile(file), None) => bail!("{}: not opened", file.display()),
+        };
+        let text_encoder = weights::build(
+            text_encoder.0,
+            Some((&loras, Component::TextEncoder)),
+            &text_encoder.1,
+            runtime.dtype,
+            device,
+            |vb| Ok(ClipTextTransformer::new(vb, &c.text)?),
+        )?;
+        let unet = weights::build(unet.0, Some((&loras, Component::Unet)), &unet.1, runtime.dtype, device, |vb| {
+            UNet2DConditionModel::new(vb, &c.unet)
         })?;
-        let unet = weights::load(&files.unet_weights, runtime.dtype, device, |vb| {
-            UNet2DConditionModel::new(vb, &unet_config)
-        })?;
-        let vae_dtype = if vae_config.force_upcast { DType::F32 } else { runtime.dtype };
-        let vae = weights::load(&files.vae_weights, vae_dtype, device, |vb| AutoencoderKL::new(vb, &vae_config))?;
+        let vae = weights::build(vae.0, None, &vae.1, vae_dtype, device, |vb| AutoencoderKL::new(vb, &c.vae))?;
+        let mut notes = loras.check_all_used()?;
+        notes.extend(checkpoint.as_ref().and_then(Checkpoint::unused_summary));
         Ok(Self {
             files,
             runtime,
-            tokenizer,
-            text_config,
+            tokenizer: c.tokenizer,
+            text_config: c.text,
             text_encoder,
-            unet_config,
+            unet_config: c.unet,
             unet,
-            vae_config,
+            vae_config: c.vae,
             vae,
             vae_dtype,
-            scheduler_config,
+            scheduler_config: c.scheduler,
+            options,
+            loras,
+            notes,
         })
     }
 
@@ -106,14 +246,14 @@ impl StableDiffusion {
 
 /// The UNet attends to the text encoder's output; a mismatch means two models from
 /// different pipelines, which would otherwise fail deep inside a matmul.
-fn check_cross_attention(text: &ClipTextConfig, unet: &UNetConfig, files: &ModelFiles) -> Result<()> {
-    if text.hidden_size != unet.cross_attention_dim {
-        anyhow::bail!(
+fn check_cross_attention(c: &Configs) -> Result<()> {
+    if c.text.hidden_size != c.unet.cross_attention_dim {
+        bail!(
             "{}: cross_attention_dim: expected {} (the text encoder's hidden_size in {}), found {}",
-            files.unet_config.display(),
-            text.hidden_size,
-            files.text_encoder_config.display(),
-            unet.cross_attention_dim
+            c.paths.unet,
+            c.text.hidden_size,
+            c.paths.text,
+            c.unet.cross_attention_dim
         );
     }
     Ok(())
@@ -121,35 +261,29 @@ fn check_cross_attention(text: &ClipTextConfig, unet: &UNetConfig, files: &Model
 
 /// The sizes one component hands the next must agree; otherwise the first forward
 /// pass fails deep inside a reshape, naming no file.
-fn check_shapes_agree(
-    tokenizer: &ClipTokenizer,
-    text: &ClipTextConfig,
-    unet: &UNetConfig,
-    vae: &VaeConfig,
-    files: &ModelFiles,
-) -> Result<()> {
-    let (unet_path, vae_path) = (files.unet_config.display(), files.vae_config.display());
-    if unet.in_channels != vae.latent_channels {
-        anyhow::bail!(
+fn check_shapes_agree(c: &Configs) -> Result<()> {
+    let (unet_path, vae_path) = (&c.paths.unet, &c.paths.vae);
+    if c.unet.in_channels != c.vae.latent_channels {
+        bail!(
             "{unet_path}: in_channels: expected {} (latent_channels in {vae_path}), found {}",
-            vae.latent_channels,
-            unet.in_channels
+            c.vae.latent_channels,
+            c.unet.in_channels
         );
     }
-    if unet.out_channels != unet.in_channels {
-        anyhow::bail!(
+    if c.unet.out_channels != c.unet.in_channels {
+        bail!(
             "{unet_path}: out_channels: expected {} (in_channels: the UNet predicts noise of the latent's shape), found {}",
-            unet.in_channels,
-            unet.out_channels
+            c.unet.in_channels,
+            c.unet.out_channels
         );
     }
-    if tokenizer.max_length() > text.max_position_embeddings {
-        anyhow::bail!(
+    if c.tokenizer.max_length() > c.text.max_position_embeddings {
+        bail!(
             "{}: model_max_length {} is more than the {} positions of the text encoder ({})",
-            files.tokenizer_dir.file("tokenizer_config.json").display(),
-            tokenizer.max_length(),
-            text.max_position_embeddings,
-            files.text_encoder_config.display()
+            c.paths.tokenizer,
+            c.tokenizer.max_length(),
+            c.text.max_position_embeddings,
+            c.paths.text
         );
     }
     Ok(())
@@ -157,7 +291,18 @@ fn check_shapes_agree(
 
 /// Opens the model a command line names, with the context of which one it was.
 pub fn open(spec: &str, variant: Option<&str>, runtime: Runtime, progress: &Progress) -> Result<StableDiffusion> {
+    open_with(spec, variant, LoadOptions::default(), runtime, progress)
+}
+
+/// [`open`] with a single file's configs, a prediction type, LoRAs.
+pub fn open_with(
+    spec: &str,
+    variant: Option<&str>,
+    options: LoadOptions,
+    runtime: Runtime,
+    progress: &Progress,
+) -> Result<StableDiffusion> {
     let source = ModelSource::parse(spec)?;
     let files = source.resolve(variant, progress)?;
-    StableDiffusion::load(files, runtime).with_context(|| format!("loading model {source}"))
+    StableDiffusion::load_with(files, runtime, options).with_context(|| format!("loading model {source}"))
 }

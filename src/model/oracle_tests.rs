@@ -15,6 +15,20 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
+fn unet_file(model: &StableDiffusion) -> &crate::model::ModelFile {
+    match &model.files.weights {
+        crate::model::WeightFiles::Components { unet, .. } => unet,
+        crate::model::WeightFiles::SingleFile(_) => unreachable!("the fixtures are folders"),
+    }
+}
+
+fn vae_file(model: &StableDiffusion) -> &crate::model::ModelFile {
+    match &model.files.weights {
+        crate::model::WeightFiles::Components { vae, .. } => vae,
+        crate::model::WeightFiles::SingleFile(_) => unreachable!("the fixtures are folders"),
+    }
+}
+
 fn load(name: &str) -> StableDiffusion {
     open(fixture(name).join("model").to_str().unwrap(), None, Runtime::cpu(), &Progress::Quiet).unwrap()
 }
@@ -42,7 +56,7 @@ fn unet_agrees_with_candle_transformers() {
     for name in FIXTURES {
         let model = load(name);
         let c = &model.unet_config;
-        let theirs = weights::load(&model.files.unet_weights, DType::F32, &Device::Cpu, |vb| {
+        let theirs = weights::load(unet_file(&model), DType::F32, &Device::Cpu, |vb| {
             Ok(reference::unet_2d::UNet2DConditionModel::new(vb, c.in_channels, c.out_channels, false, c.to_candle()?)?)
         })
         .unwrap();
@@ -67,7 +81,7 @@ fn vae_decoder_agrees_with_candle_transformers() {
             use_quant_conv: v.use_quant_conv,
             use_post_quant_conv: v.use_post_quant_conv,
         };
-        let theirs = weights::load(&model.files.vae_weights, DType::F32, &Device::Cpu, |vb| {
+        let theirs = weights::load(vae_file(&model), DType::F32, &Device::Cpu, |vb| {
             Ok(reference::vae::AutoEncoderKL::new(vb, v.in_channels, v.out_channels, config)?)
         })
         .unwrap();
@@ -188,7 +202,7 @@ fn taps_follow_the_config_and_leave_the_output_bit_identical() {
 #[test]
 fn vae_loads_the_old_attention_names_and_conv_shapes() {
     let model = load("sd2-tiny");
-    let tensors = candle_core::safetensors::load(model.files.vae_weights.path(), &Device::Cpu).unwrap();
+    let tensors = candle_core::safetensors::load(vae_file(&model).path(), &Device::Cpu).unwrap();
     let renamed: std::collections::HashMap<String, Tensor> = tensors
         .into_iter()
         .map(|(name, t)| {

@@ -78,7 +78,12 @@ impl hf_hub::api::Progress for Reporter {
 pub enum ModelSource {
     Builtin(&'static BuiltinModel),
     Local(PathBuf),
-    Hub { repo: String, revision: String },
+    /// One single-file checkpoint (`.safetensors`, `.ckpt`) in the original names.
+    File(PathBuf),
+    Hub {
+        repo: String,
+        revision: String,
+    },
 }
 
 impl ModelSource {
@@ -97,6 +102,9 @@ impl ModelSource {
         let path = Path::new(spec);
         if path.is_dir() {
             return Ok(Self::Local(path.to_path_buf()));
+        }
+        if path.is_file() {
+            return Ok(Self::File(path.to_path_buf()));
         }
         if let Some(model) = builtin::find(spec) {
             return Ok(Self::Builtin(model));
@@ -117,7 +125,7 @@ impl ModelSource {
         }
         let names: Vec<_> = builtin::ALL.iter().map(|m| m.name).chain(PRESETS.iter().map(|(name, _)| *name)).collect();
         bail!(
-            "--model {spec}: expected a diffusers folder, a hub repo id (owner/name[@revision]) or a name ({}); no folder {} exists",
+            "--model {spec}: expected a diffusers folder, a checkpoint file, a hub repo id (owner/name[@revision]) or a name ({}); no folder {} exists",
             names.join(", "),
             path.display()
         )
@@ -133,6 +141,12 @@ impl ModelSource {
                 Ok(files)
             }
             Self::Local(dir) => ModelFiles::from_dir(dir, variant),
+            Self::File(path) => {
+                if let Some(variant) = variant {
+                    bail!("--variant {variant}: a single-file checkpoint ({}) has no variants", path.display());
+                }
+                Ok(ModelFiles::single_file(path))
+            }
             Self::Hub { repo, revision } => {
                 let root = fetch_from_hub(repo, revision, variant, progress, Parts::Everything)?;
                 let mut files = ModelFiles::from_dir(&root, variant)?;
@@ -147,6 +161,7 @@ impl ModelSource {
         let root = match self {
             Self::Builtin(model) => ModelFolder::builtin(model),
             Self::Local(dir) => ModelFolder::disk(dir),
+            Self::File(path) => return Ok(ModelFolder::builtin(single_file_tokenizer(path)?).folder("tokenizer")),
             Self::Hub { repo, revision } => {
                 ModelFolder::disk(fetch_from_hub(repo, revision, None, progress, Parts::TokenizerOnly)?)
             }
@@ -170,27 +185,41 @@ impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Builtin(model) => write!(f, "{}", model.name),
-            Self::Local(dir) => write!(f, "{}", dir.display()),
+            Self::Local(dir) | Self::File(dir) => write!(f, "{}", dir.display()),
             Self::Hub { repo, revision } if revision == "main" => write!(f, "{repo}"),
             Self::Hub { repo, revision } => write!(f, "{repo}@{revision}"),
         }
     }
 }
 
-/// The files a pipeline is built from, in the diffusers folder layout.
+/// The files a pipeline is built from: a diffusers folder, or one checkpoint file.
 #[derive(Clone, Debug)]
 pub struct ModelFiles {
-    /// How the model is shown to the user: the folder, the repo id or the built-in name.
+    /// How the model is shown to the user: the folder, the file, the repo id or the built-in name.
     pub name: String,
+    /// The pipeline's folder, or the single file itself.
     pub root: ModelFolder,
+    /// `None`: a single file whose configs are read from its tensors.
+    pub configs: Option<ConfigFiles>,
+    pub weights: WeightFiles,
+}
+
+/// The configs and tokenizer of a diffusers folder.
+#[derive(Clone, Debug)]
+pub struct ConfigFiles {
     pub unet_config: ModelFile,
-    pub unet_weights: ModelFile,
     pub vae_config: ModelFile,
-    pub vae_weights: ModelFile,
     pub text_encoder_config: ModelFile,
-    pub text_encoder_weights: ModelFile,
     pub tokenizer_dir: ModelFolder,
     pub scheduler_config: ModelFile,
+}
+
+#[derive(Clone, Debug)]
+pub enum WeightFiles {
+    /// One safetensors file per component, as diffusers saves them.
+    Components { text_encoder: ModelFile, unet: ModelFile, vae: ModelFile },
+    /// The whole pipeline in one file, in the original names.
+    SingleFile(ModelFile),
 }
 
 impl ModelFiles {
@@ -202,6 +231,51 @@ impl ModelFiles {
 
     /// [`Self::from_dir`] of a folder on disk or built in.
     pub fn from_folder(dir: ModelFolder, variant: Option<&str>) -> Result<Self> {
+        let configs = ConfigFiles::from_folder(&dir)?;
+        Ok(Self {
+            name: dir.display().to_string(),
+            configs: Some(configs),
+            weights: WeightFiles::Components {
+                unet: weights_file(&dir.folder("unet"), "diffusion_pytorch_model", variant)?,
+                vae: weights_file(&dir.folder("vae"), "diffusion_pytorch_model", variant)?,
+                text_encoder: weights_file(&dir.folder("text_encoder"), "model", variant)?,
+            },
+            root: dir,
+        })
+    }
+
+    /// One checkpoint file, its configs to be read from its tensors.
+    pub fn single_file(path: &Path) -> Self {
+        Self {
+            name: path.display().to_string(),
+            root: ModelFolder::disk(path),
+            configs: None,
+            weights: WeightFiles::SingleFile(ModelFile::disk(path)),
+        }
+    }
+
+    /// Every weight file, the ones whose content identifies the model.
+    pub fn weight_files(&self) -> Vec<&ModelFile> {
+        match &self.weights {
+            WeightFiles::Components { text_encoder, unet, vae } => vec![text_encoder, unet, vae],
+            WeightFiles::SingleFile(file) => vec![file],
+        }
+    }
+
+    /// The variant (`fp16`) the weight files were picked by, if any.
+    pub fn variant(&self) -> Option<String> {
+        let WeightFiles::Components { unet, .. } = &self.weights else { return None };
+        unet.file_name()?
+            .strip_prefix("diffusion_pytorch_model.")
+            .and_then(|rest| rest.strip_suffix(".safetensors"))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+}
+
+impl ConfigFiles {
+    /// The configs of the diffusers folder `dir` (`--config DIR` for a single file).
+    pub fn from_folder(dir: &ModelFolder) -> Result<Self> {
         if !dir.is_dir() {
             bail!("{}: model folder not found", dir.display());
         }
@@ -221,23 +295,19 @@ impl ModelFiles {
             bail!("{}: missing tokenizer folder", tokenizer_dir.display());
         }
         Ok(Self {
-            name: dir.display().to_string(),
             unet_config: need("unet/config.json")?,
-            unet_weights: weights_file(&dir.folder("unet"), "diffusion_pytorch_model", variant)?,
             vae_config: need("vae/config.json")?,
-            vae_weights: weights_file(&dir.folder("vae"), "diffusion_pytorch_model", variant)?,
             text_encoder_config: need("text_encoder/config.json")?,
-            text_encoder_weights: weights_file(&dir.folder("text_encoder"), "model", variant)?,
             tokenizer_dir,
             scheduler_config: need("scheduler/scheduler_config.json")?,
-            root: dir,
         })
     }
+}
 
-    /// Every weight file, the ones whose content identifies the model.
-    pub fn weight_files(&self) -> [&ModelFile; 3] {
-        [&self.text_encoder_weights, &self.unet_weights, &self.vae_weights]
-    }
+/// The CLIP tokenizer a single file's family uses (it carries none).
+fn single_file_tokenizer(path: &Path) -> Result<&'static BuiltinModel> {
+    let checkpoint = super::single_file::Checkpoint::open(path)?;
+    Ok(builtin::tokenizer_of(checkpoint.family))
 }
 
 fn weights_name(stem: &str, variant: Option<&str>) -> String {
@@ -400,9 +470,10 @@ mod tests {
     #[test]
     fn finds_every_file_of_a_local_folder() {
         let files = ModelFiles::from_dir(&fixture(), None).unwrap();
-        assert!(files.unet_weights.path().ends_with("unet/diffusion_pytorch_model.safetensors"));
-        assert!(files.text_encoder_weights.path().ends_with("text_encoder/model.safetensors"));
-        assert!(files.tokenizer_dir.path().ends_with("tokenizer"));
+        let WeightFiles::Components { unet, text_encoder, .. } = &files.weights else { panic!("a folder") };
+        assert!(unet.path().ends_with("unet/diffusion_pytorch_model.safetensors"));
+        assert!(text_encoder.path().ends_with("text_encoder/model.safetensors"));
+        assert!(files.configs.unwrap().tokenizer_dir.path().ends_with("tokenizer"));
     }
 
     #[test]
@@ -412,7 +483,8 @@ mod tests {
         let files = source.resolve(None, &Progress::Quiet).unwrap();
         assert_eq!(files.name, "shapes");
         assert!(files.root.is_builtin());
-        for file in [&files.unet_config, &files.vae_config, &files.text_encoder_config, &files.scheduler_config]
+        let c = files.configs.as_ref().unwrap();
+        for file in [&c.unet_config, &c.vae_config, &c.text_encoder_config, &c.scheduler_config]
             .into_iter()
             .chain(files.weight_files())
         {

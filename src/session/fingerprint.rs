@@ -31,7 +31,8 @@ pub fn fingerprint(files: &ModelFiles) -> Result<String> {
         let mut len = [0u8; 8];
         let header_len = if size >= 8 {
             file.read_exact(&mut len).map_err(fail)?;
-            u64::from_le_bytes(len).min(size - 8)
+            // Not safetensors (a .ckpt zip): no header to read, the samples alone.
+            Some(u64::from_le_bytes(len)).filter(|&h| h <= (size - 8).min(100 << 20)).unwrap_or(0)
         } else {
             0
         };

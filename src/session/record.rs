@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::fingerprint::fingerprint;
 use super::format::{check_format, from_value};
 use super::{Segment, Settings};
-use crate::model::{ModelFiles, StableDiffusion};
+use crate::model::lora::LoraSpec;
+use crate::model::{LoadOptions, ModelFiles, StableDiffusion};
 use crate::png_meta::{A1111Parameters, PARAMETERS_KEY, SDLAB_KEY};
 use crate::scheduler::SchedulerConfig;
 
@@ -27,6 +28,23 @@ pub struct ModelInfo {
     pub variant: Option<String>,
     /// See [`fingerprint`].
     pub fingerprint: String,
+    /// `--config DIR` of a single-file checkpoint (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// `--prediction-type`, where it overrode the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_type: Option<String>,
+    /// The LoRAs fused into the weights, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraInfo>,
+}
+
+/// One LoRA of a run: its file (absolute), content and scale.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraInfo {
+    pub file: String,
+    pub sha256: String,
+    pub scale: f64,
 }
 
 impl ModelInfo {
@@ -40,13 +58,58 @@ impl ModelInfo {
         } else {
             files.name.clone()
         };
-        let file_name = files.unet_weights.file_name().unwrap_or_default();
-        let variant = file_name
-            .strip_prefix("diffusion_pytorch_model.")
-            .and_then(|rest| rest.strip_suffix(".safetensors"))
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
-        Ok(Self { source, variant, fingerprint: fingerprint(files)? })
+        Ok(Self {
+            source,
+            variant: files.variant(),
+            fingerprint: fingerprint(files)?,
+            config: None,
+            prediction_type: None,
+            loras: Vec::new(),
+        })
+    }
+
+    /// Describes a loaded model, with how it was asked for beyond its files.
+    pub fn of_model(model: &StableDiffusion) -> Result<Self> {
+        let options = &model.options;
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+        Ok(Self {
+            config: options.config.as_deref().map(absolute),
+            prediction_type: options.prediction_type.map(|p| p.as_str().to_string()),
+            loras: model
+                .loras
+                .loras
+                .iter()
+                .map(|l| LoraInfo { file: absolute(&l.path), sha256: l.sha256.clone(), scale: l.scale })
+                .collect(),
+            ..Self::of(&model.files)?
+        })
+    }
+
+    /// The options to open this model again; a LoRA file whose content changed since is an error.
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        let prediction_type = self.prediction_type.as_deref().map(LoadOptions::parse_prediction_type).transpose()?;
+        let loras = self.loras.iter().map(|l| LoraSpec { path: l.file.clone().into(), scale: l.scale }).collect();
+        Ok(LoadOptions { config: self.config.clone().map(Into::into), prediction_type, loras })
+    }
+
+    /// Refuses a model whose LoRAs are not the recorded ones (file content or scale).
+    pub fn check_loras(&self, model: &StableDiffusion) -> Result<()> {
+        let here = Self::of_model(model)?.loras;
+        let key = |l: &LoraInfo| (l.sha256.clone(), l.scale.to_bits());
+        if here.iter().map(key).ne(self.loras.iter().map(key)) {
+            let show = |ls: &[LoraInfo]| {
+                if ls.is_empty() {
+                    "no LoRA".to_string()
+                } else {
+                    ls.iter()
+                        .map(|l| format!("{}:{} (sha256 {:.12})", l.file, l.scale, l.sha256))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            bail!("the run was made with {}, the model now has {}", show(&self.loras), show(&here));
+        }
+        Ok(())
     }
 }
 
@@ -116,8 +179,20 @@ impl ImageSettings {
         if let Some(i) = &s.img2img {
             params.push(("Denoising strength".into(), i.strength.to_string()));
         }
+        // A1111 names a LoRA in the prompt, `<lora:NAME:SCALE>`, and its hash apart.
+        let mut prompt = s.prompt.clone();
+        let name =
+            |l: &LoraInfo| Path::new(&l.file).file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for lora in &self.model.loras {
+            prompt.push_str(&format!(" <lora:{}:{}>", name(lora), lora.scale));
+        }
+        if !self.model.loras.is_empty() {
+            let hashes: Vec<String> =
+                self.model.loras.iter().map(|l| format!("{}: {:.12}", name(l), l.sha256)).collect();
+            params.push(("Lora hashes".into(), hashes.join(", ")));
+        }
         params.push(("Version".into(), format!("sdlab {}", self.sdlab_version)));
-        A1111Parameters { prompt: s.prompt.clone(), negative_prompt: s.negative_prompt.clone(), params }
+        A1111Parameters { prompt, negative_prompt: s.negative_prompt.clone(), params }
     }
 
     /// The two text chunks of a PNG made with these settings.

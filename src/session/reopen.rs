@@ -40,7 +40,7 @@ impl Session {
             sdlab_version: env!("CARGO_PKG_VERSION").into(),
             created: self.created.clone().unwrap_or_else(|| now.clone()),
             saved: now,
-            model: ModelInfo::of(&self.model.files)?,
+            model: ModelInfo::of_model(&self.model)?,
             runtime: RuntimeInfo::of(&self.model),
             settings: self.settings.clone(),
             scheduler_config: self.model.scheduler_config.clone(),
@@ -89,6 +89,9 @@ impl Session {
                 "model {} has weights fingerprint {}, the session was saved with {} (fingerprint {})",
                 here.source, here.fingerprint, record.model.source, record.model.fingerprint
             ));
+        }
+        if let Err(e) = record.model.check_loras(&model) {
+            mismatch.push(e.to_string());
         }
         let settings = &record.settings;
         let here_sampler = settings.sampler(&model.scheduler_config);

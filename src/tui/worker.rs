@@ -471,11 +471,11 @@ impl Worker {
             Command::OpenSession(dir) => {
                 // Load the record first: a bad folder leaves the current run untouched.
                 let record = SessionRecord::load(&split_branch_dir(&dir).0)?;
-                let files = &self.session.model().files;
-                let spec = (files.name.clone(), store::ModelInfo::of(files)?.variant);
-                let runtime = self.session.model().runtime.clone();
+                let current = self.session.model();
+                let (name, variant) = (current.files.name.clone(), current.files.variant());
+                let (options, runtime) = (current.options.clone(), current.runtime.clone());
                 self.send(Event::Busy(format!("opening {}", dir.display())));
-                let model = model::open(&spec.0, spec.1.as_deref(), runtime, &Progress::Quiet)?;
+                let model = model::open_with(&name, variant.as_deref(), options, runtime, &Progress::Quiet)?;
                 let opened = Session::from_record(model, record, OpenOptions::default())
                     .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
                 self.session = opened.session;

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod lab;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
