@@ -950,3 +950,51 @@ fn a_damaged_branch_is_left_out_and_named_when_the_lab_opens_the_session() {
     let status = lab.app.status.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
     assert!(status.contains("branch b1 left out") && status.contains("b1/session.json"), "{status}");
 }
+
+/// `L` edits the LoRA list: fusing one re-encodes the prompt and restarts the run
+/// from its latent (other weights, other steps), and the U view charts where it acts;
+/// a bad entry is named and leaves the model as it was.
+#[test]
+fn l_fuses_loras_and_the_u_view_charts_where_they_act() {
+    let model = fixture("sd15-shaped/tiny-sd15-shaped.safetensors");
+    let lora = fixture("sd15-shaped/tiny-lora.safetensors");
+    let mut lab = Lab::on(model.to_str().unwrap());
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('n'));
+    let plain = lab.worker.session.history()[0].denoise.guided_model_output.clone();
+    let type_list = |lab: &mut Lab, text: &str| {
+        lab.key(KeyCode::Char('L'));
+        for _ in 0..200 {
+            lab.key(KeyCode::Backspace);
+        }
+        for c in text.chars() {
+            lab.key(KeyCode::Char(c));
+        }
+        lab.key(KeyCode::Enter);
+    };
+    type_list(&mut lab, &format!("{}:0.8", lora.display()));
+    assert_eq!(lab.app.info.as_ref().unwrap().loras.specs, [format!("{}:0.8", lora.display())]);
+    assert!(lab.app.history.is_empty(), "the run restarts");
+    assert!(lab.worker.session.init_latents().is_some(), "from its latent");
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('n'));
+    let fused = lab.worker.session.history()[0].denoise.guided_model_output.clone();
+    assert!(max_abs_diff(&plain, &fused) > 0.1, "the LoRA changes the UNet's output");
+    lab.key(KeyCode::Char('u'));
+    let screen = lab.render(160, 45);
+    assert_all(&screen, &["LoRA: |dW| / |W|", "text 0", "down 0", "mid", "up 3"]);
+
+    type_list(&mut lab, "nowhere.safetensors:2");
+    let status = lab.app.status.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
+    assert!(status.contains("no file nowhere.safetensors"), "{status}");
+    assert_eq!(lab.worker.session.model().loras.loras.len(), 1, "the model is as it was");
+
+    type_list(&mut lab, "");
+    assert!(lab.app.info.as_ref().unwrap().loras.specs.is_empty());
+    lab.key(KeyCode::Char('3'));
+    lab.key(KeyCode::Char('n'));
+    let again = lab.worker.session.history()[0].denoise.guided_model_output.clone();
+    assert_eq!(max_abs_diff(&plain, &again), 0.0, "without it, the first run's step again");
+    lab.key(KeyCode::Char('u'));
+    assert!(!lab.render(160, 45).contains("LoRA: |dW|"));
+}

@@ -55,18 +55,8 @@ pub struct ModelArgs {
     /// Weight file variant, e.g. fp16 picks `*.fp16.safetensors`.
     #[arg(long)]
     variant: Option<String>,
-    /// A LoRA fused into the weights, FILE[:SCALE] (scale 1.0 by default); kohya or diffusers/PEFT
-    /// format; repeatable.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
-    loras: Vec<String>,
-    /// For a single-file checkpoint: a diffusers folder whose configs, tokenizer and scheduler to use
-    /// instead of those inferred from the file.
-    #[arg(long, value_name = "DIR")]
-    config: Option<std::path::PathBuf>,
-    /// epsilon, v_prediction or sample: overrides the model's (a single SD 2.x file is taken as
-    /// v_prediction, as diffusers does).
-    #[arg(long)]
-    prediction_type: Option<String>,
+    #[command(flatten)]
+    weights: WeightArgs,
     /// f32 or f16 (default: f16 on CUDA, f32 on the CPU).
     #[arg(long)]
     dtype: Option<DTypeChoice>,
@@ -81,22 +71,50 @@ impl ModelArgs {
         model::ModelSource::suggested(&self.model)
     }
 
+    fn open(&self) -> Result<StableDiffusion> {
+        let runtime = Runtime::select(self.device, self.dtype)?;
+        let model = model::open_with(
+            &self.model,
+            self.variant.as_deref(),
+            self.weights.load_options()?,
+            runtime,
+            &Progress::Bars,
+        )?;
+        for note in &model.notes {
+            eprintln!("note: {note}");
+        }
+        Ok(model)
+    }
+}
+
+/// What `--model` alone does not say: a single file's configs, the prediction type, LoRAs.
+#[derive(Args)]
+pub struct WeightArgs {
+    /// A LoRA fused into the weights, FILE[:SCALE] (scale 1.0 by default); kohya or diffusers/PEFT
+    /// format; repeatable.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    loras: Vec<String>,
+    /// For a single-file checkpoint: a diffusers folder whose configs, tokenizer and scheduler to use
+    /// instead of those inferred from the file.
+    #[arg(long, value_name = "DIR")]
+    config: Option<std::path::PathBuf>,
+    /// epsilon, v_prediction or sample: overrides the model's (a single SD 2.x file is taken as
+    /// v_prediction, as diffusers does).
+    #[arg(long)]
+    prediction_type: Option<String>,
+}
+
+impl WeightArgs {
+    fn given(&self) -> bool {
+        !self.loras.is_empty() || self.config.is_some() || self.prediction_type.is_some()
+    }
+
     fn load_options(&self) -> Result<LoadOptions> {
         Ok(LoadOptions {
             config: self.config.clone(),
             prediction_type: self.prediction_type.as_deref().map(LoadOptions::parse_prediction_type).transpose()?,
             loras: self.loras.iter().map(|l| LoraSpec::parse(l)).collect::<Result<_>>()?,
         })
-    }
-
-    fn open(&self) -> Result<StableDiffusion> {
-        let runtime = Runtime::select(self.device, self.dtype)?;
-        let model =
-            model::open_with(&self.model, self.variant.as_deref(), self.load_options()?, runtime, &Progress::Bars)?;
-        for note in &model.notes {
-            eprintln!("note: {note}");
-        }
-        Ok(model)
     }
 }
 

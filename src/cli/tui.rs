@@ -41,6 +41,8 @@ pub struct TuiArgs {
     model: Option<String>,
     #[arg(long)]
     variant: Option<String>,
+    #[command(flatten)]
+    weights: super::WeightArgs,
     #[arg(long)]
     dtype: Option<DTypeChoice>,
     #[arg(long)]
@@ -98,10 +100,15 @@ pub struct TuiArgs {
 
 pub fn run(mut args: TuiArgs) -> Result<()> {
     let mut session = args.session.take();
+    let mut remembered_options = None;
     if let Some(png) = session.as_deref().filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))) {
         // A picture that remembers its settings: run them again, live.
         let remembered = remembered_settings(png, args.allow_large)?;
         let s = remembered.settings;
+        // the picture's LoRAs and configs, unless another model or others are named
+        if args.model.is_none() && !args.weights.given() {
+            remembered_options = Some(remembered.model.load_options()?);
+        }
         args.model = args.model.or(Some(remembered.model.source));
         args.variant = args.variant.or(remembered.model.variant);
         (args.prompt, args.negative_prompt, args.seed, args.steps) =
@@ -121,6 +128,10 @@ pub fn run(mut args: TuiArgs) -> Result<()> {
     let load = LoadSpec {
         model,
         variant: args.variant,
+        options: match remembered_options {
+            Some(options) => options,
+            None => args.weights.load_options()?,
+        },
         runtime: Runtime::select(args.device, args.dtype)?,
         prompt: args.prompt.unwrap_or_else(|| suggested.prompt.into()),
         negative_prompt: args.negative_prompt,

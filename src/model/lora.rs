@@ -190,8 +190,8 @@ fn stems(component: Component, weight: &str) -> Vec<String> {
 pub struct LoraSet {
     pub loras: Vec<Lora>,
     matched: Mutex<BTreeSet<(usize, String)>>,
-    /// Per changed weight (diffusers name), `|scale * delta| / |W|` (Frobenius).
-    changes: Mutex<Vec<(Component, String, f64)>>,
+    /// Per changed weight (diffusers name), `|delta|^2` and `|W|^2` (Frobenius).
+    changes: Mutex<Vec<(Component, String, f64, f64)>>,
 }
 
 impl LoraSet {
@@ -226,9 +226,9 @@ impl LoraSet {
             self.matched.lock().unwrap_or_else(|e| e.into_inner()).insert((i, stem.clone()));
         }
         let Some(delta) = delta else { return Ok(weight) };
-        let norm = |t: &Tensor| t.sqr()?.sum_all()?.to_scalar::<f32>().map(|v| (v as f64).sqrt());
-        let relative = norm(&delta)? / norm(&weight)?.max(f64::MIN_POSITIVE);
-        self.changes.lock().unwrap_or_else(|e| e.into_inner()).push((component, name.to_string(), relative));
+        let squared = |t: &Tensor| t.sqr()?.sum_all()?.to_scalar::<f32>().map(f64::from);
+        let (delta_sq, weight_sq) = (squared(&delta)?, squared(&weight)?);
+        self.changes.lock().unwrap_or_else(|e| e.into_inner()).push((component, name.to_string(), delta_sq, weight_sq));
         weight + delta
     }
 
@@ -260,9 +260,33 @@ impl LoraSet {
         Ok(notes)
     }
 
-    /// Per changed weight, how much the LoRAs moved it relative to its size.
-    pub fn changes(&self) -> Vec<(Component, String, f64)> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Where the LoRAs act: per text-encoder layer and UNet block (in the order
+    /// they load), `|delta W| / |W|` over the weights they change.
+    pub fn by_block(&self) -> Vec<(String, f64)> {
+        let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut blocks: Vec<(String, f64, f64)> = Vec::new();
+        for (component, name, delta_sq, weight_sq) in changes.iter() {
+            let block = block_of(*component, name);
+            match blocks.iter_mut().find(|(b, _, _)| *b == block) {
+                Some((_, d, w)) => (*d, *w) = (*d + delta_sq, *w + weight_sq),
+                None => blocks.push((block, *delta_sq, *weight_sq)),
+            }
+        }
+        blocks.into_iter().map(|(b, d, w)| (b, (d / w.max(f64::MIN_POSITIVE)).sqrt())).collect()
+    }
+}
+
+/// `text 3` for the text encoder's layer 3, `down 1` / `mid` / `up 2` for UNet blocks.
+fn block_of(component: Component, name: &str) -> String {
+    let parts: Vec<&str> = name.strip_prefix("text_model.").unwrap_or(name).split('.').collect();
+    match (component, parts.as_slice()) {
+        (Component::TextEncoder, ["encoder", "layers", i, ..]) => format!("text {i}"),
+        (Component::TextEncoder, _) => "text".into(),
+        (_, ["down_blocks", i, ..]) => format!("down {i}"),
+        (_, ["up_blocks", i, ..]) => format!("up {i}"),
+        (_, ["mid_block", ..]) => "mid".into(),
+        (_, [first, ..]) => first.to_string(),
+        (_, []) => String::new(),
     }
 }
 
@@ -286,5 +310,40 @@ impl SimpleBackend for Patched {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.inner.contains_tensor(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scale_may_follow_the_file_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("style.safetensors");
+        std::fs::write(&file, b"").unwrap();
+        let path = file.display().to_string();
+        assert_eq!(LoraSpec::parse(&path).unwrap(), LoraSpec { path: file.clone(), scale: 1.0 });
+        assert_eq!(LoraSpec::parse(&format!("{path}:0.4")).unwrap(), LoraSpec { path: file.clone(), scale: 0.4 });
+        assert_eq!(LoraSpec::parse(&format!("{path}:-1")).unwrap().scale, -1.0);
+        let msg = LoraSpec::parse(&format!("{path}:much")).unwrap_err().to_string();
+        assert!(msg.ends_with("expected FILE[:SCALE] with a number for SCALE, found \"much\""), "{msg}");
+        let msg = LoraSpec::parse(&format!("{path}:inf")).unwrap_err().to_string();
+        assert!(msg.contains("with a number for SCALE"), "{msg}");
+    }
+
+    /// The lab's chart groups weights by text-encoder layer and UNet block.
+    #[test]
+    fn changes_are_grouped_by_block() {
+        let set = LoraSet { loras: vec![], matched: Mutex::default(), changes: Mutex::default() };
+        let add = |c, n: &str, d, w| set.changes.lock().unwrap().push((c, n.to_string(), d, w));
+        add(Component::TextEncoder, "text_model.encoder.layers.1.self_attn.q_proj.weight", 1.0, 100.0);
+        add(Component::Unet, "down_blocks.0.attentions.0.proj_in.weight", 3.0, 25.0);
+        add(Component::Unet, "down_blocks.0.attentions.1.proj_out.weight", 1.0, 75.0);
+        add(Component::Unet, "mid_block.attentions.0.proj_in.weight", 4.0, 4.0);
+        assert_eq!(
+            set.by_block(),
+            vec![("text 1".to_string(), 0.1), ("down 0".to_string(), 0.2), ("mid".to_string(), 1.0)]
+        );
     }
 }

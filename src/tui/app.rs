@@ -91,6 +91,8 @@ pub enum Focus {
     /// `b` on denoise: the branch's prompt, then its guidance scale.
     BranchPrompt,
     BranchGuidance,
+    /// `L`: the LoRA list.
+    Loras,
 }
 
 /// Everything that can change the app.
@@ -171,6 +173,8 @@ pub struct App {
     /// `b`: the branch's prompt and guidance fields, and the step it forks at.
     pub branch_prompt: TextField,
     pub branch_guidance: TextField,
+    /// `L`: the LoRA list.
+    pub lora_field: TextField,
     pub branch_at: usize,
 }
 
@@ -193,6 +197,7 @@ impl App {
             init_image_field: TextField::new(""),
             branch_prompt: TextField::new(""),
             branch_guidance: TextField::new(""),
+            lora_field: TextField::new(""),
             branch_at: 0,
             strength: crate::session::DEFAULT_STRENGTH,
             focus: None,
@@ -267,7 +272,7 @@ impl App {
         }
     }
 
-    fn info(&mut self, text: impl Into<String>) {
+    pub(super) fn info(&mut self, text: impl Into<String>) {
         self.status = Some((Level::Info, text.into()));
     }
 
@@ -296,6 +301,7 @@ impl App {
             Focus::InitImage => &mut self.init_image_field,
             Focus::BranchPrompt => &mut self.branch_prompt,
             Focus::BranchGuidance => &mut self.branch_guidance,
+            Focus::Loras => &mut self.lora_field,
         })
     }
 
@@ -355,6 +361,7 @@ impl App {
                 self.focus = Some(Focus::SessionOpen);
             }
             KeyCode::Char('?') => self.show_help = true,
+            KeyCode::Char('L') => self.edit_loras(),
             KeyCode::Char('t') => self.toggle_talk(),
             KeyCode::Char(c @ '1'..='4') => self.screen = Screen::ALL[c as usize - '1' as usize],
             KeyCode::Tab => self.screen = self.screen.cycle(true),
@@ -451,6 +458,7 @@ impl App {
             },
             Focus::GoToStep => self.go_to(self.goto_field.text().parse::<usize>().ok()),
             Focus::BranchPrompt | Focus::BranchGuidance => self.submit_branch(focus),
+            Focus::Loras => self.submit_loras(),
             Focus::InitImage => {
                 let path = self.init_image_field.text().trim();
                 let path = (!path.is_empty()).then(|| PathBuf::from(path));

@@ -118,6 +118,7 @@ impl Replay {
             Command::DecodeX0(_) => bail!("replay: no VAE is loaded (run without --replay to decode x0)"),
             Command::SetGuidance(_) => bail!("replay: the guidance scale is as recorded"),
             Command::SetScheduler(_) => bail!("replay: the sampler is as recorded"),
+            Command::SetLoras(_) => bail!("replay: the recorded run's model stays as it was"),
             Command::SetInitImage { .. } => bail!("replay: the starting picture is as recorded"),
             Command::SavePng(path) => {
                 let Some(image) = &r.image else { bail!("replay: this run was saved before it was decoded") };

@@ -32,6 +32,16 @@ pub struct ModelInfo {
     pub settings: Settings,
     /// Replaying: the steps the recording holds (it may stop before the schedule ends).
     pub recorded_steps: Option<usize>,
+    pub loras: LoraView,
+}
+
+/// The LoRAs fused into the model, and where they act.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoraView {
+    /// `FILE:SCALE` per LoRA, in order: what `L` edits.
+    pub specs: Vec<String>,
+    /// Per text-encoder layer and UNet block, `|delta W| / |W|` of the weights the LoRAs change.
+    pub blocks: Vec<(String, f64)>,
 }
 
 /// Stage 1 for the screen: both prompts' tokens and their embeddings' statistics.

@@ -17,11 +17,12 @@ use candle_core::Tensor;
 use super::branches::{split_branch_dir, Tree};
 use super::replay::Replay;
 use super::views::{
-    BranchBar, CompareView, DecodedView, EncodeView, Img2ImgView, Landing, LatentView, ModelInfo, StepView, Timestep,
+    BranchBar, CompareView, DecodedView, EncodeView, Img2ImgView, Landing, LatentView, LoraView, ModelInfo, StepView,
+    Timestep,
 };
 use crate::fsutil::write_atomic;
 use crate::image_out::to_rgb8;
-use crate::model::{self, Progress, Runtime, StableDiffusion};
+use crate::model::{self, LoadOptions, Progress, Runtime, StableDiffusion};
 use crate::preview;
 use crate::scheduler::{Sampler, SamplerName, SamplerStep, SchedulerConfig, TimestepSpacing};
 use crate::session::picture::{pixels_sha256, read_picture};
@@ -79,6 +80,9 @@ pub enum Command {
     SwitchBranch {
         forward: bool,
     },
+    /// `L`: the model with these LoRAs (`FILE[:SCALE]` separated by `;`), the run
+    /// restarted from its latent.
+    SetLoras(String),
     /// `c`: the run on screen and the one it is compared with, after this many steps.
     Compare(usize),
     /// Saves the run under a new name in `sessions/`, if anything was computed (on quit).
@@ -146,6 +150,8 @@ pub enum Event {
 pub struct LoadSpec {
     pub model: String,
     pub variant: Option<String>,
+    /// LoRAs, a single file's configs, the prediction type.
+    pub options: LoadOptions,
     pub runtime: Runtime,
     pub prompt: String,
     pub negative_prompt: String,
@@ -245,21 +251,29 @@ fn work(spec: LoadSpec, command_rx: Receiver<Command>, event_tx: Sender<Event>) 
 /// or a fresh one from the command line's settings.
 fn open_session(spec: &LoadSpec, progress: &Progress) -> Result<(Session, Vec<String>)> {
     let Some(dir) = &spec.session else {
-        let model = model::open(&spec.model, spec.variant.as_deref(), spec.runtime.clone(), progress)?;
-        return Ok((session_for(model, spec)?, Vec::new()));
+        let model = model::open_with(
+            &spec.model,
+            spec.variant.as_deref(),
+            spec.options.clone(),
+            spec.runtime.clone(),
+            progress,
+        )?;
+        let notes = model.notes.clone();
+        return Ok((session_for(model, spec)?, notes));
     };
     // the session's main run; its branches join it in the worker's tree
     let mut record = SessionRecord::load(&split_branch_dir(dir).0)?;
     let recovered = record.recovered.take();
-    let (source, variant) = if spec.model_given {
-        (spec.model.clone(), spec.variant.clone())
+    let (source, variant, load) = if spec.model_given {
+        (spec.model.clone(), spec.variant.clone(), spec.options.clone())
     } else {
-        (record.model.source.clone(), record.model.variant.clone())
+        (record.model.source.clone(), record.model.variant.clone(), record.model.load_options()?)
     };
-    let model = model::open(&source, variant.as_deref(), spec.runtime.clone(), progress)?;
+    let model = model::open_with(&source, variant.as_deref(), load, spec.runtime.clone(), progress)?;
+    let notes = model.notes.clone();
     let options = OpenOptions { force: spec.force, allow_large: spec.allow_large };
     let opened = Session::from_record(model, record, options).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-    Ok((opened.session, recovered.into_iter().chain(opened.warnings).collect()))
+    Ok((opened.session, recovered.into_iter().chain(notes).chain(opened.warnings).collect()))
 }
 
 /// A session for `model` with the command line's settings (the model's default size
@@ -388,6 +402,7 @@ impl Worker {
                 self.session.set_guidance_scale(scale)?;
                 self.send(Event::GuidanceSet(scale));
             }
+            Command::SetLoras(list) => self.set_loras(&list)?,
             Command::SetScheduler(name) => {
                 let had_latent = self.session.init_latents().is_some();
                 let settings = Settings { scheduler: name, ..self.session.settings().clone() };
@@ -582,7 +597,14 @@ pub fn model_info(session: &Session) -> ModelInfo {
     let model = session.model();
     let device = if model.device().is_cuda() { "cuda" } else { "cpu" };
     let run = RunFacts { name: &model.files.name, device, dtype: model.dtype().as_str() };
-    run.info(session.settings(), session.sampler(), &model.scheduler_config, model.vae_scale_factor())
+    let loras = LoraView {
+        specs: model.loras.loras.iter().map(|l| format!("{}:{}", l.path.display(), l.scale)).collect(),
+        blocks: model.loras.by_block(),
+    };
+    ModelInfo {
+        loras,
+        ..run.info(session.settings(), session.sampler(), &model.scheduler_config, model.vae_scale_factor())
+    }
 }
 
 /// What the header says about where a run happens, for a live or a replayed run.
@@ -625,6 +647,7 @@ impl RunFacts<'_> {
             alpha_prod_t: sampler.alpha_prod_t(),
             settings: settings.clone(),
             recorded_steps: None,
+            loras: LoraView::default(),
         }
     }
 }

@@ -28,10 +28,16 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Self {
+        Self::on(&fixture("sd2-tiny").join("model").display().to_string())
+    }
+
+    /// The lab on `model`, with sd2-tiny's run settings.
+    pub fn on(model_spec: &str) -> Self {
         let run = run_json("sd2-tiny");
         let spec = LoadSpec {
-            model: fixture("sd2-tiny").join("model").display().to_string(),
+            model: model_spec.to_string(),
             variant: None,
+            options: Default::default(),
             runtime: Runtime::cpu(),
             prompt: run.prompt.clone(),
             negative_prompt: run.negative_prompt.clone(),
@@ -61,8 +67,12 @@ impl Lab {
     pub fn command(&mut self, command: Command) {
         let mut pending = vec![command];
         while let Some(command) = pending.pop() {
-            self.worker.handle(command).unwrap();
-            let events: Vec<Event> = self.events.try_iter().collect();
+            let result = self.worker.handle(command);
+            let mut events: Vec<Event> = self.events.try_iter().collect();
+            // as the worker's loop does: an error is an event the app shows
+            if let Err(err) = result {
+                events.push(Event::Error(format!("{err:#}")));
+            }
             for event in events {
                 pending.extend(self.app.update(Message::Worker(event)));
             }

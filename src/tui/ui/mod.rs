@@ -9,6 +9,7 @@ mod encode;
 mod fit;
 mod help;
 mod latent;
+mod lora_chart;
 mod talk;
 mod unet;
 
@@ -115,6 +116,9 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         Some(Focus::InitImage) => Some(("start from picture (empty: none): ", &app.init_image_field)),
         Some(Focus::BranchPrompt) => Some(("branch: its prompt (Enter, Esc cancels): ", &app.branch_prompt)),
         Some(Focus::BranchGuidance) => Some(("branch: its guidance scale (Enter forks): ", &app.branch_guidance)),
+        Some(Focus::Loras) => {
+            Some(("LoRAs, FILE[:SCALE] separated by ; (Enter fuses, Esc cancels): ", &app.lora_field))
+        }
         _ => None,
     };
     if let Some((label, text)) = field {

@@ -37,6 +37,13 @@ const LABELLED: usize = " mean ".len() + 9 + " std ".len() + 9;
 const LEGEND_ROWS: usize = 4;
 
 pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
+    let area = match app.info.as_ref().map(|i| super::lora_chart::split(&i.loras, area)) {
+        Some((u, Some(chart))) => {
+            super::lora_chart::draw(frame, &app.info.as_ref().expect("split had it").loras, chart);
+            u
+        }
+        _ => area,
+    };
     let (step, taps) = match shown_taps(app) {
         Ok(shown) => shown,
         Err(why) => {
