@@ -187,3 +187,110 @@ fn a_single_file_with_its_diffusers_configs_matches_diffusers() {
     let msg = stderr(&out);
     assert!(msg.contains("only a single-file checkpoint takes its configs from a folder"), "{msg}");
 }
+
+/// What a file holds unused is listed (SD 2.x's last text layer, its projection);
+/// a tensor the model needs and the file lacks is named by both names.
+#[test]
+fn unused_and_missing_tensors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    let model = fixture("sd2-shaped/tiny-sd2-shaped.safetensors");
+    let args = ["--prompt", "x", "--steps", "1", "--width", "64", "--height", "64", "--out", png.to_str().unwrap()];
+    let out = sdlab(&[&["generate", "--model", model.to_str().unwrap()][..], &args[..]].concat());
+    let msg = stderr(&out);
+    assert!(out.status.success(), "{msg}");
+    assert!(msg.contains("tiny-sd2-shaped.safetensors: ignored 14 tensors no model uses:"), "{msg}");
+    assert!(msg.contains("cond_stage_model.model.transformer.resblocks.2.* (12)"), "{msg}");
+    assert!(msg.contains("cond_stage_model.model.text_projection"), "{msg}");
+
+    let mut tensors =
+        candle_core::safetensors::load(fixture("sd15-shaped/tiny-sd15-shaped.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    tensors.remove("model.diffusion_model.output_blocks.5.2.conv.weight").unwrap();
+    let damaged = dir.path().join("damaged.safetensors");
+    candle_core::safetensors::save(&tensors, &damaged).unwrap();
+    let out = sdlab(&[&["generate", "--model", damaged.to_str().unwrap()][..], &args[..]].concat());
+    let msg = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        msg.contains("missing tensor up_blocks.1.upsamplers.0.conv.weight (looked for model.diffusion_model.output_blocks.5.2.conv.weight)"),
+        "{msg}"
+    );
+}
+
+/// LoRA keys that name nothing in the model are listed, not silently dropped; a
+/// session records the LoRA, and `resume` goes on with it fused.
+#[test]
+fn unmatched_lora_keys_are_listed_and_a_session_keeps_its_lora() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = candle_core::Device::Cpu;
+    let mut lora = candle_core::safetensors::load(fixture("sd15-shaped/tiny-lora.safetensors"), &cpu).unwrap();
+    let t = candle_core::Tensor::zeros((4, 8), candle_core::DType::F16, &cpu).unwrap();
+    lora.insert("lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight".into(), t.clone());
+    lora.insert(
+        "lora_unet_down_blocks_9_attentions_0_proj_in.lora_up.weight".into(),
+        t.t().unwrap().contiguous().unwrap(),
+    );
+    let file = dir.path().join("extra.safetensors");
+    candle_core::safetensors::save(&lora, &file).unwrap();
+    let model = fixture("sd15-shaped/tiny-sd15-shaped.safetensors");
+    let sessions = dir.path().join("sessions");
+    let out = sdlab(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--lora",
+        &format!("{}:0.5", file.display()),
+        "--prompt",
+        "a fox",
+        "--steps",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--session",
+        "fox",
+        "--dir",
+        sessions.to_str().unwrap(),
+        "--stop-at",
+        "1",
+    ]);
+    let msg = stderr(&out);
+    assert!(out.status.success(), "{msg}");
+    assert!(msg.contains("extra.safetensors: 1 of "), "{msg}");
+    assert!(
+        msg.contains("match nothing in this model and were not applied: lora_unet_down_blocks_9_attentions_0_proj_in"),
+        "{msg}"
+    );
+    let json = std::fs::read_to_string(sessions.join("fox/session.json")).unwrap();
+    assert!(
+        json.contains("\"loras\"") && json.contains("extra.safetensors") && json.contains("\"scale\": 0.5"),
+        "{json}"
+    );
+    let png = dir.path().join("fox.png");
+    let out = sdlab(&["resume", "fox", "--dir", sessions.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // the same three steps in one go, with the LoRA, give the same picture
+    let whole = dir.path().join("whole.png");
+    let out = sdlab(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--lora",
+        &format!("{}:0.5", file.display()),
+        "--prompt",
+        "a fox",
+        "--steps",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--out",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (image::open(&png).unwrap().to_rgb8(), image::open(&whole).unwrap().to_rgb8());
+    assert_eq!(a.as_raw(), b.as_raw());
+}
