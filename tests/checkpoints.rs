@@ -109,6 +109,16 @@ fn other_files_are_refused_with_what_they_are() {
     };
     save("sdxl.safetensors", &["conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"]);
     save("sd3.safetensors", &["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"]);
+    // the x4 upscaler: SD 2.x's text encoder, a UNet taking 7 channels (latent + low-res picture)
+    let cpu = candle_core::Device::Cpu;
+    let upscaler: std::collections::HashMap<String, candle_core::Tensor> = [
+        ("cond_stage_model.model.token_embedding.weight", (4, 2, 1, 1)),
+        ("model.diffusion_model.input_blocks.0.0.weight", (8, 7, 3, 3)),
+    ]
+    .into_iter()
+    .map(|(k, s)| (k.to_string(), candle_core::Tensor::zeros(s, candle_core::DType::F16, &cpu).unwrap()))
+    .collect();
+    candle_core::safetensors::save(&upscaler, path("x4-upscaler.safetensors")).unwrap();
     let sd15 = fixture("sd15-shaped/tiny-sd15-shaped.safetensors");
     let bytes = std::fs::read(&sd15).unwrap();
     std::fs::write(path("truncated.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
@@ -128,6 +138,13 @@ fn other_files_are_refused_with_what_they_are() {
             vec!["sdxl.safetensors: an SDXL checkpoint", "conditioner.embedders.*"],
         ),
         (generate(&path("sd3.safetensors"), &[]), vec!["an SD3 checkpoint"]),
+        (
+            generate(&path("x4-upscaler.safetensors"), &[]),
+            vec![
+                "x4-upscaler.safetensors: model.diffusion_model.input_blocks.0.0.weight: 7 input channels",
+                "upscaler",
+            ],
+        ),
         (generate(&path("truncated.safetensors"), &[]), vec!["truncated.safetensors: not a valid safetensors file"]),
         (generate(&fixture("sd15-shaped/tiny-lora.safetensors"), &[]), vec!["a LoRA (pass it with --lora)"]),
         (
