@@ -951,28 +951,33 @@ fn a_damaged_branch_is_left_out_and_named_when_the_lab_opens_the_session() {
     assert!(status.contains("branch b1 left out") && status.contains("b1/session.json"), "{status}");
 }
 
-/// `L` edits the LoRA list: fusing one re-encodes the prompt and restarts the run
-/// from its latent (other weights, other steps), and the U view charts where it acts;
-/// a bad entry is named and leaves the model as it was.
+/// `L`'s panel: `a` adds a LoRA, `+`/`-` change its scale, `d` removes it, Enter fuses
+/// the list (re-encoding the prompt, restarting the run from its latent: other weights,
+/// other steps) and the U view charts where it acts; a bad file is named and the model
+/// stays as it was; Esc leaves it untouched.
 #[test]
-fn l_fuses_loras_and_the_u_view_charts_where_they_act() {
+fn the_lora_panel_fuses_loras_and_the_u_view_charts_where_they_act() {
     let model = fixture("sd15-shaped/tiny-sd15-shaped.safetensors");
     let lora = fixture("sd15-shaped/tiny-lora.safetensors");
     let mut lab = Lab::on(model.to_str().unwrap());
     lab.key(KeyCode::Char('3'));
     lab.key(KeyCode::Char('n'));
     let plain = lab.worker.session.history()[0].denoise.guided_model_output.clone();
-    let type_list = |lab: &mut Lab, text: &str| {
-        lab.key(KeyCode::Char('L'));
-        for _ in 0..200 {
-            lab.key(KeyCode::Backspace);
-        }
+    let add = |lab: &mut Lab, text: &str| {
+        lab.key(KeyCode::Char('a'));
         for c in text.chars() {
             lab.key(KeyCode::Char(c));
         }
         lab.key(KeyCode::Enter);
     };
-    type_list(&mut lab, &format!("{}:0.8", lora.display()));
+    lab.key(KeyCode::Char('L'));
+    assert_all(&lab.render(160, 45), &["LoRAs fused into the model", "none: a adds one"]);
+    add(&mut lab, &format!("{}:0.6", lora.display()));
+    lab.key(KeyCode::Char('+'));
+    lab.key(KeyCode::Char('+'));
+    assert_all(&lab.render(160, 45), &["▶ tiny-lora", "0.80"]);
+    lab.key(KeyCode::Enter);
+    assert!(lab.app.lora_panel.is_none());
     assert_eq!(lab.app.info.as_ref().unwrap().loras.specs, [format!("{}:0.8", lora.display())]);
     assert!(lab.app.history.is_empty(), "the run restarts");
     assert!(lab.worker.session.init_latents().is_some(), "from its latent");
@@ -982,14 +987,22 @@ fn l_fuses_loras_and_the_u_view_charts_where_they_act() {
     assert!(max_abs_diff(&plain, &fused) > 0.1, "the LoRA changes the UNet's output");
     lab.key(KeyCode::Char('u'));
     let screen = lab.render(160, 45);
-    assert_all(&screen, &["LoRA: |dW| / |W|", "text 0", "down 0", "mid", "up 3"]);
+    assert_all(
+        &screen,
+        &["LoRA: |dW| / |W|", "text 0", "down 0", "mid", "up 3", "tiny-sd15-shaped.safetensors + tiny-lora 0.8"],
+    );
 
-    type_list(&mut lab, "nowhere.safetensors:2");
+    // a file that is not there: named when added, nothing changes
+    lab.key(KeyCode::Char('L'));
+    add(&mut lab, "nowhere.safetensors:2");
     let status = lab.app.status.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
     assert!(status.contains("no file nowhere.safetensors"), "{status}");
+    lab.key(KeyCode::Esc);
     assert_eq!(lab.worker.session.model().loras.loras.len(), 1, "the model is as it was");
 
-    type_list(&mut lab, "");
+    lab.key(KeyCode::Char('L'));
+    lab.key(KeyCode::Char('d'));
+    lab.key(KeyCode::Enter);
     assert!(lab.app.info.as_ref().unwrap().loras.specs.is_empty());
     lab.key(KeyCode::Char('3'));
     lab.key(KeyCode::Char('n'));

@@ -173,7 +173,8 @@ pub struct App {
     /// `b`: the branch's prompt and guidance fields, and the step it forks at.
     pub branch_prompt: TextField,
     pub branch_guidance: TextField,
-    /// `L`: the LoRA list.
+    /// `L`: the LoRA panel while open, and its field for another LoRA.
+    pub lora_panel: Option<super::loras::LoraPanel>,
     pub lora_field: TextField,
     pub branch_at: usize,
 }
@@ -197,6 +198,7 @@ impl App {
             init_image_field: TextField::new(""),
             branch_prompt: TextField::new(""),
             branch_guidance: TextField::new(""),
+            lora_panel: None,
             lora_field: TextField::new(""),
             branch_at: 0,
             strength: crate::session::DEFAULT_STRENGTH,
@@ -331,6 +333,9 @@ impl App {
                 _ => Vec::new(),
             };
         }
+        if self.lora_panel.is_some() {
+            return self.on_lora_panel_key(key.code);
+        }
         if self.show_help {
             // any key closes the key map
             self.show_help = false;
@@ -361,7 +366,7 @@ impl App {
                 self.focus = Some(Focus::SessionOpen);
             }
             KeyCode::Char('?') => self.show_help = true,
-            KeyCode::Char('L') => self.edit_loras(),
+            KeyCode::Char('L') => self.open_lora_panel(),
             KeyCode::Char('t') => self.toggle_talk(),
             KeyCode::Char(c @ '1'..='4') => self.screen = Screen::ALL[c as usize - '1' as usize],
             KeyCode::Tab => self.screen = self.screen.cycle(true),
@@ -458,7 +463,7 @@ impl App {
             },
             Focus::GoToStep => self.go_to(self.goto_field.text().parse::<usize>().ok()),
             Focus::BranchPrompt | Focus::BranchGuidance => self.submit_branch(focus),
-            Focus::Loras => self.submit_loras(),
+            Focus::Loras => self.submit_lora_row(),
             Focus::InitImage => {
                 let path = self.init_image_field.text().trim();
                 let path = (!path.is_empty()).then(|| PathBuf::from(path));

@@ -52,7 +52,7 @@ pub const KEYMAP: &[KeyHint] = &[
     global("t", "talk mode: the stages as slides, with their code"),
     global("w", "write the session"),
     global("o", "open a session"),
-    global("L", "LoRAs: FILE[:SCALE]; ... (re-encodes, restarts from the latent)"),
+    global("L", "LoRAs: add, remove, scale; Enter fuses them and restarts from the latent"),
     global("?", "all keys"),
     global("q Ctrl-C", "quit"),
 ];

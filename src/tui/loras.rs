@@ -1,38 +1,106 @@
-//! `L`: the LoRAs fused into the model, edited as one line (`FILE[:SCALE]`
-//! separated by `;`: add one, delete one, change a scale). Enter fuses them into
-//! a freshly loaded model, re-encodes the prompt and restarts the run from its
-//! latent; the U view charts where they act.
+//! `L`: the LoRA panel. One row per LoRA fused into the model: Up/Down pick,
+//! `+`/`-` change its scale, `d` removes it, `a` asks for another (`FILE[:SCALE]`).
+//! Enter fuses the list into a freshly loaded model, re-encodes the prompt and
+//! restarts the run from its latent; Esc leaves the model as it was. The U view
+//! charts where they act.
 
 use anyhow::Result;
+use crossterm::event::KeyCode;
 
-use super::app::{App, Focus};
+use super::app::{App, Focus, Level};
 use super::branches::Tree;
 use super::worker::{model_info, Command, Event, Worker};
 use crate::model::lora::LoraSpec;
 use crate::model::{self, LoadOptions, Progress};
 use crate::session::Session;
 
-/// The list `L` edits: `FILE[:SCALE]` entries separated by `;` (empty: none).
+/// The list the panel hands the worker: `FILE[:SCALE]` entries separated by `;` (empty: none).
 pub fn parse_list(list: &str) -> Result<Vec<LoraSpec>> {
     list.split(';').map(str::trim).filter(|s| !s.is_empty()).map(LoraSpec::parse).collect()
 }
 
+/// The panel's rows while it is open: `(file, scale)`, the picked row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoraPanel {
+    pub rows: Vec<(String, f64)>,
+    pub picked: usize,
+}
+
+impl LoraPanel {
+    fn list(&self) -> String {
+        self.rows.iter().map(|(file, scale)| format!("{file}:{scale}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// How much `+` / `-` move a scale.
+const SCALE_STEP: f64 = 0.1;
+
 impl App {
-    /// `L`: the LoRA list, ready to edit.
-    pub(super) fn edit_loras(&mut self) {
+    /// `L`: the panel, with the model's LoRAs.
+    pub(super) fn open_lora_panel(&mut self) {
         if self.replay {
             self.info("replaying: the recorded run's model stays as it was");
             return;
         }
-        let specs = self.info.as_ref().map(|i| i.loras.specs.join("; ")).unwrap_or_default();
-        self.lora_field.set_text(specs);
-        self.focus = Some(Focus::Loras);
+        let specs = self.info.as_ref().map(|i| i.loras.specs.clone()).unwrap_or_default();
+        let rows = specs
+            .iter()
+            .filter_map(|s| s.rsplit_once(':'))
+            .map(|(file, scale)| (file.to_string(), scale.parse().unwrap_or(1.0)))
+            .collect();
+        self.lora_panel = Some(LoraPanel { rows, picked: 0 });
     }
 
-    pub(super) fn submit_loras(&mut self) -> Vec<Command> {
-        self.running = false;
-        self.target = None;
-        vec![Command::SetLoras(self.lora_field.text().to_string())]
+    /// A key while the panel is open; what to ask the worker.
+    pub(super) fn on_lora_panel_key(&mut self, key: KeyCode) -> Vec<Command> {
+        let Some(panel) = self.lora_panel.as_mut() else { return Vec::new() };
+        let last = panel.rows.len().saturating_sub(1);
+        match key {
+            KeyCode::Up => panel.picked = panel.picked.saturating_sub(1),
+            KeyCode::Down => panel.picked = (panel.picked + 1).min(last),
+            KeyCode::Char(c @ ('+' | '=' | '-')) => {
+                if let Some((_, scale)) = panel.rows.get_mut(panel.picked) {
+                    let step = if c == '-' { -SCALE_STEP } else { SCALE_STEP };
+                    // tenths stay tenths: 0.8 - 0.1 is 0.7, not 0.7000000000000001
+                    *scale = ((*scale + step) * 10.0).round() / 10.0;
+                }
+            }
+            KeyCode::Char('d') | KeyCode::Delete if !panel.rows.is_empty() => {
+                panel.rows.remove(panel.picked);
+                panel.picked = panel.picked.min(panel.rows.len().saturating_sub(1));
+            }
+            KeyCode::Char('a') => {
+                self.lora_field.set_text("");
+                self.focus = Some(Focus::Loras);
+            }
+            KeyCode::Enter => {
+                let list = panel.list();
+                self.lora_panel = None;
+                self.running = false;
+                self.target = None;
+                return vec![Command::SetLoras(list)];
+            }
+            KeyCode::Esc | KeyCode::Char('L') => self.lora_panel = None,
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// `a`'s field: one more row (checked when the list is fused).
+    pub(super) fn submit_lora_row(&mut self) -> Vec<Command> {
+        let text = self.lora_field.text().trim().to_string();
+        let Some(panel) = self.lora_panel.as_mut() else { return Vec::new() };
+        if text.is_empty() {
+            return Vec::new();
+        }
+        match LoraSpec::parse(&text) {
+            Ok(spec) => {
+                panel.rows.push((spec.path.display().to_string(), spec.scale));
+                panel.picked = panel.rows.len() - 1;
+            }
+            Err(e) => self.status = Some((Level::Error, e.to_string())),
+        }
+        Vec::new()
     }
 }
 

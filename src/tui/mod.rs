@@ -10,7 +10,7 @@ pub mod graphics;
 pub mod i18n;
 pub mod images;
 pub mod keys;
-mod loras;
+pub mod loras;
 pub mod replay;
 pub mod talk;
 pub mod terminal;

@@ -10,6 +10,7 @@ mod fit;
 mod help;
 mod latent;
 mod lora_chart;
+mod lora_panel;
 mod talk;
 mod unet;
 
@@ -33,6 +34,9 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
     images.begin_frame(&overlays(app, frame.area()));
     if app.talk.on {
         talk::draw(frame, app, images);
+        if let Some(panel) = &app.lora_panel {
+            lora_panel::draw(frame, panel, lora_panel::area(frame.area()));
+        }
         if app.show_help {
             help::draw(frame, help::area(frame.area(), app), app);
         }
@@ -55,6 +59,9 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut Images) {
     }
     draw_status(frame, app, status);
     draw_footer(frame, app, footer);
+    if let Some(panel) = &app.lora_panel {
+        lora_panel::draw(frame, panel, lora_panel::area(frame.area()));
+    }
     if app.show_help {
         help::draw(frame, help::area(frame.area(), app), app);
     }
@@ -65,6 +72,9 @@ pub fn overlays(app: &App, screen: Rect) -> Vec<Rect> {
     let mut areas = Vec::new();
     if app.show_help {
         areas.push(help::area(screen, app));
+    }
+    if app.lora_panel.is_some() {
+        areas.push(lora_panel::area(screen));
     }
     if app.talk.on && app.focus.is_some() {
         areas.push(talk::field_area(screen));
@@ -88,7 +98,16 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         });
     }
     let facts = match &app.info {
-        Some(info) => format!("{} · {} {} · seed {}", short_name(&info.name), info.device, info.dtype, app.seed),
+        Some(info) => {
+            format!(
+                "{}{} · {} {} · seed {}",
+                short_name(&info.name),
+                lora_names(info),
+                info.device,
+                info.dtype,
+                app.seed
+            )
+        }
         None => "loading the model".into(),
     };
     let facts = vec![Span::raw(facts), Span::styled("   ? keys", Style::new().add_modifier(Modifier::DIM))];
@@ -101,6 +120,16 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         vec![Line::from(one)]
     };
     frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// ` + style 0.8` per LoRA fused into the model (file stem and scale).
+fn lora_names(info: &crate::tui::views::ModelInfo) -> String {
+    let stem = |spec: &str| {
+        let (path, scale) = spec.rsplit_once(':').unwrap_or((spec, "1"));
+        let name = std::path::Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned());
+        format!(" + {} {scale}", name.unwrap_or_default())
+    };
+    info.loras.specs.iter().map(|s| stem(s)).collect()
 }
 
 /// A repo id as it is, a path by its last two parts (`sd2-tiny/model`): headers are narrow.
@@ -116,9 +145,7 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         Some(Focus::InitImage) => Some(("start from picture (empty: none): ", &app.init_image_field)),
         Some(Focus::BranchPrompt) => Some(("branch: its prompt (Enter, Esc cancels): ", &app.branch_prompt)),
         Some(Focus::BranchGuidance) => Some(("branch: its guidance scale (Enter forks): ", &app.branch_guidance)),
-        Some(Focus::Loras) => {
-            Some(("LoRAs, FILE[:SCALE] separated by ; (Enter fuses, Esc cancels): ", &app.lora_field))
-        }
+        Some(Focus::Loras) => Some(("another LoRA, FILE[:SCALE] (Enter adds it to the list): ", &app.lora_field)),
         _ => None,
     };
     if let Some((label, text)) = field {

@@ -360,7 +360,7 @@ fn draw_field(frame: &mut Frame, app: &App, focus: Focus, area: Rect) {
         Focus::InitImage => ("start from picture (Enter, empty: none, Esc cancel)", &app.init_image_field),
         Focus::BranchPrompt => ("branch: its prompt (Enter, Esc cancel)", &app.branch_prompt),
         Focus::BranchGuidance => ("branch: its guidance scale (Enter forks, Esc cancel)", &app.branch_guidance),
-        Focus::Loras => ("LoRAs: FILE[:SCALE]; ... (Enter fuses, Esc cancel)", &app.lora_field),
+        Focus::Loras => ("another LoRA, FILE[:SCALE] (Enter adds it, Esc cancel)", &app.lora_field),
     };
     let block = super::block(title, true);
     let inner = block.inner(area);
