@@ -34,8 +34,8 @@ fn has_prefix(shapes: &Shapes, prefix: &str) -> bool {
 
 /// The UNet's config and the layout its names follow.
 pub fn unet(shapes: &Shapes, family: Family) -> Result<(Value, UNetLayout)> {
-    let conv_in = shape(shapes, &format!("{UNET}input_blocks.0.0.weight"))?;
-    let (c0, in_channels) = (conv_in[0], conv_in[1]);
+    let conv_in = format!("{UNET}input_blocks.0.0.weight");
+    let (c0, in_channels) = (dim(shapes, &conv_in, 0)?, dim(shapes, &conv_in, 1)?);
     let out_channels = dim(shapes, &format!("{UNET}out.2.weight"), 0)?;
     // input_blocks 1.. are the resnets of each level, each level but the last
     // closed by a downsampler (`.0.op.weight`).
@@ -85,7 +85,7 @@ pub fn unet(shapes: &Shapes, family: Family) -> Result<(Value, UNetLayout)> {
         Family::Sd2 => channels.iter().map(|c| (c / 64).max(1)).collect(),
     };
     let time_embed = dim(shapes, &format!("{UNET}time_embed.0.weight"), 0)?;
-    if time_embed != 4 * c0 {
+    if Some(time_embed) != c0.checked_mul(4) {
         bail!("{UNET}time_embed.0.weight: expected {} rows (4 x {c0} channels), found {time_embed}", 4 * c0);
     }
     let config = json!({
@@ -112,7 +112,7 @@ pub fn unet(shapes: &Shapes, family: Family) -> Result<(Value, UNetLayout)> {
 }
 
 pub fn vae(shapes: &Shapes) -> Result<Value> {
-    let conv_in = shape(shapes, &format!("{VAE}encoder.conv_in.weight"))?;
+    let in_channels = dim(shapes, &format!("{VAE}encoder.conv_in.weight"), 1)?;
     let levels = count(shapes, &format!("{VAE}encoder.down."), ".block.0.conv1.weight");
     let channels: Vec<usize> = (0..levels)
         .map(|i| dim(shapes, &format!("{VAE}encoder.down.{i}.block.0.conv2.weight"), 0))
@@ -122,7 +122,7 @@ pub fn vae(shapes: &Shapes) -> Result<Value> {
     }
     Ok(json!({
         "_class_name": "AutoencoderKL",
-        "in_channels": conv_in[1],
+        "in_channels": in_channels,
         "out_channels": dim(shapes, &format!("{VAE}decoder.conv_out.weight"), 0)?,
         "block_out_channels": channels,
         "down_block_types": vec!["DownEncoderBlock2D"; levels],
@@ -188,4 +188,58 @@ pub fn scheduler(prediction_type: &str) -> Value {
         "set_alpha_to_one": false,
         "prediction_type": prediction_type,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tensor_file::TensorFile;
+
+    fn sd15_shapes() -> Shapes {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sd15-shaped/tiny-sd15-shaped.safetensors");
+        TensorFile::open(&path).unwrap().shapes()
+    }
+
+    #[test]
+    fn sd15_shaped_reads_as_its_diffusers_configs() {
+        let shapes = sd15_shapes();
+        let (unet, layout) = unet(&shapes, Family::Sd1).unwrap();
+        assert_eq!(unet["block_out_channels"], json!([32, 32, 64, 64]));
+        assert_eq!(unet["down_block_types"][3], "DownBlock2D");
+        assert_eq!(unet["up_block_types"][0], "UpBlock2D");
+        assert_eq!(unet["cross_attention_dim"], 64);
+        assert_eq!(unet["use_linear_projection"], false);
+        assert_eq!(unet["attention_head_dim"], json!([8, 8, 8, 8]));
+        assert_eq!((layout.layers_per_block, layout.up_attention), (2, vec![false, true, true, true]));
+        let vae = vae(&shapes).unwrap();
+        assert_eq!(
+            (vae["block_out_channels"].clone(), vae["layers_per_block"].clone()),
+            (json!([32, 32, 64, 64]), json!(2))
+        );
+        let text = text_encoder(&shapes, Family::Sd1, true).unwrap();
+        assert_eq!((text["hidden_size"].clone(), text["num_hidden_layers"].clone()), (json!(64), json!(2)));
+        assert_eq!((text["intermediate_size"].clone(), text["num_attention_heads"].clone()), (json!(96), json!(1)));
+    }
+
+    /// A file's shapes are the user's input: any tensor of any rank (none, one axis,
+    /// a huge one) gives an answer or an error, never a panic.
+    #[test]
+    fn odd_shapes_are_errors_not_panics() {
+        let shapes = sd15_shapes();
+        for name in shapes.keys() {
+            for odd in [vec![], vec![1], vec![usize::MAX, 3, 3, 3]] {
+                let mut bad = shapes.clone();
+                bad.insert(name.clone(), odd);
+                let _ = unet(&bad, Family::Sd1);
+                let _ = unet(&bad, Family::Sd2);
+                let _ = vae(&bad);
+                let _ = text_encoder(&bad, Family::Sd1, true);
+            }
+            let mut missing = shapes.clone();
+            missing.remove(name);
+            let _ = unet(&missing, Family::Sd1);
+            let _ = vae(&missing);
+        }
+    }
 }

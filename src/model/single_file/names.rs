@@ -39,8 +39,8 @@ pub struct UNetLayout {
     pub up_attention: Vec<bool>,
 }
 
-fn resnet(rest: &[&str]) -> String {
-    let first = match rest[0] {
+fn resnet(rest: &[&str]) -> Option<String> {
+    let first = match *rest.first()? {
         "norm1" => "in_layers.0",
         "conv1" => "in_layers.2",
         "norm2" => "out_layers.0",
@@ -49,7 +49,7 @@ fn resnet(rest: &[&str]) -> String {
         "conv_shortcut" => "skip_connection",
         other => other,
     };
-    std::iter::once(first).chain(rest[1..].iter().copied()).collect::<Vec<_>>().join(".")
+    Some(std::iter::once(first).chain(rest[1..].iter().copied()).collect::<Vec<_>>().join("."))
 }
 
 pub fn unet(name: &str, layout: &UNetLayout) -> Option<Original> {
@@ -70,7 +70,7 @@ pub fn unet(name: &str, layout: &UNetLayout) -> Option<Original> {
     let tail = |from: usize| parts.get(from..).map(|p| p.join("."));
     let theirs = match (parts[0], parts.get(2).copied()) {
         ("down_blocks", Some("resnets")) => {
-            format!("input_blocks.{}.0.{}", stride * index(1)? + index(3)? + 1, resnet(parts.get(4..)?))
+            format!("input_blocks.{}.0.{}", stride * index(1)? + index(3)? + 1, resnet(parts.get(4..)?)?)
         }
         ("down_blocks", Some("attentions")) => {
             format!("input_blocks.{}.1.{}", stride * index(1)? + index(3)? + 1, tail(4)?)
@@ -78,7 +78,7 @@ pub fn unet(name: &str, layout: &UNetLayout) -> Option<Original> {
         // down_blocks.i.downsamplers.0.conv.weight
         ("down_blocks", Some("downsamplers")) => format!("input_blocks.{}.0.op.{}", stride * (index(1)? + 1), tail(5)?),
         ("up_blocks", Some("resnets")) => {
-            format!("output_blocks.{}.0.{}", stride * index(1)? + index(3)?, resnet(parts.get(4..)?))
+            format!("output_blocks.{}.0.{}", stride * index(1)? + index(3)?, resnet(parts.get(4..)?)?)
         }
         ("up_blocks", Some("attentions")) => format!("output_blocks.{}.1.{}", stride * index(1)? + index(3)?, tail(4)?),
         // up_blocks.i.upsamplers.0.conv.weight
@@ -89,7 +89,7 @@ pub fn unet(name: &str, layout: &UNetLayout) -> Option<Original> {
         }
         ("mid_block", _) if parts.get(1) == Some(&"attentions") => format!("middle_block.1.{}", tail(3)?),
         ("mid_block", _) if parts.get(1) == Some(&"resnets") => {
-            format!("middle_block.{}.{}", 2 * index(2)?, resnet(parts.get(3..)?))
+            format!("middle_block.{}.{}", 2 * index(2)?, resnet(parts.get(3..)?)?)
         }
         _ => return None,
     };
@@ -109,7 +109,10 @@ pub fn vae(name: &str, levels: usize) -> Option<Original> {
     let tail = |from: usize| parts.get(from..).map(|p| p.join("."));
     let block = |from: usize| {
         let rest = parts.get(from..)?;
-        let first = if rest[0] == "conv_shortcut" { "nin_shortcut" } else { rest[0] };
+        let first = match *rest.first()? {
+            "conv_shortcut" => "nin_shortcut",
+            other => other,
+        };
         Some(std::iter::once(first).chain(rest[1..].iter().copied()).collect::<Vec<_>>().join("."))
     };
     let theirs = match (parts.get(1).copied()?, parts.get(3).copied()) {
