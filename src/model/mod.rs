@@ -174,9 +174,9 @@ impl StableDiffusion {
         let vae_dtype = if c.vae.force_upcast { DType::F32 } else { runtime.dtype };
         let (text_encoder, unet, vae) = match (&files.weights, &checkpoint) {
             (WeightFiles::Components { text_encoder, unet, vae }, _) => (
-                (weights::file_backend(text_encoder)?, text_encoder.display().to_string()),
-                (weights::file_backend(unet)?, unet.display().to_string()),
-                (weights::file_backend(vae)?, vae.display().to_string()),
+                (weights::file_backend(text_encoder, runtime.dtype, device)?, text_encoder.display().to_string()),
+                (weights::file_backend(unet, runtime.dtype, device)?, unet.display().to_string()),
+                (weights::file_backend(vae, vae_dtype, device)?, vae.display().to_string()),
             ),
             (WeightFiles::SingleFile(_), Some(checkpoint)) => {
                 let layout = single_file::names::UNetLayout {

@@ -2,13 +2,15 @@
 //! component's safetensors file, or one component of a single-file checkpoint,
 //! either with LoRAs fused in.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use candle_core::safetensors::{MmapedSafetensors, SliceSafetensors};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use super::file::ModelFile;
 use super::lora::{LoraSet, Patched};
@@ -16,14 +18,72 @@ use super::single_file::Component;
 
 /// The tensors of a safetensors file (float16 or float32; a built-in file is read
 /// where it lies in the binary). A truncated or corrupt file is an error naming it.
-pub fn file_backend(file: &ModelFile) -> Result<Box<dyn SimpleBackend>> {
+/// On the CPU a file on disk is converted to `dtype` on every core at once.
+pub fn file_backend(file: &ModelFile, dtype: DType, device: &Device) -> Result<Box<dyn SimpleBackend>> {
     let backend: Box<dyn SimpleBackend> = match file.builtin_bytes() {
         Some(bytes) => Box::new(SliceSafetensors::new(bytes).map_err(|err| invalid(file, err))?),
-        // SAFETY: the file is mapped read-only; sdlab never writes weight files, and the
-        // safetensors header is validated against the file length before use.
-        None => Box::new(unsafe { MmapedSafetensors::new(file.path()) }.map_err(|err| invalid(file, err))?),
+        None => {
+            // SAFETY: the file is mapped read-only; sdlab never writes weight files, and the
+            // safetensors header is validated against the file length before use.
+            let mapped = unsafe { MmapedSafetensors::new(file.path()) }.map_err(|err| invalid(file, err))?;
+            if device.is_cpu() {
+                Box::new(Converted::new(&mapped, dtype).map_err(|err| invalid(file, err))?)
+            } else {
+                Box::new(mapped)
+            }
+        }
     };
     Ok(backend)
+}
+
+/// Every tensor of a file already in the model's dtype: candle reads and converts
+/// tensor by tensor on one thread as the model asks for them (float16 to float32
+/// was most of a CPU load); here all of them are converted in parallel first. The
+/// model's tensors share their storage with these, and these go when the model is
+/// built, so the peak is the model's own size.
+struct Converted {
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Converted {
+    fn new(file: &MmapedSafetensors, dtype: DType) -> candle_core::Result<Self> {
+        let names: Vec<String> = file.tensors().into_iter().map(|(name, _)| name).collect();
+        let tensors = names
+            .into_par_iter()
+            .map(|name| {
+                let tensor = file.load(&name, &Device::Cpu)?.to_dtype(dtype)?;
+                Ok((name, tensor))
+            })
+            .collect::<candle_core::Result<HashMap<_, _>>>()?;
+        Ok(Self { tensors })
+    }
+
+    fn tensor(&self, name: &str) -> candle_core::Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())
+    }
+}
+
+impl SimpleBackend for Converted {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
+        let tensor = self.tensor(name)?;
+        if tensor.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        tensor.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
+        self.tensor(name)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }
 
 fn invalid(file: &ModelFile, err: candle_core::Error) -> anyhow::Error {
@@ -57,5 +117,5 @@ pub fn load<T>(
     device: &Device,
     build_module: impl FnOnce(VarBuilder<'static>) -> Result<T>,
 ) -> Result<T> {
-    build(file_backend(file)?, None, &file.display().to_string(), dtype, device, build_module)
+    build(file_backend(file, dtype, device)?, None, &file.display().to_string(), dtype, device, build_module)
 }
