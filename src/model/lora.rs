@@ -120,11 +120,6 @@ impl Lora {
         }
         Ok(Self { path: path.clone(), sha256, scale: spec.scale, modules })
     }
-
-    /// The file's name without its extension: what A1111's `<lora:NAME:SCALE>` holds.
-    pub fn name(&self) -> String {
-        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-    }
 }
 
 /// The scaling diffusers saves beside a PEFT LoRA's tensors (`lora_adapter_metadata`

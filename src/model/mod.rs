@@ -121,7 +121,7 @@ impl Configs {
 
     /// A single file's configs, from its tensors and its family's rules.
     fn infer(checkpoint: &Checkpoint) -> Result<Self> {
-        let inferred = checkpoint.configs(None)?;
+        let inferred = checkpoint.configs()?;
         let path = |what: &str| format!("{} (its {what} config, read from the tensors)", checkpoint.path.display());
         let parse_err = |what: &str, e: anyhow::Error| anyhow::anyhow!("{}: {e}", path(what));
         let text = ClipTextConfig::parse(&inferred.text_encoder.to_string(), Path::new(&path("text encoder")))?;

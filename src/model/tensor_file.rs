@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::pickle::PthTensors;
@@ -92,20 +92,10 @@ fn is_pickle_name(path: &Path) -> bool {
     matches!(ext.as_str(), "ckpt" | "pt" | "pth" | "bin")
 }
 
-/// A path `--model` or `--lora` takes as one weight file rather than a folder.
-pub fn is_weight_file(path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    path.is_file() && (ext == "safetensors" || is_pickle_name(path))
-}
-
-/// `path` made absolute, so that a session names the file from any folder.
-pub fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn fixture(path: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)

@@ -124,14 +124,14 @@ impl Checkpoint {
     }
 
     /// diffusers' configs for the three models and the scheduler, inferred.
-    pub fn configs(&self, prediction_type: Option<&str>) -> Result<InferredConfigs> {
+    pub fn configs(&self) -> Result<InferredConfigs> {
         let at = |e: anyhow::Error| anyhow!("{}: {e}", self.path.display());
         let (unet, layout) = infer::unet(&self.shapes, self.family).map_err(at)?;
         Ok(InferredConfigs {
             unet,
             vae: infer::vae(&self.shapes).map_err(at)?,
             text_encoder: infer::text_encoder(&self.shapes, self.family, self.text_model_level).map_err(at)?,
-            scheduler: infer::scheduler(prediction_type.unwrap_or(self.family.default_prediction_type())),
+            scheduler: infer::scheduler(self.family.default_prediction_type()),
             layout,
         })
     }
