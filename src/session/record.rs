@@ -47,6 +47,19 @@ pub struct LoraInfo {
     pub scale: f64,
 }
 
+impl LoraInfo {
+    /// The LoRAs fused into `model`, in order.
+    fn of_model(model: &StableDiffusion) -> Vec<Self> {
+        let loras = &model.loras.loras;
+        loras.iter().map(|l| Self { file: absolute(&l.path), sha256: l.sha256.clone(), scale: l.scale }).collect()
+    }
+}
+
+/// `path` made absolute, so that a session names it from any working folder.
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+}
+
 impl ModelInfo {
     /// Describes a loaded model. A local folder's `ModelFiles::name` is the path as
     /// typed, a hub model's its repo id; the path is made absolute so that the
@@ -54,7 +67,7 @@ impl ModelInfo {
     pub fn of(files: &ModelFiles) -> Result<Self> {
         let root = files.root.path();
         let source = if !files.root.is_builtin() && Path::new(&files.name) == root {
-            std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string()
+            absolute(root)
         } else {
             files.name.clone()
         };
@@ -71,21 +84,15 @@ impl ModelInfo {
     /// Describes a loaded model, with how it was asked for beyond its files.
     pub fn of_model(model: &StableDiffusion) -> Result<Self> {
         let options = &model.options;
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
         Ok(Self {
             config: options.config.as_deref().map(absolute),
             prediction_type: options.prediction_type.map(|p| p.as_str().to_string()),
-            loras: model
-                .loras
-                .loras
-                .iter()
-                .map(|l| LoraInfo { file: absolute(&l.path), sha256: l.sha256.clone(), scale: l.scale })
-                .collect(),
+            loras: LoraInfo::of_model(model),
             ..Self::of(&model.files)?
         })
     }
 
-    /// The options to open this model again; a LoRA file whose content changed since is an error.
+    /// The options to open this model again (`check_loras` then tells whether its LoRAs are the recorded ones).
     pub fn load_options(&self) -> Result<LoadOptions> {
         let prediction_type = self.prediction_type.as_deref().map(LoadOptions::parse_prediction_type).transpose()?;
         let loras = self.loras.iter().map(|l| LoraSpec { path: l.file.clone().into(), scale: l.scale }).collect();
@@ -94,7 +101,7 @@ impl ModelInfo {
 
     /// Refuses a model whose LoRAs are not the recorded ones (file content or scale).
     pub fn check_loras(&self, model: &StableDiffusion) -> Result<()> {
-        let here = Self::of_model(model)?.loras;
+        let here = LoraInfo::of_model(model);
         let key = |l: &LoraInfo| (l.sha256.clone(), l.scale.to_bits());
         if here.iter().map(key).ne(self.loras.iter().map(key)) {
             let show = |ls: &[LoraInfo]| {
