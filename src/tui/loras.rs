@@ -11,7 +11,7 @@ use super::app::{App, Focus, Level};
 use super::branches::Tree;
 use super::worker::{model_info, Command, Event, Worker};
 use crate::model::lora::LoraSpec;
-use crate::model::{self, LoadOptions, Progress};
+use crate::model::LoadOptions;
 use crate::session::Session;
 
 /// The list the panel hands the worker: `FILE[:SCALE]` entries separated by `;` (empty: none).
@@ -113,9 +113,8 @@ impl Worker {
             return Ok(());
         }
         let options = LoadOptions { loras, ..current.options.clone() };
-        let (name, variant, runtime) = (current.files.name.clone(), current.files.variant(), current.runtime.clone());
         self.send(Event::Busy("loading the model and fusing the LoRAs".into()));
-        let model = model::open_with(&name, variant.as_deref(), options, runtime, &Progress::Quiet)?;
+        let model = self.reload_model(options)?;
         let mut notes = model.notes.clone();
         let had_latent = self.session.init_latents().is_some();
         // the settings were checked when the run began

@@ -486,11 +486,8 @@ impl Worker {
             Command::OpenSession(dir) => {
                 // Load the record first: a bad folder leaves the current run untouched.
                 let record = SessionRecord::load(&split_branch_dir(&dir).0)?;
-                let current = self.session.model();
-                let (name, variant) = (current.files.name.clone(), current.files.variant());
-                let (options, runtime) = (current.options.clone(), current.runtime.clone());
                 self.send(Event::Busy(format!("opening {}", dir.display())));
-                let model = model::open_with(&name, variant.as_deref(), options, runtime, &Progress::Quiet)?;
+                let model = self.reload_model(self.session.model().options.clone())?;
                 let opened = Session::from_record(model, record, OpenOptions::default())
                     .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
                 self.session = opened.session;
@@ -569,6 +566,13 @@ impl Worker {
             self.send(Event::Invalidated { steps: dropped_steps, image: dropped_image, what });
         }
         Ok(())
+    }
+
+    /// The model on screen loaded again (same source, variant, device and dtype) with `options`.
+    pub(super) fn reload_model(&self, options: LoadOptions) -> Result<StableDiffusion> {
+        let current = self.session.model();
+        let variant = current.files.variant();
+        model::open_with(&current.files.name, variant.as_deref(), options, current.runtime.clone(), &Progress::Quiet)
     }
 
     fn encode(&mut self) -> Result<()> {
