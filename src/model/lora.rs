@@ -195,6 +195,12 @@ impl LoraSet {
         Ok(Arc::new(Self { loras, matched: Mutex::default(), changes: Mutex::default() }))
     }
 
+    /// Whether any LoRA changes the weight `name` of `component`.
+    fn touches(&self, component: Component, name: &str) -> bool {
+        let stems = stems(component, name);
+        self.loras.iter().any(|lora| stems.iter().any(|s| lora.modules.contains_key(s)))
+    }
+
     /// `weight` (f32) plus every LoRA's change of it.
     fn patch(&self, component: Component, name: &str, weight: Tensor) -> candle_core::Result<Tensor> {
         let stems = stems(component, name);
@@ -294,11 +300,18 @@ pub struct Patched {
 
 impl SimpleBackend for Patched {
     fn get(&self, s: Shape, name: &str, h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        // only a changed weight goes through float32 (the rest load as they would without LoRAs)
+        if !self.loras.touches(self.component, name) {
+            return self.inner.get(s, name, h, dtype, dev);
+        }
         let weight = self.inner.get(s, name, h, DType::F32, dev)?;
         self.loras.patch(self.component, name, weight)?.to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if !self.loras.touches(self.component, name) {
+            return self.inner.get_unchecked(name, dtype, dev);
+        }
         let weight = self.inner.get_unchecked(name, DType::F32, dev)?;
         self.loras.patch(self.component, name, weight)?.to_dtype(dtype)
     }
