@@ -252,27 +252,11 @@ fn unmatched_lora_keys_are_listed_and_a_session_keeps_its_lora() {
     candle_core::safetensors::save(&lora, &file).unwrap();
     let model = fixture("sd15-shaped/tiny-sd15-shaped.safetensors");
     let sessions = dir.path().join("sessions");
-    let out = sdlab(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--lora",
-        &format!("{}:0.5", file.display()),
-        "--prompt",
-        "a fox",
-        "--steps",
-        "3",
-        "--width",
-        "64",
-        "--height",
-        "64",
-        "--session",
-        "fox",
-        "--dir",
-        sessions.to_str().unwrap(),
-        "--stop-at",
-        "1",
-    ]);
+    let lora = format!("{}:0.5", file.display());
+    let run = ["generate", "--model", model.to_str().unwrap(), "--lora", &lora, "--prompt", "a fox", "--steps", "3"];
+    let run = [&run[..], &["--width", "64", "--height", "64"]].concat();
+    let stopped = ["--session", "fox", "--dir", sessions.to_str().unwrap(), "--stop-at", "1"];
+    let out = sdlab(&[&run[..], &stopped[..]].concat());
     let msg = stderr(&out);
     assert!(out.status.success(), "{msg}");
     assert!(msg.contains("extra.safetensors: 1 of "), "{msg}");
@@ -290,23 +274,7 @@ fn unmatched_lora_keys_are_listed_and_a_session_keeps_its_lora() {
     assert!(out.status.success(), "{}", stderr(&out));
     // the same three steps in one go, with the LoRA, give the same picture
     let whole = dir.path().join("whole.png");
-    let out = sdlab(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--lora",
-        &format!("{}:0.5", file.display()),
-        "--prompt",
-        "a fox",
-        "--steps",
-        "3",
-        "--width",
-        "64",
-        "--height",
-        "64",
-        "--out",
-        whole.to_str().unwrap(),
-    ]);
+    let out = sdlab(&[&run[..], &["--out", whole.to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let (a, b) = (image::open(&png).unwrap().to_rgb8(), image::open(&whole).unwrap().to_rgb8());
     assert_eq!(a.as_raw(), b.as_raw());
