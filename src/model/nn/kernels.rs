@@ -13,6 +13,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::{self, max_f32, sum_f32, sum_f64};
+
 /// A 2D convolution as tiles of im2col feeding gemm, written straight into the
 /// output. Inputs: the image `(B, Cin, H, W)`, the weight as a matrix
 /// `(Cout, Cin*k*k)` and the bias `(Cout)`.
@@ -217,22 +219,33 @@ impl CustomOp1 for GroupNormSilu<'_> {
         let per_group = c / self.groups * spatial;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(per_group).zip(x.par_chunks(per_group)).enumerate().for_each(|(bg, (out, inp))| {
-            let n = inp.len() as f64;
-            let mean = inp.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = inp.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-            let rstd = 1.0 / (var + self.eps).sqrt();
-            let first_channel = (bg % self.groups) * (c / self.groups);
-            for (i, (o, v)) in out.chunks_mut(spatial).zip(inp.chunks(spatial)).enumerate() {
-                let ch = first_channel + i;
-                let scale = (rstd * self.weight[ch] as f64) as f32;
-                let shift = (self.bias[ch] as f64 - mean * rstd * self.weight[ch] as f64) as f32;
-                for (o, &v) in o.iter_mut().zip(v) {
-                    let z = v * scale + shift;
-                    *o = if self.silu { z / (1.0 + (-z).exp()) } else { z };
-                }
-            }
+            simd::widest(
+                #[inline(always)]
+                || self.normalise_group(bg, c, spatial, inp, out),
+            )
         });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+}
+
+impl GroupNormSilu<'_> {
+    /// One group of one image: `inp` and `out` hold its `c / groups` channels.
+    #[inline(always)]
+    fn normalise_group(&self, bg: usize, c: usize, spatial: usize, inp: &[f32], out: &mut [f32]) {
+        let n = inp.len() as f64;
+        let mean = sum_f64(inp, |v| v as f64) / n;
+        let var = sum_f64(inp, |v| (v as f64 - mean).powi(2)) / n;
+        let rstd = 1.0 / (var + self.eps).sqrt();
+        let first_channel = (bg % self.groups) * (c / self.groups);
+        for (i, (o, v)) in out.chunks_mut(spatial).zip(inp.chunks(spatial)).enumerate() {
+            let ch = first_channel + i;
+            let scale = (rstd * self.weight[ch] as f64) as f32;
+            let shift = (self.bias[ch] as f64 - mean * rstd * self.weight[ch] as f64) as f32;
+            for (o, &v) in o.iter_mut().zip(v) {
+                let z = v * scale + shift;
+                *o = if self.silu { z / (1.0 + exp(-z)) } else { z };
+            }
+        }
     }
 }
 
@@ -253,11 +266,17 @@ impl CustomOp1 for Geglu {
         *dims.last_mut().expect("rank >= 1") = half;
         let mut y = vec![0f32; x.len() / 2];
         y.par_chunks_mut(half).zip(x.par_chunks(width)).for_each(|(out, row)| {
-            let (hidden, gate) = row.split_at(half);
-            for ((o, &h), &g) in out.iter_mut().zip(hidden).zip(gate) {
-                let gelu = 0.5 * g * (1.0 + candle_core::cpu::erf::erf_f32(g * std::f32::consts::FRAC_1_SQRT_2));
-                *o = h * gelu;
-            }
+            simd::widest(
+                #[inline(always)]
+                || {
+                    let (hidden, gate) = row.split_at(half);
+                    for ((o, &h), &g) in out.iter_mut().zip(hidden).zip(gate) {
+                        let gelu =
+                            0.5 * g * (1.0 + candle_core::cpu::erf::erf_f32(g * std::f32::consts::FRAC_1_SQRT_2));
+                        *o = h * gelu;
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
@@ -338,7 +357,14 @@ impl candle_core::CustomOp3 for FusedAttention {
                     gemm::Parallelism::None,
                 );
             }
-            scores.chunks_mut(nk).for_each(softmax_in_place);
+            simd::widest(
+                #[inline(always)]
+                || {
+                    for row in scores.chunks_mut(nk) {
+                        softmax_in_place(row);
+                    }
+                },
+            );
             unsafe {
                 gemm::gemm(
                     rows,
@@ -381,27 +407,43 @@ impl CustomOp1 for SoftmaxLastDim {
         let x = contiguous_f32(storage, layout, self.name())?;
         let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
         let mut y = x.to_vec();
-        y.par_chunks_mut(width).for_each(softmax_in_place);
+        y.par_chunks_mut(width).for_each(|row| {
+            simd::widest(
+                #[inline(always)]
+                || softmax_in_place(row),
+            )
+        });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 }
 
 /// One row's softmax, shared by the softmax and attention kernels.
+#[inline(always)]
 fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
-    let inv = 1.0 / row.iter().sum::<f32>();
-    row.iter_mut().for_each(|x| *x *= inv);
+    // `for` loops, not `for_each`: an iterator's `fold` is a function of its own,
+    // which inlined into three dispatch paths is left out of line and unvectorised.
+    let max = max_f32(row);
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
+    }
+    let inv = 1.0 / sum_f32(row);
+    for x in row.iter_mut() {
+        *x *= inv;
+    }
 }
 
-/// `e^x` for x <= 0 (softmax's range), branch-free so loops over it vectorise:
-/// Cody-Waite range reduction to `r` in [-ln2/2, ln2/2] and Cephes' degree-6
-/// polynomial, within 2 ulp of libm over the range (tested).
+/// `e^x`, branch-free so loops over it vectorise (libm's `expf` is a call per
+/// element): Cody-Waite range reduction to `r` in [-ln2/2, ln2/2] and Cephes'
+/// degree-6 polynomial, within 2 ulp of libm on [-87.3, 88] (tested), the range it
+/// clamps to: below it softmax's and SiLU's results do not change, above it the
+/// power of two would overflow the exponent bits.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    let x = x.max(-87.3);
-    // round(x / ln 2) with the 1.5 * 2^23 trick (no branch, no call)
-    let n = (x * std::f32::consts::LOG2_E + 12582912.0) - 12582912.0;
+    let x = x.clamp(-87.3, 88.0);
+    // round(x / ln 2) with the 1.5 * 2^23 trick (no branch, no call): `shifted`'s
+    // low mantissa bits hold n as a two's-complement integer
+    let shifted = x * std::f32::consts::LOG2_E + 12582912.0;
+    let n = shifted - 12582912.0;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -410,7 +452,9 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    f32::from_bits(e.to_bits().wrapping_add(((n as i32) << 23) as u32))
+    // 2^n * e: n's bits shifted into the exponent field, without a float-to-int
+    // conversion (|n| < 2^8, so the low 9 bits carry it and the rest shift out)
+    f32::from_bits(e.to_bits().wrapping_add(shifted.to_bits() << 23))
 }
 
 #[cfg(test)]
