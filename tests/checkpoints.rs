@@ -279,3 +279,35 @@ fn unmatched_lora_keys_are_listed_and_a_session_keeps_its_lora() {
     let (a, b) = (image::open(&png).unwrap().to_rgb8(), image::open(&whole).unwrap().to_rgb8());
     assert_eq!(a.as_raw(), b.as_raw());
 }
+
+/// On the CPU the text encoder's weights go once a prompt is encoded (a quarter of
+/// an SD pipeline's memory) and are built again for the next prompt: from a single
+/// file with a LoRA, the rebuilt encoder gives the first one's embeddings bit for
+/// bit, LoRA included.
+#[test]
+fn the_text_encoder_is_released_after_a_prompt_and_rebuilt_alike() {
+    use sdlab::model::lora::LoraSpec;
+    use sdlab::model::{self, LoadOptions, Progress, Runtime};
+    use sdlab::session::{Session, Settings};
+    use std::sync::Arc;
+
+    let file = fixture("sd15-shaped/tiny-sd15-shaped.safetensors");
+    let open = |loras: Vec<LoraSpec>| {
+        let options = LoadOptions { loras, ..LoadOptions::default() };
+        Arc::new(model::open_with(file.to_str().unwrap(), None, options, Runtime::cpu(), &Progress::Quiet).unwrap())
+    };
+    let embeds = |model: &Arc<sdlab::model::StableDiffusion>| {
+        let mut session = Session::new(model.clone(), Settings::new("a red cube", 64)).unwrap();
+        session.encode_prompt().unwrap().prompt_embeds.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let with_lora = open(vec![LoraSpec::parse(&lora_arg("sd15-shaped", "run-lora")).unwrap()]);
+    assert!(with_lora.text_encoder.is_resident());
+    let first = embeds(&with_lora);
+    assert!(!with_lora.text_encoder.is_resident(), "kept after encoding");
+    let rebuilt = embeds(&with_lora);
+    assert!(!with_lora.text_encoder.is_resident());
+    assert_eq!(first, rebuilt);
+    let plain = embeds(&open(Vec::new()));
+    let moved = first.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(moved > 1e-3, "the LoRA changed the embeddings by only {moved}");
+}

@@ -140,8 +140,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let (p, n) = (model.tokenizer.encode(prompt)?, model.tokenizer.encode("")?);
         Tensor::new(vec![n.ids, p.ids], &device)?
     };
-    let encode = time(&device, repeats, || Ok(model.text_encoder.forward(&ids)?))?;
-    let prompt_embeds = model.text_encoder.forward(&ids)?;
+    let text_encoder = model.text_encoder.get()?;
+    let encode = time(&device, repeats, || Ok(text_encoder.forward(&ids)?))?;
+    let prompt_embeds = text_encoder.forward(&ids)?;
+    // as a session does once the prompt is encoded
+    drop(text_encoder);
+    model.text_encoder.release();
 
     let sampler = Sampler::new(settings.scheduler, &model.scheduler_config, settings.steps)?;
     let shape = stages::latent_shape(model.unet_config.in_channels, width, height, model.vae_scale_factor());

@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod single_file;
 pub mod source;
 pub mod tensor_file;
+pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
@@ -31,12 +32,13 @@ use candle_core::{DType, Device};
 
 use crate::fsutil::limits;
 use crate::scheduler::{PredictionType, SchedulerConfig};
-use clip::{ClipTextConfig, ClipTextTransformer};
+use clip::ClipTextConfig;
 pub use file::{ModelFile, ModelFolder};
 use lora::{LoraSet, LoraSpec};
 pub use runtime::Runtime;
 use single_file::{Checkpoint, Component};
 pub use source::{ConfigFiles, ModelFiles, ModelSource, Progress, WeightFiles};
+use text_encoder::{TextEncoder, TextWeights};
 use tokenizer::ClipTokenizer;
 use unet::{UNet2DConditionModel, UNetConfig};
 use vae::{AutoencoderKL, VaeConfig};
@@ -47,7 +49,8 @@ pub struct StableDiffusion {
     pub runtime: Runtime,
     pub tokenizer: ClipTokenizer,
     pub text_config: ClipTextConfig,
-    pub text_encoder: ClipTextTransformer,
+    /// Built again on demand where it was released (see `text_encoder.rs`).
+    pub text_encoder: TextEncoder,
     pub unet_config: UNetConfig,
     pub unet: UNet2DConditionModel,
     pub vae_config: VaeConfig,
@@ -172,35 +175,40 @@ impl StableDiffusion {
 
         let device = &runtime.device;
         let vae_dtype = if c.vae.force_upcast { DType::F32 } else { runtime.dtype };
-        let (text_encoder, unet, vae) = match (&files.weights, &checkpoint) {
+        let layout = single_file::names::UNetLayout {
+            layers_per_block: c.unet.layers_per_block,
+            up_attention: c.unet.up_block_types.iter().map(|t| t.starts_with("CrossAttn")).collect(),
+        };
+        let levels = c.vae.block_out_channels.len();
+        let (text_weights, unet, vae) = match (&files.weights, &checkpoint) {
             (WeightFiles::Components { text_encoder, unet, vae }, _) => (
-                (weights::file_backend(text_encoder, runtime.dtype, device)?, text_encoder.display().to_string()),
+                TextWeights::File(text_encoder.clone()),
                 (weights::file_backend(unet, runtime.dtype, device)?, unet.display().to_string()),
                 (weights::file_backend(vae, vae_dtype, device)?, vae.display().to_string()),
             ),
             (WeightFiles::SingleFile(_), Some(checkpoint)) => {
-                let layout = single_file::names::UNetLayout {
-                    layers_per_block: c.unet.layers_per_block,
-                    up_attention: c.unet.up_block_types.iter().map(|t| t.starts_with("CrossAttn")).collect(),
-                };
-                let levels = c.vae.block_out_channels.len();
                 let part = |component| {
                     let backend: Box<dyn candle_nn::var_builder::SimpleBackend> =
                         Box::new(checkpoint.component(component, &layout, levels));
                     (backend, single_file::describe(&checkpoint.path, component))
                 };
-                (part(Component::TextEncoder), part(Component::Unet), part(Component::Vae))
+                (
+                    TextWeights::SingleFile { layout: layout.clone(), vae_levels: levels },
+                    part(Component::Unet),
+                    part(Component::Vae),
+                )
             }
             (WeightFiles::SingleFile(file), None) => bail!("{}: not opened", file.display()),
         };
-        let text_encoder = weights::build(
-            text_encoder.0,
-            Some((&loras, Component::TextEncoder)),
-            &text_encoder.1,
-            runtime.dtype,
-            device,
-            |vb| Ok(ClipTextTransformer::new(vb, &c.text)?),
-        )?;
+        let recipe = text_encoder::Recipe {
+            weights: text_weights,
+            config: c.text.clone(),
+            loras: loras.clone(),
+            dtype: runtime.dtype,
+            device: device.clone(),
+        };
+        let single_path = checkpoint.as_ref().map(|c| c.path.clone()).unwrap_or_default();
+        let text_encoder = TextEncoder::load(recipe, checkpoint.as_ref(), &single_path)?;
         let unet = weights::build(unet.0, Some((&loras, Component::Unet)), &unet.1, runtime.dtype, device, |vb| {
             UNet2DConditionModel::new(vb, &c.unet)
         })?;

@@ -120,13 +120,15 @@ impl Session {
             encoding.clone()
         } else {
             let m = &self.model;
-            stages::encode_prompt(
+            let encoding = stages::encode_prompt(
                 &m.tokenizer,
-                &m.text_encoder,
+                &*m.text_encoder.get()?,
                 &settings.prompt,
                 &settings.negative_prompt,
                 m.device(),
-            )?
+            )?;
+            m.text_encoder.release();
+            encoding
         };
         let mut earlier = self.fork.as_ref().map(|f| f.earlier.clone()).unwrap_or_default();
         earlier.push(Segment {

@@ -246,11 +246,13 @@ impl Session {
         let m = &self.model;
         let encoding = stages::encode_prompt(
             &m.tokenizer,
-            &m.text_encoder,
+            &*m.text_encoder.get()?,
             &self.settings.prompt,
             &self.settings.negative_prompt,
             m.device(),
         )?;
+        // Not needed again until the prompt changes; on the CPU its memory goes.
+        m.text_encoder.release();
         self.reset_denoise();
         Ok(self.encoding.insert(encoding))
     }
