@@ -91,6 +91,7 @@ impl SimpleBackend for Converted {
 /// converted. A mapped page read stays resident in the process until the mapping
 /// goes, so a whole float16 UNet (1.7 GB at SD 2's size) counted on top of the float32
 /// one at the load's peak. The page cache keeps the file; a later read maps it back.
+#[cfg_attr(not(unix), allow(unused_variables))]
 fn release_pages(bytes: &[u8]) {
     #[cfg(unix)]
     {
