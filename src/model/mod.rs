@@ -186,14 +186,18 @@ impl StableDiffusion {
                 (weights::file_backend(unet, runtime.dtype, device)?, unet.display().to_string()),
                 (weights::file_backend(vae, vae_dtype, device)?, vae.display().to_string()),
             ),
-            (WeightFiles::SingleFile(_), Some(checkpoint)) => {
+            (WeightFiles::SingleFile(file), Some(checkpoint)) => {
                 let part = |component| {
                     let backend: Box<dyn candle_nn::var_builder::SimpleBackend> =
                         Box::new(checkpoint.component(component, &layout, levels));
                     (backend, single_file::describe(&checkpoint.path, component))
                 };
                 (
-                    TextWeights::SingleFile { layout: layout.clone(), vae_levels: levels },
+                    TextWeights::SingleFile {
+                        path: file.path().to_path_buf(),
+                        layout: layout.clone(),
+                        vae_levels: levels,
+                    },
                     part(Component::Unet),
                     part(Component::Vae),
                 )
@@ -207,8 +211,7 @@ impl StableDiffusion {
             dtype: runtime.dtype,
             device: device.clone(),
         };
-        let single_path = checkpoint.as_ref().map(|c| c.path.clone()).unwrap_or_default();
-        let text_encoder = TextEncoder::load(recipe, checkpoint.as_ref(), &single_path)?;
+        let text_encoder = TextEncoder::load(recipe, checkpoint.as_ref())?;
         let unet = weights::build(unet.0, Some((&loras, Component::Unet)), &unet.1, runtime.dtype, device, |vb| {
             UNet2DConditionModel::new(vb, &c.unet)
         })?;

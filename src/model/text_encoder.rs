@@ -5,6 +5,7 @@
 //! a prompt is encoded and built again from the weight file (from the page
 //! cache, LoRAs fused in again) for the next prompt. On a GPU they stay.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -21,8 +22,8 @@ use super::weights;
 pub enum TextWeights {
     /// diffusers' `text_encoder/model.safetensors` (or the built-in bytes).
     File(ModelFile),
-    /// The text encoder's tensors of a single-file checkpoint.
-    SingleFile { layout: UNetLayout, vae_levels: usize },
+    /// The text encoder's tensors of the single-file checkpoint at `path`.
+    SingleFile { path: PathBuf, layout: UNetLayout, vae_levels: usize },
 }
 
 /// Everything needed to build the text encoder again.
@@ -35,14 +36,14 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// Builds it; a single file is read through `checkpoint`, or opened again at
-    /// `path` when none is given.
-    fn build(&self, checkpoint: Option<&Checkpoint>, path: &std::path::Path) -> Result<ClipTextTransformer> {
+    /// Builds it; a single file is read through `checkpoint` (where the other models'
+    /// tensors are counted as used), or opened again when none is given.
+    fn build(&self, checkpoint: Option<&Checkpoint>) -> Result<ClipTextTransformer> {
         let (backend, what): (Box<dyn candle_nn::var_builder::SimpleBackend>, String) = match &self.weights {
             TextWeights::File(file) => {
                 (weights::file_backend(file, self.dtype, &self.device)?, file.display().to_string())
             }
-            TextWeights::SingleFile { layout, vae_levels } => {
+            TextWeights::SingleFile { path, layout, vae_levels } => {
                 let reopened;
                 let checkpoint = match checkpoint {
                     Some(checkpoint) => checkpoint,
@@ -66,15 +67,13 @@ impl Recipe {
 pub struct TextEncoder {
     model: Mutex<Option<Arc<ClipTextTransformer>>>,
     recipe: Recipe,
-    /// The single file's path (unused for a component file).
-    path: std::path::PathBuf,
 }
 
 impl TextEncoder {
     /// Builds it now, through the checkpoint already open for the other models.
-    pub fn load(recipe: Recipe, checkpoint: Option<&Checkpoint>, path: &std::path::Path) -> Result<Self> {
-        let model = recipe.build(checkpoint, path)?;
-        Ok(Self { model: Mutex::new(Some(Arc::new(model))), recipe, path: path.to_path_buf() })
+    pub fn load(recipe: Recipe, checkpoint: Option<&Checkpoint>) -> Result<Self> {
+        let model = recipe.build(checkpoint)?;
+        Ok(Self { model: Mutex::new(Some(Arc::new(model))), recipe })
     }
 
     /// The model, built again if it was released.
@@ -83,7 +82,7 @@ impl TextEncoder {
         if let Some(model) = slot.as_ref() {
             return Ok(model.clone());
         }
-        let model = Arc::new(self.recipe.build(None, &self.path)?);
+        let model = Arc::new(self.recipe.build(None)?);
         *slot = Some(model.clone());
         Ok(model)
     }
