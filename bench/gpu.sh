@@ -2,8 +2,12 @@
 # sdlab vs diffusers on a GPU box, float16 on CUDA, 512x512: one script, run from a copy of the
 # repository (no network there).
 #
-#   bench/gpu.sh [SDLAB]     SDLAB: a CUDA build of sdlab, or SDLAB.xz beside where it would be
-#                            (default .gpu/sdlab; .ci/cuda-build --out .gpu/sdlab makes both)
+#   bench/gpu.sh [SDLAB [BEFORE]]
+#                            SDLAB: a CUDA build of sdlab, or SDLAB.xz beside where it would be
+#                            (default .gpu/sdlab; .ci/cuda-build --out .gpu/sdlab makes both);
+#                            BEFORE: another build (same forms), timed too, sdlab alone, to
+#                            measure one lever: e.g. .ci/cuda-build --features cuda --out
+#                            .gpu/sdlab-nocudnn for the convolutions without cuDNN
 #
 # Carried with the repository: .whl/ with the wheels of diffusers 0.42.1, accelerate and psutil (the
 # box's Python has torch, transformers, huggingface_hub, safetensors, numpy, pillow, regex, requests
@@ -19,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
 SDLAB=${1:-.gpu/sdlab}
+BEFORE=${2:-}
 PY=${PYTHON:-/opt/torch/.venv/bin/python3}
 [ -x "$PY" ] || PY=$(command -v python3)
 MODEL=${MODEL:-/tmp/benchmodel}
@@ -46,15 +51,21 @@ lap "wheels"
 echo "== nvidia-smi"
 nvidia-smi || true
 
+# .ci/cuda-build's packed form (BIN.xz), the one that fits the trip here, unpacked to $2
+unpack() {
+  if [ ! -x "$1" ] && [ -f "$1.xz" ]; then
+    "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$1.xz" "$2"
+    chmod +x "$2"
+    echo "$2"
+  else
+    echo "$1"
+  fi
+}
 echo "== sdlab binary: $SDLAB"
-if [ ! -x "$SDLAB" ] && [ -f "$SDLAB.xz" ]; then
-  # .ci/cuda-build's packed form, the one that fits the trip here
-  "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    "$SDLAB.xz" /tmp/sdlab-unpacked
-  chmod +x /tmp/sdlab-unpacked
-  SDLAB=/tmp/sdlab-unpacked
-  echo "unpacked to $SDLAB"
-fi
+SDLAB=$(unpack "$SDLAB" /tmp/sdlab-unpacked)
+[ -z "$BEFORE" ] || BEFORE=$(unpack "$BEFORE" /tmp/sdlab-before-unpacked)
+echo "sdlab: $SDLAB${BEFORE:+; before: $BEFORE}"
 only=()
 if [ -x "$SDLAB" ]; then
   ldd "$SDLAB" || true
@@ -63,7 +74,7 @@ if [ -x "$SDLAB" ]; then
     libs=$("$PY" -c 'import nvidia, os; print(":".join(r for r, _, _ in os.walk(nvidia.__path__[0]) if r.endswith("/lib")))' 2>/dev/null || true)
     export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$libs
     echo "some libraries not found; LD_LIBRARY_PATH += the nvidia wheels' lib folders:"
-    ldd "$SDLAB" | grep -E "cuda|cublas|curand|nvrtc|not found" || true
+    ldd "$SDLAB" | grep -E "cuda|cublas|curand|nvrtc|cudnn|not found" || true
   fi
   "$SDLAB" --version
 else
@@ -86,7 +97,7 @@ lap "model"
 echo "== compare: ${WIDTH}x${HEIGHT}, $STEPS steps, cuda f16"
 t=$SECONDS
 status=0
-tools=$(( ${#only[@]} ? 1 : 2 ))
+tools=$(( (${#only[@]} ? 1 : 2) + (${#BEFORE} ? 1 : 0) ))
 per_tool=$(( (BUDGET - (SECONDS - t0) - 15) / tools ))
 [ "$per_tool" -ge 60 ] || per_tool=60
 echo "each tool may take $per_tool s"
@@ -95,5 +106,15 @@ echo "each tool may take $per_tool s"
   --json-out "$OUTDIR/compare.jsonl" >"$OUTDIR/compare.md" || status=$?
 cat "$OUTDIR/compare.md"
 lap "compare"
-echo "results in $OUTDIR: gpu.log compare.md compare.jsonl"
+if [ -n "$BEFORE" ] && [ -x "$BEFORE" ]; then
+  echo "== before: $BEFORE (sdlab alone)"
+  t=$SECONDS
+  "$BEFORE" --version
+  "$PY" bench/compare.py --model "$MODEL" --device cuda --dtype f16 --width "$WIDTH" --height "$HEIGHT" \
+    --steps "$STEPS" --repeats "$REPEATS" --sdlab "$BEFORE" --python "$PY" --timeout "$per_tool" --only sdlab \
+    --json-out "$OUTDIR/before.jsonl" >"$OUTDIR/before.md" || status=$?
+  cat "$OUTDIR/before.md"
+  lap "before"
+fi
+echo "results in $OUTDIR: gpu.log compare.md compare.jsonl${BEFORE:+ before.md before.jsonl}"
 exit $status
