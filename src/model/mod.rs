@@ -175,11 +175,6 @@ impl StableDiffusion {
 
         let device = &runtime.device;
         let vae_dtype = if c.vae.force_upcast { DType::F32 } else { runtime.dtype };
-        let layout = single_file::names::UNetLayout {
-            layers_per_block: c.unet.layers_per_block,
-            up_attention: c.unet.up_block_types.iter().map(|t| t.starts_with("CrossAttn")).collect(),
-        };
-        let levels = c.vae.block_out_channels.len();
         let (text_weights, unet, vae) = match (&files.weights, &checkpoint) {
             (WeightFiles::Components { text_encoder, unet, vae }, _) => (
                 TextWeights::File(text_encoder.clone()),
@@ -187,6 +182,11 @@ impl StableDiffusion {
                 (weights::file_backend(vae, vae_dtype, device)?, vae.display().to_string()),
             ),
             (WeightFiles::SingleFile(file), Some(checkpoint)) => {
+                let layout = single_file::names::UNetLayout {
+                    layers_per_block: c.unet.layers_per_block,
+                    up_attention: c.unet.up_block_types.iter().map(|t| t.starts_with("CrossAttn")).collect(),
+                };
+                let levels = c.vae.block_out_channels.len();
                 let part = |component| {
                     let backend: Box<dyn candle_nn::var_builder::SimpleBackend> =
                         Box::new(checkpoint.component(component, &layout, levels));

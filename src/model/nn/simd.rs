@@ -43,66 +43,43 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
 /// rather than iterator adapters, whose `fold` may stay out of line (see `widest`).
 const LANES: usize = 16;
 
-/// `xs`'s elements mapped by `f` and summed in f64, over independent lanes.
+/// `xs`'s elements mapped by `map` and folded by `combine` from `init`, over
+/// independent lanes, then the lanes and the tail folded likewise.
 #[inline(always)]
-pub fn sum_f64(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    let mut lanes = [0f64; LANES];
+fn fold_lanes<T: Copy>(xs: &[f32], init: T, map: impl Fn(f32) -> T, combine: impl Fn(T, T) -> T) -> T {
+    let mut lanes = [init; LANES];
     let chunks = xs.chunks_exact(LANES);
-    let mut tail = 0.0;
+    let mut total = init;
     for &v in chunks.remainder() {
-        tail += f(v);
+        total = combine(total, map(v));
     }
     for chunk in chunks {
         for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
+            *lane = combine(*lane, map(v));
         }
     }
-    let mut sum = tail;
     for lane in lanes {
-        sum += lane;
+        total = combine(total, lane);
     }
-    sum
+    total
+}
+
+/// `xs`'s elements mapped by `f` and summed in f64, over independent lanes.
+#[inline(always)]
+pub fn sum_f64(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    fold_lanes(xs, 0.0, f, |a, b| a + b)
 }
 
 /// The sum of `xs` in f32, over independent lanes.
 #[inline(always)]
 pub fn sum_f32(xs: &[f32]) -> f32 {
-    let mut lanes = [0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let mut tail = 0.0;
-    for &v in chunks.remainder() {
-        tail += v;
-    }
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
-        }
-    }
-    let mut sum = tail;
-    for lane in lanes {
-        sum += lane;
-    }
-    sum
+    fold_lanes(xs, 0.0, |v| v, |a, b| a + b)
 }
 
 /// The largest element of `xs` (negative infinity when empty), over independent lanes.
 #[inline(always)]
 pub fn max_f32(xs: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let mut max = f32::NEG_INFINITY;
-    for &v in chunks.remainder() {
-        max = max.max(v);
-    }
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(v);
-        }
-    }
-    for lane in lanes {
-        max = max.max(lane);
-    }
-    max
+    fold_lanes(xs, f32::NEG_INFINITY, |v| v, f32::max)
 }
 
 #[cfg(test)]
