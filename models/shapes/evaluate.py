@@ -4,7 +4,10 @@ named background, over several seeds, how often
 
 - the background (the picture's border) is the named colour,
 - the largest region of another colour is the named shape colour,
-- that region's centre lies in the named half ("left", "right", "top", "bottom").
+- that region's centre lies in the named half ("left", "right", "top", "bottom"),
+- the colour word's cross-attention peaks inside that region: each layer's map
+  from the prompt's half of the guided batch, averaged over heads, brought to the
+  latent grid (nearest), averaged over layers (DAAM) and summed over the steps.
 
     python evaluate.py MODEL_DIR [--seeds 10] [--guidance 4] [--steps 20]
 
@@ -17,7 +20,10 @@ from collections import Counter
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
+
+from diffusers.models.attention_processor import AttnProcessor
 
 import data
 
@@ -37,7 +43,8 @@ def border_colour(c):
 
 
 def largest_region(c, background):
-    """(colour index, centre x, centre y, size) of the largest 4-connected region not of the background's colour."""
+    """(colour index, centre x, centre y, size, its (y, x) pixels) of the largest 4-connected region not of the
+    background's colour."""
     h, w = c.shape
     seen = np.zeros_like(c, dtype=bool)
     best = None
@@ -56,7 +63,7 @@ def largest_region(c, background):
                         stack.append((ny, nx))
             if best is None or len(pixels) > best[3]:
                 ys, xs = zip(*pixels)
-                best = (colour, float(np.mean(xs)), float(np.mean(ys)), len(pixels))
+                best = (colour, float(np.mean(xs)), float(np.mean(ys)), len(pixels), set(pixels))
     return best
 
 
@@ -71,6 +78,41 @@ CASES = [
     ("purple", "circle", "top", "yellow"),
     ("black", "star", "bottom", "red"),
 ]
+
+
+class AttentionSum:
+    """The colour word's DAAM map, summed over the steps of one picture."""
+
+    def __init__(self, latent):
+        self.latent, self.token, self.sum, self.layers = latent, None, None, 0
+
+    def start(self, token):
+        self.token, self.sum, self.layers = token, torch.zeros(self.latent, self.latent), 0
+
+    def peak(self):
+        """(x, y) of the peak's latent pixel."""
+        i = int(self.sum.argmax())
+        return i % self.latent, i // self.latent
+
+
+class Capture:
+    """A cross-attention processor that adds the prompt's map of one token to an
+    AttentionSum, then runs the attention as diffusers does."""
+
+    def __init__(self, into, layers):
+        self.into, self.layers = into, layers
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+        probs = attn.get_attention_scores(q, k, None)
+        batch = hidden_states.shape[0]
+        prompt = probs.view(batch, attn.heads, *probs.shape[1:]).mean(1)[-1, :, self.into.token]
+        side = int(round(prompt.shape[0] ** 0.5))
+        grid = F.interpolate(prompt.view(1, 1, side, side), size=self.into.latent, mode="nearest")[0, 0]
+        # The mean over the layers, summed over the steps.
+        self.into.sum += grid / self.layers
+        return AttnProcessor()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 def in_place(place, x, y, size):
@@ -88,11 +130,19 @@ def main():
     torch.set_num_threads(2)
     pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=torch.float32, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
+    latent = data.SIZE // pipe.vae_scale_factor
+    attention = AttentionSum(latent)
+    names = list(pipe.unet.attn_processors)
+    cross = [n for n in names if "attn2" in n]
+    pipe.unet.set_attn_processor({n: Capture(attention, len(cross)) if n in cross else AttnProcessor() for n in names})
     totals = Counter()
     for colour, shape, place, background in CASES:
         prompt = f"a big {colour} {shape} {data.PLACE_WORDS[place][0]}, on {data.article(background)} {background} background"
         hits = Counter()
+        word = pipe.tokenizer.convert_tokens_to_ids(colour + "</w>")
+        token = pipe.tokenizer(prompt).input_ids.index(word)
         for seed in range(a.seeds):
+            attention.start(token)
             image = pipe(prompt, num_inference_steps=a.steps, guidance_scale=a.guidance, width=data.SIZE,
                          height=data.SIZE, generator=torch.Generator("cpu").manual_seed(seed),
                          output_type="np").images[0]
@@ -103,10 +153,14 @@ def main():
             if region is not None:
                 hits["colour"] += NAMES[region[0]] == colour
                 hits["place"] += in_place(place, region[1], region[2], data.SIZE)
+                x, y = attention.peak()
+                scale = data.SIZE // latent
+                # The centre of the peak's latent pixel, in image pixels.
+                hits["attention"] += (y * scale + scale // 2, x * scale + scale // 2) in region[4]
         totals.update(hits)
-        print(f"{prompt:70s} " + " ".join(f"{k} {hits[k]}/{a.seeds}" for k in ("background", "colour", "place")))
+        print(f"{prompt:70s} " + " ".join(f"{k} {hits[k]}/{a.seeds}" for k in ("background", "colour", "place", "attention")))
     n = a.seeds * len(CASES)
-    print("all: " + " ".join(f"{k} {totals[k] / n:.0%}" for k in ("background", "colour", "place")))
+    print("all: " + " ".join(f"{k} {totals[k] / n:.0%}" for k in ("background", "colour", "place", "attention")))
 
 
 if __name__ == "__main__":

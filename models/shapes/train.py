@@ -44,6 +44,9 @@ p.add_argument("--batch", type=int, default=32)
 p.add_argument("--offset-noise", type=float, default=0.1,
                help="std of a per-channel constant added to the training noise")
 p.add_argument("--min-snr", type=float, default=5.0, help="gamma of min-SNR loss weighting")
+p.add_argument("--snr-floor", type=float, default=0.0,
+               help="the least weight, in x0 terms, of a noisy step (0: plain min-SNR)")
+p.add_argument("--save-every", type=int, default=0, help="save the pipeline every N UNet steps, to watch it learn")
 p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--smoke", action="store_true", help="a few iterations on a handful of images")
 a = p.parse_args()
@@ -125,6 +128,23 @@ vae.register_to_config(scaling_factor=scaling)
 latents = latents * scaling
 log(f"latents {tuple(latents.shape)}, scaling_factor {scaling:.5f}")
 
+
+def save_pipeline(model_dir, half=False):
+    """The diffusers folder, with the tokenizer folder of SD 2 (CLIP's real
+    vocabulary, pad "!") as the fixtures have it."""
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    for m in (text_encoder, unet, vae):
+        m.to(torch.float16 if half else torch.float32)
+    pipe.save_pretrained(model_dir, safe_serialization=True)
+    for m in (text_encoder, unet, vae):
+        m.to(torch.float32)
+    tokdir = os.path.join(model_dir, "tokenizer")
+    shutil.rmtree(tokdir)
+    shutil.copytree(VOCAB, tokdir)
+    return pipe
+
+
 # --- phase 2: UNet and text encoder together ---------------------------------
 params = list(unet.parameters()) + list(text_encoder.parameters())
 opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-2)
@@ -147,11 +167,13 @@ for step in range(a.unet_steps):
     ab = alphas[t].view(-1, 1, 1, 1)
     noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     pred = unet(noisy, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
-    # Min-SNR weighting (Hang et al. 2023) for epsilon prediction: the noisy
-    # steps, where the layout and the background are chosen, count as much as
-    # the fine ones.
+    # Min-SNR weighting (Hang et al. 2023) for epsilon prediction, with a floor:
+    # an error in the noise a noisy step predicts is an error in its x0 scaled
+    # down by sqrt(SNR), so plain epsilon loss hardly asks the noisiest steps,
+    # where the layout is chosen, to place anything. In x0 terms each step's
+    # weight is its SNR clamped to [floor, gamma].
     snr = alphas[t] / (1 - alphas[t])
-    weight = snr.clamp(max=a.min_snr) / snr
+    weight = snr.clamp(min=a.snr_floor, max=a.min_snr) / snr
     loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
     opt.zero_grad()
     loss.backward()
@@ -161,6 +183,8 @@ for step in range(a.unet_steps):
     losses["unet"].append(loss.item())
     if step % 100 == 0 or step == a.unet_steps - 1:
         log(f"unet {step}/{a.unet_steps} loss {np.mean(losses['unet'][-100:]):.5f}")
+    if a.save_every and (step + 1) % a.save_every == 0:
+        save_pipeline(os.path.join(a.out, "checkpoints", f"step-{step + 1}"))
 unet.eval()
 text_encoder.eval()
 minutes = (time.time() - started) / 60
@@ -171,21 +195,10 @@ for m in (text_encoder, unet, vae):
     m.requires_grad_(False)
     for prm in m.parameters():
         prm.copy_(prm.half().float())
-pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-    scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-shutil.rmtree(a.out, ignore_errors=True)
-model_dir = os.path.join(a.out, "model")
-for m in (text_encoder, unet, vae):
-    m.to(torch.float16)
-pipe.save_pretrained(model_dir, safe_serialization=True)
-for m in (text_encoder, unet, vae):
-    m.to(torch.float32)
-# The tokenizer folder of SD 2 (CLIP's real vocabulary, pad "!"), as the fixtures have it.
-tokdir = os.path.join(model_dir, "tokenizer")
-shutil.rmtree(tokdir)
-shutil.copytree(VOCAB, tokdir)
+pipe = save_pipeline(os.path.join(a.out, "model"), half=True)
 json.dump({"seed": a.seed, "images": a.images, "vae_steps": a.vae_steps, "vae_batch": a.vae_batch,
-           "unet_steps": a.unet_steps, "batch": a.batch, "offset_noise": a.offset_noise, "min_snr": a.min_snr, "threads": a.threads, "minutes": round(minutes, 1), "parameters": sizes,
+           "unet_steps": a.unet_steps, "batch": a.batch, "offset_noise": a.offset_noise, "min_snr": a.min_snr, "snr_floor": a.snr_floor,
+           "threads": a.threads, "minutes": round(minutes, 1), "parameters": sizes,
            "losses": {k: [round(float(np.mean(v[i:i + 50])), 5) for i in range(0, len(v), 50)]
                       for k, v in losses.items()}},
           open(os.path.join(a.out, "training.json"), "w"), indent=1)
