@@ -1,6 +1,7 @@
 """A quick look, for a checkpoint, at whether the words choose the place: the
-x0 a model predicts at the first DDIM step (guided), decoded and averaged over
-several noises, and the share of the shape colour that lies in the named half.
+x0 a model predicts at the first DDIM step (guided, whatever its prediction
+type), decoded and averaged over several noises, and the share of the shape
+colour that lies in the named half.
 
     python probe_place.py MODEL_DIR [--noises 8] [--guidance 4] [--steps 20]
 
@@ -44,7 +45,6 @@ def main():
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(a.steps)
     t = scheduler.timesteps[0]
-    alpha = scheduler.alphas_cumprod[t]
     latent = data.SIZE // pipe.vae_scale_factor
 
     def embed(prompt):
@@ -61,8 +61,8 @@ def main():
                 prompt = (f"a big {colour} {shape} {data.PLACE_WORDS[asked][0]}, "
                           f"on {data.article(background)} {background} background")
                 conditional = pipe.unet(x, t, encoder_hidden_states=embed(prompt)).sample
-                eps = unconditional + a.guidance * (conditional - unconditional)
-                x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+                guided = unconditional + a.guidance * (conditional - unconditional)
+                x0 = scheduler.step(guided, t, x).pred_original_sample
                 image = (pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
                 shares.append(share(image, colour, place))
             own.append(shares[0])
