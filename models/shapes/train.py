@@ -46,6 +46,8 @@ p.add_argument("--offset-noise", type=float, default=0.1,
 p.add_argument("--min-snr", type=float, default=5.0, help="gamma of min-SNR loss weighting")
 p.add_argument("--snr-floor", type=float, default=0.0,
                help="the least weight, in x0 terms, of a noisy step (0: plain min-SNR)")
+p.add_argument("--v-prediction", action="store_true",
+               help="predict v on a schedule rescaled to zero terminal SNR, with trailing timesteps")
 p.add_argument("--save-every", type=int, default=0, help="save the pipeline every N UNet steps, to watch it learn")
 p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--smoke", action="store_true", help="a few iterations on a handful of images")
@@ -89,8 +91,13 @@ unet = UNet2DConditionModel(sample_size=data.SIZE // 4, in_channels=4, out_chann
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     cross_attention_dim=64, attention_head_dim=4, use_linear_projection=True)
+# With --v-prediction the last timestep's input is pure noise and its target is
+# -x0, so the words alone must place the shape; with epsilon on SD's schedule a
+# place error at the noisiest steps costs almost nothing, and places stay unlearned.
+objective = (dict(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
+             if a.v_prediction else dict(prediction_type="epsilon"))
 scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-    set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon", num_train_timesteps=1000)
+    set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000, **objective)
 sizes = {n: sum(p.numel() for p in m.parameters()) for n, m in [("text", text_encoder), ("vae", vae), ("unet", unet)]}
 log(f"parameters: {sizes} ({2 * sum(sizes.values()) / 1e6:.1f} MB in fp16)")
 losses = {"vae": [], "unet": []}
@@ -167,14 +174,17 @@ for step in range(a.unet_steps):
     ab = alphas[t].view(-1, 1, 1, 1)
     noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     pred = unet(noisy, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
-    # Min-SNR weighting (Hang et al. 2023) for epsilon prediction, with a floor:
-    # an error in the noise a noisy step predicts is an error in its x0 scaled
-    # down by sqrt(SNR), so plain epsilon loss hardly asks the noisiest steps,
-    # where the layout is chosen, to place anything. In x0 terms each step's
-    # weight is its SNR clamped to [floor, gamma].
+    # Min-SNR weighting (Hang et al. 2023), with a floor: in x0 terms each
+    # step's weight is its SNR clamped to [floor, gamma] (an epsilon loss weighs
+    # x0 by SNR, a v loss by SNR + 1). Without a floor the noisiest steps, where
+    # the layout is chosen, are hardly asked to place anything, and with zero
+    # terminal SNR the last one is not asked at all.
     snr = alphas[t] / (1 - alphas[t])
-    weight = snr.clamp(min=a.snr_floor, max=a.min_snr) / snr
-    loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+    if a.v_prediction:
+        target, weight = ab.sqrt() * noise - (1 - ab).sqrt() * x0, snr.clamp(min=a.snr_floor, max=a.min_snr) / (snr + 1)
+    else:
+        target, weight = noise, snr.clamp(min=a.snr_floor, max=a.min_snr) / snr
+    loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -197,7 +207,7 @@ for m in (text_encoder, unet, vae):
         prm.copy_(prm.half().float())
 pipe = save_pipeline(os.path.join(a.out, "model"), half=True)
 json.dump({"seed": a.seed, "images": a.images, "vae_steps": a.vae_steps, "vae_batch": a.vae_batch,
-           "unet_steps": a.unet_steps, "batch": a.batch, "offset_noise": a.offset_noise, "min_snr": a.min_snr, "snr_floor": a.snr_floor,
+           "unet_steps": a.unet_steps, "batch": a.batch, "offset_noise": a.offset_noise, "min_snr": a.min_snr, "snr_floor": a.snr_floor, "v_prediction": a.v_prediction,
            "threads": a.threads, "minutes": round(minutes, 1), "parameters": sizes,
            "losses": {k: [round(float(np.mean(v[i:i + 50])), 5) for i in range(0, len(v), 50)]
                       for k, v in losses.items()}},
@@ -237,7 +247,7 @@ with torch.no_grad():
     diff = float(np.abs(piped - ref["image"].numpy()).max())
     assert diff < 1e-5, f"the recorded loop and StableDiffusionPipeline differ by {diff}"
 save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(a.out, "reference.safetensors"))
-run.update(scheduler="ddim", prediction_type="epsilon",
+run.update(scheduler="ddim", prediction_type=scheduler.config.prediction_type,
            made_with={"diffusers": __import__("diffusers").__version__, "torch": torch.__version__})
 json.dump(run, open(os.path.join(a.out, "run.json"), "w"), indent=2)
 from PIL import Image
