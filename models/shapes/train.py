@@ -139,6 +139,7 @@ log(f"latents {tuple(latents.shape)}, scaling_factor {scaling:.5f}")
 def save_pipeline(model_dir, half=False):
     """The diffusers folder, with the tokenizer folder of SD 2 (CLIP's real
     vocabulary, pad "!") as the fixtures have it."""
+    shutil.rmtree(model_dir, ignore_errors=True)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     for m in (text_encoder, unet, vae):
