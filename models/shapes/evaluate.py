@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
-
 from diffusers.models.attention_processor import AttnProcessor
 
 import data
@@ -84,10 +83,10 @@ class AttentionSum:
     """The colour word's DAAM map, summed over the steps of one picture."""
 
     def __init__(self, latent):
-        self.latent, self.token, self.sum, self.layers = latent, None, None, 0
+        self.latent, self.token, self.sum = latent, None, None
 
     def start(self, token):
-        self.token, self.sum, self.layers = token, torch.zeros(self.latent, self.latent), 0
+        self.token, self.sum = token, torch.zeros(self.latent, self.latent)
 
     def peak(self):
         """(x, y) of the peak's latent pixel."""
@@ -100,7 +99,7 @@ class Capture:
     AttentionSum, then runs the attention as diffusers does."""
 
     def __init__(self, into, layers):
-        self.into, self.layers = into, layers
+        self.into, self.layers, self.attention = into, layers, AttnProcessor()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         q = attn.head_to_batch_dim(attn.to_q(hidden_states))
@@ -112,7 +111,21 @@ class Capture:
         grid = F.interpolate(prompt.view(1, 1, side, side), size=self.into.latent, mode="nearest")[0, 0]
         # The mean over the layers, summed over the steps.
         self.into.sum += grid / self.layers
-        return AttnProcessor()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return self.attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+JUDGEMENTS = ("background", "colour", "place", "attention")
+
+
+def prompt_of(colour, shape, place, background):
+    """A case's prompt, with data.py's first wording of its place."""
+    return f"a big {colour} {shape} {data.PLACE_WORDS[place][0]}, on {data.article(background)} {background} background"
+
+
+def load(model):
+    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def in_place(place, x, y, size):
@@ -128,16 +141,16 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     a = p.parse_args()
     torch.set_num_threads(2)
-    pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=torch.float32, safety_checker=None)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load(a.model)
     latent = data.SIZE // pipe.vae_scale_factor
+    scale = data.SIZE // latent
     attention = AttentionSum(latent)
     names = list(pipe.unet.attn_processors)
     cross = [n for n in names if "attn2" in n]
     pipe.unet.set_attn_processor({n: Capture(attention, len(cross)) if n in cross else AttnProcessor() for n in names})
     totals = Counter()
     for colour, shape, place, background in CASES:
-        prompt = f"a big {colour} {shape} {data.PLACE_WORDS[place][0]}, on {data.article(background)} {background} background"
+        prompt = prompt_of(colour, shape, place, background)
         hits = Counter()
         word = pipe.tokenizer.convert_tokens_to_ids(colour + "</w>")
         token = pipe.tokenizer(prompt).input_ids.index(word)
@@ -154,13 +167,12 @@ def main():
                 hits["colour"] += NAMES[region[0]] == colour
                 hits["place"] += in_place(place, region[1], region[2], data.SIZE)
                 x, y = attention.peak()
-                scale = data.SIZE // latent
                 # The centre of the peak's latent pixel, in image pixels.
                 hits["attention"] += (y * scale + scale // 2, x * scale + scale // 2) in region[4]
         totals.update(hits)
-        print(f"{prompt:70s} " + " ".join(f"{k} {hits[k]}/{a.seeds}" for k in ("background", "colour", "place", "attention")))
+        print(f"{prompt:70s} " + " ".join(f"{k} {hits[k]}/{a.seeds}" for k in JUDGEMENTS))
     n = a.seeds * len(CASES)
-    print("all: " + " ".join(f"{k} {totals[k] / n:.0%}" for k in ("background", "colour", "place", "attention")))
+    print("all: " + " ".join(f"{k} {totals[k] / n:.0%}" for k in JUDGEMENTS))
 
 
 if __name__ == "__main__":

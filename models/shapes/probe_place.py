@@ -14,10 +14,10 @@ both. It takes seconds, where evaluate.py takes minutes.
 import argparse
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import DDIMScheduler
 
 import data
-from evaluate import CASES
+from evaluate import CASES, load, prompt_of
 
 OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
@@ -41,7 +41,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     a = p.parse_args()
     torch.set_num_threads(2)
-    pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=torch.float32, safety_checker=None)
+    pipe = load(a.model)
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(a.steps)
     t = scheduler.timesteps[0]
@@ -58,8 +58,7 @@ def main():
         for colour, shape, place, background in CASES:
             shares = []
             for asked in (place, OPPOSITE[place]):
-                prompt = (f"a big {colour} {shape} {data.PLACE_WORDS[asked][0]}, "
-                          f"on {data.article(background)} {background} background")
+                prompt = prompt_of(colour, shape, asked, background)
                 conditional = pipe.unet(x, t, encoder_hidden_states=embed(prompt)).sample
                 guided = unconditional + a.guidance * (conditional - unconditional)
                 x0 = scheduler.step(guided, t, x).pred_original_sample

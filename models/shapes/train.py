@@ -181,10 +181,11 @@ for step in range(a.unet_steps):
     # the layout is chosen, are hardly asked to place anything, and with zero
     # terminal SNR the last one is not asked at all.
     snr = alphas[t] / (1 - alphas[t])
+    x0_weight = snr.clamp(min=a.snr_floor, max=a.min_snr)
     if a.v_prediction:
-        target, weight = ab.sqrt() * noise - (1 - ab).sqrt() * x0, snr.clamp(min=a.snr_floor, max=a.min_snr) / (snr + 1)
+        target, weight = ab.sqrt() * noise - (1 - ab).sqrt() * x0, x0_weight / (snr + 1)
     else:
-        target, weight = noise, snr.clamp(min=a.snr_floor, max=a.min_snr) / snr
+        target, weight = noise, x0_weight / snr
     loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
     opt.zero_grad()
     loss.backward()
