@@ -87,10 +87,12 @@ def describe(shape):
     return text
 
 
-def sample(rng):
-    """One (image, caption): 1 to 3 shapes at distinct places, distinct colours."""
+def sample(rng, lone=False):
+    """One (image, caption): 1 to 3 shapes at distinct places, distinct colours.
+    With lone=True, one big shape whose place is always said: pictures in which
+    only the place words tell where the shape goes."""
     background = rng.choice(list(COLOURS))
-    count = rng.choices([1, 2, 3], weights=[6, 3, 1])[0]
+    count = 1 if lone else rng.choices([1, 2, 3], weights=[6, 3, 1])[0]
     places = rng.sample(list(PLACES), count) if count > 1 else [rng.choice(list(PLACES))]
     colours = rng.sample([c for c in COLOURS if c != background], count)
     image = Image.new("RGB", (SIZE, SIZE), COLOURS[background])
@@ -98,14 +100,14 @@ def sample(rng):
     shapes = []
     for place, colour in zip(places, colours):
         kind = rng.choice(SHAPES)
-        size = rng.choice(list(SIZES)) if count == 1 else "small"
+        size = "big" if lone else rng.choice(list(SIZES)) if count == 1 else "small"
         cx, cy = PLACES[place]
         # A little jitter, so a place is a region and not a pixel.
         cx += rng.uniform(-3, 3)
         cy += rng.uniform(-3, 3)
         draw_shape(draw, kind, colour, cx, cy, SIZES[size])
         # A lone centred shape is often described without its place.
-        said_place = None if (count == 1 and place == "centre" and rng.random() < 0.5) else place
+        said_place = None if (not lone and count == 1 and place == "centre" and rng.random() < 0.5) else place
         shapes.append((kind, colour, size, said_place, rng))
     parts = [describe(s) for s in shapes]
     body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -48,12 +48,15 @@ p.add_argument("--snr-floor", type=float, default=0.0,
                help="the least weight, in x0 terms, of a noisy step (0: plain min-SNR)")
 p.add_argument("--v-prediction", action="store_true",
                help="predict v on a schedule rescaled to zero terminal SNR, with trailing timesteps")
+p.add_argument("--place-share", type=float, default=0.0,
+               help="share of each UNet batch drawn from lone big shapes whose place is always said")
+p.add_argument("--place-images", type=int, default=4000, help="pictures drawn for --place-share")
 p.add_argument("--save-every", type=int, default=0, help="save the pipeline every N UNet steps, to watch it learn")
 p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--smoke", action="store_true", help="a few iterations on a handful of images")
 a = p.parse_args()
 if a.smoke:
-    a.images, a.vae_steps, a.unet_steps, a.batch, a.vae_batch = 64, 3, 3, 8, 8
+    a.images, a.place_images, a.vae_steps, a.unet_steps, a.batch, a.vae_batch = 64, 16, 3, 3, 8, 8
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 rng = random.Random(a.seed)
@@ -65,17 +68,26 @@ def log(text):
 
 
 # --- data -------------------------------------------------------------------
-pictures, captions = [], []
-for _ in range(a.images):
-    image, caption = data.sample(rng)
-    pictures.append(np.asarray(image))
-    captions.append(caption)
-pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1
-log(f"{a.images} pictures drawn")
+def draw(count, rng, lone=False):
+    pictures, captions = [], []
+    for _ in range(count):
+        image, caption = data.sample(rng, lone)
+        pictures.append(np.asarray(image))
+        captions.append(caption)
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1, captions
+
+
+pixels, captions = draw(a.images, rng)
+# Their own generator, so that the main pictures and phase 1 stay as without them.
+place_pixels, place_captions = draw(a.place_images, random.Random(a.seed + 1), lone=True) if a.place_share \
+    else (None, [])
+log(f"{a.images} pictures drawn, and {len(place_captions)} lone shapes")
 
 tokenizer = CLIPTokenizer(os.path.join(VOCAB, "vocab.json"), os.path.join(VOCAB, "merges.txt"), pad_token="!",
                           model_max_length=77)
-ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+tokenize = lambda texts: tokenizer(texts, padding="max_length", max_length=77, truncation=True,
+                                   return_tensors="pt").input_ids
+ids = tokenize(captions)
 empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
 
 # --- models -----------------------------------------------------------------
@@ -128,11 +140,16 @@ for step in range(a.vae_steps):
 vae.eval().requires_grad_(False)
 
 with torch.no_grad():
-    latents = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.mean for i in range(0, len(pixels), 256)])
+    encode = lambda px: torch.cat([vae.encode(px[i:i + 256]).latent_dist.mean for i in range(0, len(px), 256)])
+    latents = encode(pixels)
 # SD's own recipe: scale latents to unit variance.
 scaling = float(1 / latents.std())
 vae.register_to_config(scaling_factor=scaling)
 latents = latents * scaling
+lone = round(a.batch * a.place_share)
+if lone:
+    with torch.no_grad():
+        place_latents, place_ids = encode(place_pixels) * scaling, tokenize(place_captions)
 log(f"latents {tuple(latents.shape)}, scaling_factor {scaling:.5f}")
 
 
@@ -163,9 +180,14 @@ unet.train()
 text_encoder.train()
 alphas = scheduler.alphas_cumprod
 for step in range(a.unet_steps):
-    pick = torch.randint(0, len(latents), (a.batch,))
-    x0 = latents[pick]
-    batch_ids = ids[pick].clone()
+    pick = torch.randint(0, len(latents), (a.batch - lone,))
+    x0, batch_ids = latents[pick], ids[pick]
+    if lone:
+        # Pictures where only the words can place the shape, in every batch: a
+        # warm-up on them alone was forgotten within 250 steps of the full set.
+        pick = torch.randint(0, len(place_latents), (lone,))
+        x0, batch_ids = torch.cat([x0, place_latents[pick]]), torch.cat([batch_ids, place_ids[pick]])
+    batch_ids = batch_ids.clone()
     batch_ids[torch.rand(a.batch) < 0.1] = empty[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (a.batch,))
     # Offset noise: the latents are small (16x16), so the mean of pure noise would
@@ -210,6 +232,7 @@ for m in (text_encoder, unet, vae):
 pipe = save_pipeline(os.path.join(a.out, "model"), half=True)
 json.dump({"seed": a.seed, "images": a.images, "vae_steps": a.vae_steps, "vae_batch": a.vae_batch,
            "unet_steps": a.unet_steps, "batch": a.batch, "offset_noise": a.offset_noise, "min_snr": a.min_snr, "snr_floor": a.snr_floor, "v_prediction": a.v_prediction,
+           "place_share": a.place_share, "place_images": a.place_images,
            "threads": a.threads, "minutes": round(minutes, 1), "parameters": sizes,
            "losses": {k: [round(float(np.mean(v[i:i + 50])), 5) for i in range(0, len(v), 50)]
                       for k, v in losses.items()}},
@@ -220,9 +243,7 @@ run = {"prompt": "a big red circle on the left, on a blue background", "negative
        "steps": 20, "guidance_scale": 4.0, "width": data.SIZE, "height": data.SIZE}
 ref = {}
 with torch.no_grad():
-    tok = lambda text: tokenizer(text, padding="max_length", max_length=77, truncation=True,
-                                  return_tensors="pt").input_ids
-    pids, nids = tok(run["prompt"]), tok(run["negative_prompt"])
+    pids, nids = tokenize(run["prompt"]), tokenize(run["negative_prompt"])
     embeds = torch.cat([text_encoder(nids)[0], text_encoder(pids)[0]])
     sched = DDIMScheduler.from_config(scheduler.config)
     x = torch.randn((1, 4, data.SIZE // 4, data.SIZE // 4), generator=torch.Generator("cpu").manual_seed(run["seed"]))
