@@ -57,6 +57,7 @@ p.add_argument("--smoke", action="store_true", help="a few iterations on a handf
 a = p.parse_args()
 if a.smoke:
     a.images, a.place_images, a.vae_steps, a.unet_steps, a.batch, a.vae_batch = 64, 16, 3, 3, 8, 8
+lone = round(a.batch * a.place_share)  # lone shapes per UNet batch
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 rng = random.Random(a.seed)
@@ -79,8 +80,7 @@ def draw(count, rng, lone=False):
 
 pixels, captions = draw(a.images, rng)
 # Their own generator, so that the main pictures and phase 1 stay as without them.
-place_pixels, place_captions = draw(a.place_images, random.Random(a.seed + 1), lone=True) if a.place_share \
-    else (None, [])
+place_pixels, place_captions = draw(a.place_images, random.Random(a.seed + 1), lone=True) if lone else (None, [])
 log(f"{a.images} pictures drawn, and {len(place_captions)} lone shapes")
 
 tokenizer = CLIPTokenizer(os.path.join(VOCAB, "vocab.json"), os.path.join(VOCAB, "merges.txt"), pad_token="!",
@@ -88,7 +88,7 @@ tokenizer = CLIPTokenizer(os.path.join(VOCAB, "vocab.json"), os.path.join(VOCAB,
 tokenize = lambda texts: tokenizer(texts, padding="max_length", max_length=77, truncation=True,
                                    return_tensors="pt").input_ids
 ids = tokenize(captions)
-empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+empty = tokenize([""])
 
 # --- models -----------------------------------------------------------------
 text_config = CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
@@ -142,14 +142,12 @@ vae.eval().requires_grad_(False)
 with torch.no_grad():
     encode = lambda px: torch.cat([vae.encode(px[i:i + 256]).latent_dist.mean for i in range(0, len(px), 256)])
     latents = encode(pixels)
-# SD's own recipe: scale latents to unit variance.
-scaling = float(1 / latents.std())
-vae.register_to_config(scaling_factor=scaling)
-latents = latents * scaling
-lone = round(a.batch * a.place_share)
-if lone:
-    with torch.no_grad():
+    # SD's own recipe: scale latents to unit variance.
+    scaling = float(1 / latents.std())
+    latents = latents * scaling
+    if lone:
         place_latents, place_ids = encode(place_pixels) * scaling, tokenize(place_captions)
+vae.register_to_config(scaling_factor=scaling)
 log(f"latents {tuple(latents.shape)}, scaling_factor {scaling:.5f}")
 
 
@@ -187,7 +185,6 @@ for step in range(a.unet_steps):
         # warm-up on them alone was forgotten within 250 steps of the full set.
         pick = torch.randint(0, len(place_latents), (lone,))
         x0, batch_ids = torch.cat([x0, place_latents[pick]]), torch.cat([batch_ids, place_ids[pick]])
-    batch_ids = batch_ids.clone()
     batch_ids[torch.rand(a.batch) < 0.1] = empty[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (a.batch,))
     # Offset noise: the latents are small (16x16), so the mean of pure noise would
