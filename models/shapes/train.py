@@ -38,9 +38,12 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--images", type=int, default=20000, help="pictures drawn for training")
 p.add_argument("--vae-steps", type=int, default=2000)
 p.add_argument("--vae-batch", type=int, default=16)
+p.add_argument("--vae-mid-attention", action=argparse.BooleanOptionalAction, default=True,
+               help="self-attention in the VAE's mid blocks (without it a shape's latent does not depend on the background)")
 p.add_argument("--vae", help="reuse this trained VAE folder and skip phase 1 (to iterate on the UNet)")
 p.add_argument("--unet-steps", type=int, default=13000)
 p.add_argument("--batch", type=int, default=32)
+p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of the UNet phase")
 p.add_argument("--offset-noise", type=float, default=0.1,
                help="std of a per-channel constant added to the training noise")
 p.add_argument("--min-snr", type=float, default=5.0, help="gamma of min-SNR loss weighting")
@@ -97,7 +100,8 @@ text_config = CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size
 text_encoder = CLIPTextModel(text_config)
 vae = AutoencoderKL(block_out_channels=(16, 32, 32), in_channels=3, out_channels=3,
     down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-    latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=data.SIZE)
+    latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=data.SIZE,
+    mid_block_add_attention=a.vae_mid_attention)
 unet = UNet2DConditionModel(sample_size=data.SIZE // 4, in_channels=4, out_channels=4,
     block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -170,7 +174,7 @@ def save_pipeline(model_dir, half=False):
 
 # --- phase 2: UNet and text encoder together ---------------------------------
 params = list(unet.parameters()) + list(text_encoder.parameters())
-opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-2)
+opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-2)
 warmup = max(1, a.unet_steps // 20)
 sched = torch.optim.lr_scheduler.LambdaLR(
     opt, lambda s: min(1, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1, s / a.unet_steps))))
@@ -227,8 +231,8 @@ for m in (text_encoder, unet, vae):
     for prm in m.parameters():
         prm.copy_(prm.half().float())
 pipe = save_pipeline(os.path.join(a.out, "model"), half=True)
-json.dump({"seed": a.seed, "images": a.images, "vae_steps": a.vae_steps, "vae_batch": a.vae_batch,
-           "unet_steps": a.unet_steps, "batch": a.batch, "offset_noise": a.offset_noise, "min_snr": a.min_snr, "snr_floor": a.snr_floor, "v_prediction": a.v_prediction,
+json.dump({"seed": a.seed, "images": a.images, "vae_steps": a.vae_steps, "vae_batch": a.vae_batch, "vae_mid_attention": a.vae_mid_attention,
+           "unet_steps": a.unet_steps, "batch": a.batch, "lr": a.lr, "offset_noise": a.offset_noise, "min_snr": a.min_snr, "snr_floor": a.snr_floor, "v_prediction": a.v_prediction,
            "place_share": a.place_share, "place_images": a.place_images,
            "threads": a.threads, "minutes": round(minutes, 1), "parameters": sizes,
            "losses": {k: [round(float(np.mean(v[i:i + 50])), 5) for i in range(0, len(v), 50)]
