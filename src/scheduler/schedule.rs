@@ -14,7 +14,8 @@ use super::config::{BetaSchedule, SchedulerConfig, TimestepSpacing};
 /// `alphas_cumprod` of the training schedule, one float32 value per training
 /// timestep, bit-identical to diffusers' `DDIMScheduler(...).alphas_cumprod`
 /// (with `rescale_betas_zero_snr`, within a few ulps: that path takes square
-/// roots, and torch's CPU `sqrt` is not correctly rounded while ours is).
+/// roots, and torch's CPU `sqrt` is MKL's `vsSqrt`, not correctly rounded, while
+/// ours is).
 pub(crate) fn alphas_cumprod(config: &SchedulerConfig) -> Vec<f32> {
     let mut betas = betas(config);
     if config.rescale_betas_zero_snr {

@@ -156,8 +156,8 @@ fn schedule_grid_matches_diffusers() {
          max |d alpha_prod_t_prev| {worst_prev:.1e}"
     );
     assert!(checked > 250);
-    // torch's CPU sqrt (used only by rescale_betas_zero_snr) is not correctly
-    // rounded (1 ulp off for ~20% of float32 inputs with torch 2.15 on the
+    // torch's CPU sqrt (used only by rescale_betas_zero_snr) is MKL's vsSqrt, not
+    // correctly rounded (1 ulp off for ~20% of float32 inputs with torch 2.15 on the
     // machine that made the cases); everything else must be bit-identical.
     for (betas, d) in per_betas {
         let bound = if betas.ends_with("_zsnr") { 1e-6 } else { 1e-9 };
