@@ -39,7 +39,7 @@ p.add_argument("--images", type=int, default=20000, help="pictures drawn for tra
 p.add_argument("--vae-steps", type=int, default=2000)
 p.add_argument("--vae-batch", type=int, default=16)
 p.add_argument("--vae-mid-attention", action=argparse.BooleanOptionalAction, default=True,
-               help="self-attention in the VAE's mid blocks (without it a shape's latent does not depend on the background)")
+               help="self-attention in the VAE's mid blocks (without it a shape's latent depends less on the background)")
 p.add_argument("--vae", help="reuse this trained VAE folder and skip phase 1 (to iterate on the UNet)")
 p.add_argument("--unet-steps", type=int, default=13000)
 p.add_argument("--batch", type=int, default=32)
