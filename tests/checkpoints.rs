@@ -25,7 +25,7 @@ fn check(fixture_name: &str, file: &str, run: &str, with_lora: bool) {
     let extra: Vec<&str> = lora.iter().flat_map(|l| ["--lora", l.as_str()]).collect();
     let model = fixture(fixture_name).join(file);
     let ours = generate_trace(&model, &run_dir(fixture_name, run), "ddim", &extra, dir.path());
-    check_trace(&format!("{fixture_name} {run}"), &ours, &run_dir(fixture_name, run), "ddim", dir.path());
+    check_trace(&format!("{fixture_name} {run}"), &ours, &model, &run_dir(fixture_name, run), "ddim", dir.path());
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn a_single_file_with_its_diffusers_configs_matches_diffusers() {
     let run = run_dir("sd2-shaped", "run-plain");
     let model = fixture("sd2-shaped/tiny-sd2-shaped.safetensors");
     let ours = generate_trace(&model, &run, "ddim", &["--config", config.to_str().unwrap()], dir.path());
-    check_trace("sd2-shaped --config", &ours, &run, "ddim", dir.path());
+    check_trace("sd2-shaped --config", &ours, &model, &run, "ddim", dir.path());
     // a folder model has its own configs
     let out = sdlab(&[
         "generate",

@@ -206,7 +206,7 @@ fn the_first_run_needs_no_files_and_no_network() {
         cmd.args(["generate", "--prompt", prompt, "--out", out]);
         if let Some(model) = model {
             // A folder is not known by name: it gets diffusers' defaults unless told.
-            cmd.args(["--model", model.to_str().unwrap(), "--steps", "20", "--guidance", "4"]);
+            cmd.args(["--model", model.to_str().unwrap(), "--steps", "20", "--guidance", "2"]);
         }
         let result = cmd.output().unwrap();
         assert!(result.status.success(), "{}", stderr(&result));
@@ -216,7 +216,7 @@ fn the_first_run_needs_no_files_and_no_network() {
     assert_eq!(builtin.dimensions(), (64, 64));
     let bytes = std::fs::read(dir.path().join("star.png")).unwrap();
     let text = String::from_utf8_lossy(&bytes);
-    assert!(text.contains("Steps: 20, Sampler: DDIM, CFG scale: 4"), "the suggested settings are used");
+    assert!(text.contains("Steps: 20, Sampler: DDIM, CFG scale: 2"), "the suggested settings are used");
     assert!(text.contains("Model: shapes"), "the model is named shapes");
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes/model");
     assert_eq!(builtin, run(Some(&folder), "from-folder.png"), "built in and on disk differ");

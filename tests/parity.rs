@@ -81,8 +81,9 @@ fn pndm_matches_diffusers() {
 
 fn check_run(name: &str, run_dir: &std::path::Path, scheduler: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let ours = generate_trace(&fixture(name).join("model"), run_dir, scheduler, &[], dir.path());
-    check_trace(&format!("{name} {scheduler}"), &ours, run_dir, scheduler, dir.path());
+    let model = fixture(name).join("model");
+    let ours = generate_trace(&model, run_dir, scheduler, &[], dir.path());
+    check_trace(&format!("{name} {scheduler}"), &ours, &model, run_dir, scheduler, dir.path());
 }
 
 #[test]

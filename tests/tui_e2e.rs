@@ -581,7 +581,7 @@ fn a_person_picks_dpmpp_2m_karras_in_the_lab() {
     }
     tmux.wait_for(&["sampler dpmpp_2m_karras: 20 calls"]);
     tmux.keys(&["n", "n"]);
-    tmux.wait_for(&["step 2 / 20", "sigma -> next", "dpmpp_2m_karras · epsilon", "predicted x0 (VAE decode)"]);
+    tmux.wait_for(&["step 2 / 20", "sigma -> next", "dpmpp_2m_karras · v_prediction", "predicted x0 (VAE decode)"]);
     tmux.keys(&["q"]);
 }
 
@@ -652,7 +652,7 @@ fn a_person_forks_a_run_and_compares_the_branches_in_tmux() {
     tmux.keys(&["b"]);
     tmux.wait_for(&["branch: its prompt (Enter, Esc cancels): "]);
     tmux.keys(&["Enter"]);
-    tmux.wait_for(&["branch: its guidance scale (Enter forks): 4"]);
+    tmux.wait_for(&["branch: its guidance scale (Enter forks): 2"]);
     tmux.keys(&["BSpace"]);
     tmux.type_text("2.5");
     tmux.keys(&["Enter"]);
@@ -661,14 +661,14 @@ fn a_person_forks_a_run_and_compares_the_branches_in_tmux() {
     tmux.keys(&["n", "n"]);
     tmux.wait_for(&["[b1 <main@3 cfg 2.5 5 steps]"]);
     tmux.keys(&["["]);
-    tmux.wait_for(&["[main cfg 4 3 steps]"]);
+    tmux.wait_for(&["[main cfg 2 3 steps]"]);
     tmux.keys(&["n", "n"]);
-    tmux.wait_for(&["[main cfg 4 5 steps]", "step 5 / 8"]);
+    tmux.wait_for(&["[main cfg 2 5 steps]", "step 5 / 8"]);
     tmux.keys(&["c"]);
     let screen =
         tmux.wait_for(&["compare after step 5: main and b1", "main: step 5/8", "b1: step 5/8", "difference: max"]);
     let max: f64 = screen.split("difference: max ").nth(1).and_then(|s| s.split('%').next()).unwrap().parse().unwrap();
-    assert!(max > 0.0, "guidance 2.5 against 4 must change x0 after the fork:\n{screen}");
+    assert!(max > 0.0, "guidance 2.5 against 2 must change x0 after the fork:\n{screen}");
     tmux.keys(&["Left", "Left"]);
     tmux.wait_for(&["compare after step 3: main and b1", "difference: max 0.0%"]);
     tmux.keys(&["w"]);
@@ -683,7 +683,7 @@ fn a_person_forks_a_run_and_compares_the_branches_in_tmux() {
 
     let record = sdlab::session::store::SessionRecord::load(&dir.path().join("sessions/tree/branches/b1")).unwrap();
     assert_eq!((record.history.len(), record.fork.as_ref().map(|f| f.at)), (5, Some(3)));
-    assert_eq!(record.image_settings().guidance_scales, vec![4.0, 4.0, 4.0, 2.5, 2.5]);
+    assert_eq!(record.image_settings().guidance_scales, vec![2.0, 2.0, 2.0, 2.5, 2.5]);
     let tmux = Tmux::start_in(dir.path(), &[bin, "tui", "--graphics", "halfblocks", "--session", "tree/b1"], 140, 40);
-    tmux.wait_for(&["[b1 <main@3 cfg 2.5 5 steps]", "main cfg 4 5 steps"]);
+    tmux.wait_for(&["[b1 <main@3 cfg 2.5 5 steps]", "main cfg 2 5 steps"]);
 }

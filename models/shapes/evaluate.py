@@ -9,7 +9,7 @@ named background, over several seeds, how often
   from the prompt's half of the guided batch, averaged over heads, brought to the
   latent grid (nearest), averaged over layers (DAAM) and summed over the steps.
 
-    python evaluate.py MODEL_DIR [--seeds 10] [--guidance 4] [--steps 20]
+    python evaluate.py MODEL_DIR [--seeds 10] [--guidance 2] [--steps 20]
 
 Each pixel is given the nearest of data.COLOURS; the border is the outer two
 pixels; regions are 4-connected pixels of one colour.
@@ -137,7 +137,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
     p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--steps", type=int, default=20)
     a = p.parse_args()
     torch.set_num_threads(2)

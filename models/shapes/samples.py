@@ -1,5 +1,5 @@
 """Draws `samples.png`: what `shapes` draws, by sdlab itself (its suggested 20
-DDIM steps and guidance 4), one prompt a row, one seed a column, each picture
+DDIM steps and guidance 2), one prompt a row, one seed a column, each picture
 scaled 3x. Standard library and Pillow only.
 
     python samples.py [--sdlab ../../target/release/sdlab] [--out samples.png]
