@@ -211,6 +211,22 @@ mod tests {
     }
 
     #[test]
+    fn erf_stays_within_1_4_ulp_of_the_correctly_rounded_value() {
+        let mut worst = 0f64;
+        for i in 0..=2_000_000 {
+            let x = -6.0 + 12.0 * i as f32 / 2_000_000.0;
+            let exact = candle_core::cpu::erf::erf_f64(f64::from(x));
+            let ulp =
+                f64::from((exact as f32).abs().next_up() - (exact as f32).abs()).max(f64::from(f32::MIN_POSITIVE));
+            worst = worst.max((f64::from(kernels::erf_for_test(x)) - exact).abs() / ulp);
+            assert_eq!(kernels::erf_for_test(-x), -kernels::erf_for_test(x), "erf is odd, at {x}");
+        }
+        assert!(worst <= 1.4, "erf is {worst:.2} ulp off");
+        assert_eq!((kernels::erf_for_test(4.5), kernels::erf_for_test(1e30)), (1.0, 1.0));
+        assert!(kernels::erf_for_test(f32::NAN).is_nan());
+    }
+
+    #[test]
     fn geglu_kernel_matches_candle_gelu_erf() {
         let x = randn(&[2, 3, 10], 4);
         let halves = x.chunk(2, 2).unwrap();
