@@ -69,9 +69,7 @@ pub fn max_abs(t: &candle_core::Tensor) -> f64 {
 /// to zero terminal SNR.
 fn rescales_to_zero_snr(model: &Path) -> bool {
     let config = model.join("scheduler/scheduler_config.json");
-    let Ok(text) = std::fs::read_to_string(config) else { return false };
-    let config: serde_json::Value = serde_json::from_str(&text).unwrap();
-    config["rescale_betas_zero_snr"] == serde_json::Value::Bool(true)
+    config.is_file() && ::sdlab::scheduler::SchedulerConfig::from_file(&config).unwrap().rescale_betas_zero_snr
 }
 
 /// Compares a trace of `model` with diffusers' `reference.safetensors` in
