@@ -31,18 +31,18 @@ pub struct Conv2dGemm {
 
 /// Floats per im2col tile (4 MiB): measured best of 1, 4, 16 and 64 MiB for the
 /// UNet's 3x3 convolutions at 512x512.
-const TILE_FLOATS: usize = 1 << 20;
+pub(super) const TILE_FLOATS: usize = 1 << 20;
 
 /// A pointer to disjoint parts of one output buffer, shared by the tile tasks.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: every task writes a distinct (image, row range) block of the output.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Through a method, so closures capture the whole (Send) wrapper, not its field.
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
@@ -508,7 +508,7 @@ pub fn applies(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: expected float32 input, found {:?}", storage.dtype());
     };
