@@ -63,9 +63,13 @@ impl Attention {
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>, tap: Option<ProbsTap>) -> Result<Tensor> {
         let context = context.unwrap_or(x);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = self.split_heads(&(self.to_q.forward(x)? * scale)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
+        let (q, k, v) = (self.to_q.forward(x)?, self.to_k.forward(context)?, self.to_v.forward(context)?);
+        if tap.is_none() && [&q, &k, &v].iter().all(|t| super::kernels::applies(t)) {
+            let out = fused_attention(&q, &k, &v, self.heads, scale)?;
+            return Ok(self.to_out.forward(&out)?);
+        }
+        let q = self.split_heads(&(q * scale)?)?;
+        let (k, v) = (self.split_heads(&k)?, self.split_heads(&v)?);
         let out = chunked_attention(&q, &k, &v, self.heads, self.upcast, tap)?;
         let (bh, n, d) = out.dims3()?;
         let out = out.reshape((bh / self.heads, self.heads, n, d))?.transpose(1, 2)?.reshape((
@@ -98,7 +102,15 @@ fn chunk_budget(device: &Device) -> usize {
     }
 }
 
-/// softmax(q k^T) v over `(batch*heads, tokens, d)` tensors (q already scaled), one
+/// softmax(scale q kᵀ) v per head on float32 CPU tensors in the token layout
+/// `(batch, tokens, heads * d)`, by the fused kernel: the result of splitting the
+/// heads and `chunked_attention` (tested), without the copies.
+fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    let op = super::kernels::FusedAttention { heads, scale: scale as f32 };
+    Ok(q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?)
+}
+
+/// softmax(q kᵀ) v over `(batch*heads, tokens, d)` tensors (q already scaled), one
 /// chunk of query rows at a time.
 pub fn chunked_attention(
     q: &Tensor,
@@ -108,10 +120,6 @@ pub fn chunked_attention(
     upcast: bool,
     tap: Option<ProbsTap>,
 ) -> Result<Tensor> {
-    // Unobserved float32 attention on the CPU: the fused kernel (same result, tested).
-    if tap.is_none() && [q, k, v].iter().all(|t| super::kernels::applies(t)) {
-        return Ok(q.apply_op3_no_bwd(k, v, &super::kernels::FusedAttention)?);
-    }
     let (bh, nq, _) = q.dims3()?;
     let nk = k.dim(1)?;
     let score_dtype = if upcast { DType::F32 } else { q.dtype() };
@@ -163,13 +171,41 @@ mod tests {
         let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t().unwrap()).unwrap()).unwrap();
         let expected = probs.matmul(&v).unwrap();
         let expected_map = probs.reshape((b, heads, nq, nk)).unwrap().mean(1).unwrap();
-        // the fused CPU kernel (no tap), with more rows than one of its blocks
-        let (nq_big, nk_big) = (150, 90);
-        let qb = Tensor::randn(0f32, 1.0, (b * heads, nq_big, d), &dev).unwrap();
-        let kb = Tensor::randn(0f32, 1.0, (b * heads, nk_big, d), &dev).unwrap();
-        let vb = Tensor::randn(0f32, 1.0, (b * heads, nk_big, 5), &dev).unwrap();
-        let fused = chunked_attention(&qb, &kb, &vb, heads, true, None).unwrap();
-        let plain = attention_in_chunks(&qb, &kb, &vb, heads, DType::F32, nq_big, None).unwrap();
+        // the fused CPU kernel on the token layout, with more rows than one of its blocks
+        let (nq_big, nk_big, dv, scale) = (150, 90, 5, 0.5);
+        let tokens = |n: usize, width: usize, seed: f32| {
+            (Tensor::randn(0f32, 1.0, (b, n, heads * width), &dev).unwrap() + seed as f64).unwrap()
+        };
+        let (qt, kt, vt) = (tokens(nq_big, d, 0.0), tokens(nk_big, d, 0.1), tokens(nk_big, dv, -0.1));
+        let split = |t: &Tensor, width: usize| {
+            let n = t.dim(1).unwrap();
+            t.reshape((b, n, heads, width))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((b * heads, n, width))
+                .unwrap()
+        };
+        let fused = fused_attention(&qt, &kt, &vt, heads, scale).unwrap();
+        let plain = attention_in_chunks(
+            &split(&(&qt * scale).unwrap(), d),
+            &split(&kt, d),
+            &split(&vt, dv),
+            heads,
+            DType::F32,
+            nq_big,
+            None,
+        )
+        .unwrap();
+        let plain = plain
+            .reshape((b, heads, nq_big, dv))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, nq_big, heads * dv))
+            .unwrap();
         let fused_diff: f32 =
             (fused - plain).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
         assert!(fused_diff < 1e-5, "fused kernel: {fused_diff}");

@@ -281,13 +281,19 @@ impl CustomOp1 for Geglu {
     }
 }
 
-/// softmax(q k^T) v for `(batch*heads, tokens, d)` float32 tensors (q already scaled),
-/// in blocks of query rows that each keep their scores in a per-thread buffer: a
-/// block's scores (64 rows x 4096 keys at 512x512, 1 MiB) stay in cache between the
-/// two gemms and the softmax, where the chunked tensor version writes and re-reads
-/// tens of fresh megabytes per chunk (measured 1.7 s against torch's 0.4 s for the
-/// UNet's first self-attention at 512x512).
-pub struct FusedAttention;
+/// softmax(scale q kᵀ) v per head, for float32 tensors in the token layout
+/// `(batch, tokens, heads * d)` that the projections produce: each head is read in
+/// place through the gemm's strides (no copies into and out of `(batch * heads,
+/// tokens, d)`); each block of queries is scaled as it is gathered. Query rows go in
+/// blocks that each keep their
+/// scores in a per-thread buffer: a block's scores (64 rows x 4096 keys at 512x512,
+/// 1 MiB) stay in cache between the two gemms and the softmax, where the chunked
+/// tensor version writes and re-reads tens of fresh megabytes per chunk (measured
+/// 1.7 s against torch's 0.4 s for the UNet's first self-attention at 512x512).
+pub struct FusedAttention {
+    pub heads: usize,
+    pub scale: f32,
+}
 
 /// Query rows per block.
 const ATTENTION_ROWS: usize = 64;
@@ -311,28 +317,43 @@ impl candle_core::CustomOp3 for FusedAttention {
             contiguous_f32(ks, kl, self.name())?,
             contiguous_f32(vs, vl, self.name())?,
         );
-        let (bh, nq, d) = ql.shape().dims3()?;
-        let (_, nk, dv) = vl.shape().dims3()?;
-        if kl.shape().dims3()? != (bh, nk, d) || vl.shape().dims3()?.0 != bh {
+        let heads = self.heads;
+        let (b, nq, qdim) = ql.shape().dims3()?;
+        let (_, nk, vdim) = vl.shape().dims3()?;
+        if heads == 0
+            || !qdim.is_multiple_of(heads)
+            || !vdim.is_multiple_of(heads)
+            || kl.shape().dims3()? != (b, nk, qdim)
+            || vl.shape().dims3()?.0 != b
+        {
             candle_core::bail!(
-                "{}: q {:?}, k {:?}, v {:?} do not fit",
+                "{}: q {:?}, k {:?}, v {:?} do not fit {heads} heads",
                 self.name(),
                 ql.shape(),
                 kl.shape(),
                 vl.shape()
             );
         }
-        let mut out = vec![0f32; bh * nq * dv];
+        let (d, dv) = (qdim / heads, vdim / heads);
+        let mut out = vec![0f32; b * nq * vdim];
         let out_ptr = OutPtr(out.as_mut_ptr());
         let tasks: Vec<(usize, usize)> =
-            (0..bh).flat_map(|h| (0..nq).step_by(ATTENTION_ROWS).map(move |r0| (h, r0))).collect();
-        tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(h, r0)| {
+            (0..b * heads).flat_map(|bh| (0..nq).step_by(ATTENTION_ROWS).map(move |r0| (bh, r0))).collect();
+        tasks.par_iter().for_each_init(Default::default, |(scores, q_block): &mut (Vec<f32>, Vec<f32>), &(bh, r0)| {
+            let (img, head) = (bh / heads, bh % heads);
             let rows = ATTENTION_ROWS.min(nq - r0);
             scores.resize(rows * nk, 0.0);
-            // SAFETY: q block (rows x d, row stride d), k read transposed (d x nk: row
-            // stride 1, column stride d) and v (nk x dv) lie within their inputs; the
-            // scores buffer holds rows x nk; the output block (rows x dv) of head h is
-            // this task's alone. Both products overwrite their destination.
+            // the block's queries, scaled as diffusers scales them before the product
+            q_block.clear();
+            for r in r0..r0 + rows {
+                let at = (img * nq + r) * qdim + head * d;
+                q_block.extend(q[at..at + d].iter().map(|&x| x * self.scale));
+            }
+            // SAFETY: the q block (rows x d), k read transposed (d x nk:
+            // row stride 1, column stride qdim) and v (nk x dv, row stride vdim) are head
+            // `head`'s columns of image `img`, within their inputs; the scores buffer
+            // holds rows x nk; the output block (rows x dv, row stride vdim) is this
+            // task's alone. scores = (scale q) kᵀ; out = scores v.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -342,11 +363,11 @@ impl candle_core::CustomOp3 for FusedAttention {
                     1,
                     nk as isize,
                     false,
-                    q.as_ptr().add((h * nq + r0) * d),
+                    q_block.as_ptr(),
                     1,
                     d as isize,
-                    k.as_ptr().add(h * nk * d),
-                    d as isize,
+                    k.as_ptr().add(img * nk * qdim + head * d),
+                    qdim as isize,
                     1,
                     0.0,
                     1.0,
@@ -369,16 +390,16 @@ impl candle_core::CustomOp3 for FusedAttention {
                     rows,
                     dv,
                     nk,
-                    out_ptr.at((h * nq + r0) * dv),
+                    out_ptr.at((img * nq + r0) * vdim + head * dv),
                     1,
-                    dv as isize,
+                    vdim as isize,
                     false,
                     scores.as_ptr(),
                     1,
                     nk as isize,
-                    v.as_ptr().add(h * nk * dv),
+                    v.as_ptr().add(img * nk * vdim + head * dv),
                     1,
-                    dv as isize,
+                    vdim as isize,
                     0.0,
                     1.0,
                     false,
@@ -388,7 +409,7 @@ impl candle_core::CustomOp3 for FusedAttention {
                 );
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((bh, nq, dv))))
+        Ok((CpuStorage::F32(out), Shape::from((b, nq, vdim))))
     }
 }
 
