@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod kernels;
+pub mod layout;
 pub mod resnet;
 mod simd;
 pub mod winograd;

@@ -7,6 +7,7 @@ use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
 
 use super::taps::{reborrow, UNetObserver};
 use crate::model::nn::attention::{Attention, AttentionConfig};
+use crate::model::nn::layout::swap_last_two;
 use crate::model::nn::{geglu, Conv2d, GroupNorm};
 
 /// Self-attention, cross-attention to the text, then a GEGLU feed-forward; each
@@ -124,7 +125,7 @@ impl Transformer2DModel {
 
     pub fn forward(&self, x: &Tensor, context: &Tensor, mut obs: Option<&mut dyn UNetObserver>) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let to_tokens = |t: Tensor| -> Result<Tensor> { Ok(t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?) };
+        let to_tokens = |t: Tensor| -> Result<Tensor> { swap_last_two(&t.reshape((b, c, h * w))?) };
         let normed = self.norm.forward(x, false)?;
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv.forward(&normed)?)?,
@@ -133,8 +134,7 @@ impl Transformer2DModel {
         for block in &self.blocks {
             tokens = block.forward(&tokens, context, (h, w), reborrow(&mut obs))?;
         }
-        let to_image =
-            |t: Tensor| -> Result<Tensor> { Ok(t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()?) };
+        let to_image = |t: Tensor| -> Result<Tensor> { Ok(swap_last_two(&t)?.reshape((b, c, h, w))?) };
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_image(tokens)?)?,
             Projection::Linear(linear) => to_image(linear.forward(&tokens)?)?,

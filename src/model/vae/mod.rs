@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 pub use config::VaeConfig;
 
 use crate::model::nn::attention::{Attention, AttentionConfig};
+use crate::model::nn::layout::swap_last_two;
 use crate::model::nn::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 use crate::model::nn::{Conv2d, GroupNorm};
 
@@ -54,9 +55,9 @@ impl AttentionBlock {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let tokens = self.group_norm.forward(x, false)?.reshape((b, c, h * w))?.transpose(1, 2)?;
+        let tokens = swap_last_two(&self.group_norm.forward(x, false)?.reshape((b, c, h * w))?)?;
         let out = self.attention.forward(&tokens, None, None)?;
-        Ok((out.transpose(1, 2)?.reshape((b, c, h, w))? + x)?)
+        Ok((swap_last_two(&out)?.reshape((b, c, h, w))? + x)?)
     }
 }
 
