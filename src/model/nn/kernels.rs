@@ -102,6 +102,48 @@ impl Conv2dGemm {
     }
 }
 
+/// A convolution kernel's operands: the image `(B, Cin, H, W)`, the weight as a
+/// matrix `(Cout, Cin*k*k)` and the bias `(Cout)`, contiguous float32.
+pub(super) struct ConvOperands<'a> {
+    pub x: &'a [f32],
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub dims: (usize, usize, usize, usize),
+    pub cout: usize,
+}
+
+/// The operands of a `kernel x kernel` convolution, checked to fit one another.
+pub(super) fn conv_operands<'a>(
+    op: &str,
+    kernel: usize,
+    (xs, xl): (&'a CpuStorage, &Layout),
+    (ws, wl): (&'a CpuStorage, &Layout),
+    (bs, bl): (&'a CpuStorage, &Layout),
+) -> Result<ConvOperands<'a>> {
+    let (x, weight, bias) = (contiguous_f32(xs, xl, op)?, contiguous_f32(ws, wl, op)?, contiguous_f32(bs, bl, op)?);
+    let dims = xl.shape().dims4()?;
+    let (cout, kdim) = wl.shape().dims2()?;
+    if kdim != dims.1 * kernel * kernel || bias.len() != cout {
+        candle_core::bail!("{op}: weight {:?} / bias {} do not fit input {:?}", wl.shape(), bias.len(), xl.shape());
+    }
+    Ok(ConvOperands { x, weight, bias, dims, cout })
+}
+
+/// Runs `run` on every tile with a per-thread scratch `B`: in parallel, each gemm on
+/// one thread, when there are at least two tiles per thread; otherwise one tile after
+/// the other, with gemm taking the threads.
+pub(super) fn run_tiles<T: Sync, B: Default + Send>(tiles: &[T], run: impl Fn(&T, &mut B, gemm::Parallelism) + Sync) {
+    let threads = rayon::current_num_threads();
+    if tiles.len() >= 2 * threads {
+        tiles.par_iter().for_each_init(B::default, |scratch, t| run(t, scratch, gemm::Parallelism::None));
+    } else {
+        let mut scratch = B::default();
+        for t in tiles {
+            run(t, &mut scratch, gemm::Parallelism::Rayon(threads));
+        }
+    }
+}
+
 impl candle_core::CustomOp3 for Conv2dGemm {
     fn name(&self) -> &'static str {
         "sdlab-conv2d"
@@ -116,20 +158,9 @@ impl candle_core::CustomOp3 for Conv2dGemm {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(xs, xl, self.name())?;
-        let weight = contiguous_f32(ws, wl, self.name())?;
-        let bias = contiguous_f32(bs, bl, self.name())?;
-        let (b, cin, h, w) = xl.shape().dims4()?;
-        let (cout, kdim) = wl.shape().dims2()?;
-        if kdim != cin * self.kernel * self.kernel || bias.len() != cout {
-            candle_core::bail!(
-                "{}: weight {:?} / bias {} do not fit input {:?}",
-                self.name(),
-                wl.shape(),
-                bias.len(),
-                xl.shape()
-            );
-        }
+        let ConvOperands { x, weight, bias, dims: (b, cin, h, w), cout } =
+            conv_operands(self.name(), self.kernel, (xs, xl), (ws, wl), (bs, bl))?;
+        let kdim = cin * self.kernel * self.kernel;
         let (ho, wo) = self.output_size(h, w);
         let n = ho * wo;
         let mut out = Vec::with_capacity(b * cout * n);
@@ -141,7 +172,6 @@ impl candle_core::CustomOp3 for Conv2dGemm {
         let rows_per_tile = (TILE_FLOATS / (kdim * wo).max(1)).clamp(1, ho);
         let tiles: Vec<(usize, usize)> =
             (0..b).flat_map(|img| (0..ho).step_by(rows_per_tile).map(move |oy0| (img, oy0))).collect();
-        let threads = rayon::current_num_threads();
         let direct = self.kernel == 1 && self.stride == 1 && self.padding == 0;
         let out_ptr = OutPtr(out.as_mut_ptr());
         let run = |&(img, oy0): &(usize, usize), cols: &mut Vec<f32>, parallelism| {
@@ -183,14 +213,7 @@ impl candle_core::CustomOp3 for Conv2dGemm {
                 );
             }
         };
-        if tiles.len() >= 2 * threads {
-            tiles.par_iter().for_each_init(Vec::new, |cols, t| run(t, cols, gemm::Parallelism::None));
-        } else {
-            let mut cols = Vec::new();
-            for t in &tiles {
-                run(t, &mut cols, gemm::Parallelism::Rayon(threads));
-            }
-        }
+        run_tiles(&tiles, run);
         Ok((CpuStorage::F32(out), Shape::from((b, cout, ho, wo))))
     }
 }
@@ -285,11 +308,11 @@ impl CustomOp1 for Geglu {
 /// `(batch, tokens, heads * d)` that the projections produce: each head is read in
 /// place through the gemm's strides (no copies into and out of `(batch * heads,
 /// tokens, d)`); each block of queries is scaled as it is gathered. Query rows go in
-/// blocks that each keep their
-/// scores in a per-thread buffer: a block's scores (64 rows x 4096 keys at 512x512,
-/// 1 MiB) stay in cache between the two gemms and the softmax, where the chunked
-/// tensor version writes and re-reads tens of fresh megabytes per chunk (measured
-/// 1.7 s against torch's 0.4 s for the UNet's first self-attention at 512x512).
+/// blocks that each keep their scores in a per-thread buffer: a block's scores (64
+/// rows x 4096 keys at 512x512, 1 MiB) stay in cache between the two gemms and the
+/// softmax, where the chunked tensor version writes and re-reads tens of fresh
+/// megabytes per chunk (measured 1.7 s against torch's 0.4 s for the UNet's first
+/// self-attention at 512x512).
 pub struct FusedAttention {
     pub heads: usize,
     pub scale: f32,
@@ -352,9 +375,9 @@ impl candle_core::CustomOp3 for FusedAttention {
             }
             // SAFETY: the q block (rows x d), the head's keys (d x nk, row stride nk) and
             // v (nk x dv, row stride vdim, head `head`'s columns of image `img`) lie
-            // within their buffers; the scores buffer
-            // holds rows x nk; the output block (rows x dv, row stride vdim) is this
-            // task's alone. scores = (scale q) kᵀ; out = scores v.
+            // within their buffers; the scores buffer holds rows x nk; the output block
+            // (rows x dv, row stride vdim) is this task's alone. scores = (scale q) kᵀ;
+            // out = scores v.
             unsafe {
                 gemm::gemm(
                     rows,

@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::kernels::{contiguous_f32, OutPtr, TILE_FLOATS};
+use super::kernels::{conv_operands, run_tiles, ConvOperands, OutPtr, TILE_FLOATS};
 use super::simd::widest;
 
 /// Transformed planes: a 4x4 input tile gives 16 values, one per plane.
@@ -44,20 +44,8 @@ impl CustomOp3 for Winograd3x3 {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(xs, xl, self.name())?;
-        let weight = contiguous_f32(ws, wl, self.name())?;
-        let bias = contiguous_f32(bs, bl, self.name())?;
-        let (b, cin, h, w) = xl.shape().dims4()?;
-        let (cout, kdim) = wl.shape().dims2()?;
-        if kdim != cin * 9 || bias.len() != cout {
-            candle_core::bail!(
-                "{}: weight {:?} / bias {} do not fit input {:?}",
-                self.name(),
-                wl.shape(),
-                bias.len(),
-                xl.shape()
-            );
-        }
+        let ConvOperands { x, weight, bias, dims: (b, cin, h, w), cout } =
+            conv_operands(self.name(), 3, (xs, xl), (ws, wl), (bs, bl))?;
         let u = transform_weights(weight, cout, cin);
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         // blocks of equal height, each holding about TILE_FLOATS transformed values
@@ -110,15 +98,7 @@ impl CustomOp3 for Winograd3x3 {
                 || geometry.transform_output(m, bias, rows.clone(), out_ptr, img * cout * h * w),
             );
         };
-        let threads = rayon::current_num_threads();
-        if blocks.len() >= 2 * threads {
-            blocks.par_iter().for_each_init(Default::default, |bufs, blk| run(blk, bufs, gemm::Parallelism::None));
-        } else {
-            let mut bufs = Default::default();
-            for blk in &blocks {
-                run(blk, &mut bufs, gemm::Parallelism::Rayon(threads));
-            }
-        }
+        run_tiles(&blocks, run);
         Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
     }
 }
