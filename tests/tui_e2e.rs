@@ -48,15 +48,19 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", "lab"])
     }
 
-    /// Polls the screen until it shows every one of `needles` (a bounded wait, not a timing check).
+    /// Polls the screen until it shows every one of `needles` and has settled (a bounded
+    /// wait, not a timing check). Settled: two captures 100 ms apart agree, since tmux
+    /// draws a frame as it reads it and a capture in between shows half of each frame.
     fn wait_for(&self, needles: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut before = String::new();
         loop {
             let screen = self.screen();
-            if needles.iter().all(|n| screen.contains(n)) {
+            if screen == before && needles.iter().all(|n| screen.contains(n)) {
                 return screen;
             }
             assert!(Instant::now() < deadline, "waited for {needles:?}; the screen shows:\n{screen}");
+            before = screen;
             std::thread::sleep(Duration::from_millis(100));
         }
     }
