@@ -46,7 +46,7 @@ pub enum ClipActivation {
 impl Module for ClipActivation {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Gelu => xs.gelu_erf(),
+            Self::Gelu => super::nn::gelu_erf(xs),
             Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
             Self::GeluNew => xs.gelu(),
         }

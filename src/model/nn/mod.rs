@@ -116,6 +116,14 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
     Ok((&halves[0] * halves[1].gelu_erf()?)?)
 }
 
+/// The exact (erf) GELU, as `torch.nn.functional.gelu` (the CPU kernel for float32).
+pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    if kernels::applies(x) {
+        return x.contiguous()?.apply_op1_no_bwd(&kernels::GeluErf);
+    }
+    x.gelu_erf()
+}
+
 /// The weight of a linear layer, accepting the 1x1-convolution shape `(out, in, 1, 1)`
 /// that some converted VAE checkpoints store for their attention projections.
 pub fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<candle_nn::Linear> {
@@ -250,5 +258,19 @@ mod tests {
         // the generic path (non-f32) agrees too
         let f64_out = geglu(&x.to_dtype(DType::F64).unwrap()).unwrap().to_dtype(DType::F32).unwrap();
         assert!(max_diff(&f64_out, &reference) < 1e-6);
+    }
+
+    #[test]
+    fn gelu_kernel_matches_candle_gelu_erf_across_chunks() {
+        // three parallel chunks, the last one partial; scaled so that both erf branches
+        // and the saturated tails are taken
+        let x = (randn(&[3, 12_345], 5) * 3.0).unwrap();
+        let reference = x.to_dtype(DType::F64).unwrap().gelu_erf().unwrap().to_dtype(DType::F32).unwrap();
+        let out = gelu_erf(&x).unwrap();
+        assert_eq!(out.dims(), x.dims());
+        assert!(max_diff(&out, &reference) < 2e-6, "{}", max_diff(&out, &reference));
+        // a strided input is made contiguous first, not read in the wrong order
+        let t = x.t().unwrap();
+        assert!(max_diff(&gelu_erf(&t).unwrap(), &reference.t().unwrap()) < 2e-6);
     }
 }
