@@ -13,6 +13,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::layout::swapped;
 use super::simd::{self, max_f32, sum_f32, sum_f64};
 
 /// A 2D convolution as tiles of im2col feeding gemm, written straight into the
@@ -392,7 +393,11 @@ impl candle_core::CustomOp3 for FusedAttention {
             );
         }
         let (d, dv) = (qdim / heads, vdim / heads);
-        let keys = keys_by_head(k, b, nk, heads, d);
+        // Each head's keys as (d, nk) rows: (b, nk, heads * d) swapped is (b * heads, d, nk).
+        // The first gemm then packs them from contiguous rows instead of gathering every
+        // key across the other heads' columns, once per query block (measured 10-25%
+        // faster for the UNet's 64x64 self-attention).
+        let keys = swapped(k, (b, nk, qdim));
         let mut out = vec![0f32; b * nq * vdim];
         let out_ptr = OutPtr(out.as_mut_ptr());
         let tasks: Vec<(usize, usize)> =
@@ -469,27 +474,6 @@ impl candle_core::CustomOp3 for FusedAttention {
         });
         Ok((CpuStorage::F32(out), Shape::from((b, nq, vdim))))
     }
-}
-
-/// Each head's keys from the token layout `(b, nk, heads * d)` as `(b * heads, d, nk)`:
-/// the first gemm then packs them from contiguous rows instead of gathering every key
-/// across the other heads' columns, once per 64-query block (measured 10-25% faster
-/// for the UNet's 64x64 self-attention).
-fn keys_by_head(k: &[f32], b: usize, nk: usize, heads: usize, d: usize) -> Vec<f32> {
-    let qdim = heads * d;
-    let mut keys = vec![0f32; b * nk * qdim];
-    keys.par_chunks_mut(d * nk).enumerate().for_each(|(bh, dst)| {
-        let src = &k[(bh / heads) * nk * qdim + (bh % heads) * d..];
-        // 64 keys at a time, so that the rows read stay in cache across the d columns
-        for key0 in (0..nk).step_by(64) {
-            for j in 0..d {
-                for key in key0..(key0 + 64).min(nk) {
-                    dst[j * nk + key] = src[key * qdim + j];
-                }
-            }
-        }
-    });
-    keys
 }
 
 /// Softmax over the last dimension, one row per task, with a vectorisable exp.

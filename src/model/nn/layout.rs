@@ -28,25 +28,30 @@ impl CustomOp1 for SwapLastTwo {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, self.name())?;
         let (b, m, n) = layout.shape().dims3()?;
-        let mut out = vec![0f32; b * m * n];
-        let out_ptr = OutPtr(out.as_mut_ptr());
-        // a task per band of TILE input rows, which becomes a band of output columns
-        let bands: Vec<(usize, usize)> = (0..b).flat_map(|img| (0..m).step_by(TILE).map(move |r| (img, r))).collect();
-        bands.par_iter().for_each(|&(img, r0)| {
-            let src = &x[img * m * n..(img + 1) * m * n];
-            let r1 = (r0 + TILE).min(m);
-            for c0 in (0..n).step_by(TILE) {
-                for c in c0..(c0 + TILE).min(n) {
-                    // SAFETY: output row c, columns r0..r1 of image img: this band's alone.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(img * m * n + c * m + r0), r1 - r0) };
-                    for (d, r) in dst.iter_mut().zip(r0..r1) {
-                        *d = src[r * n + c];
-                    }
+        Ok((CpuStorage::F32(swapped(x, (b, m, n))), Shape::from((b, n, m))))
+    }
+}
+
+/// `x`, a contiguous `(b, m, n)`, as a contiguous `(b, n, m)`.
+pub(super) fn swapped(x: &[f32], (b, m, n): (usize, usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; b * m * n];
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    // a task per band of TILE input rows, which becomes a band of output columns
+    let bands: Vec<(usize, usize)> = (0..b).flat_map(|img| (0..m).step_by(TILE).map(move |r| (img, r))).collect();
+    bands.par_iter().for_each(|&(img, r0)| {
+        let src = &x[img * m * n..(img + 1) * m * n];
+        let r1 = (r0 + TILE).min(m);
+        for c0 in (0..n).step_by(TILE) {
+            for c in c0..(c0 + TILE).min(n) {
+                // SAFETY: output row c, columns r0..r1 of image img: this band's alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(img * m * n + c * m + r0), r1 - r0) };
+                for (d, r) in dst.iter_mut().zip(r0..r1) {
+                    *d = src[r * n + c];
                 }
             }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((b, n, m))))
-    }
+        }
+    });
+    out
 }
 
 #[cfg(test)]
